@@ -1,0 +1,468 @@
+"""The ``xclip-search`` command line: a thin shell over `xclip_search.Index` and `indexer.run_index`.
+
+Each command parses its flags, calls one library function, and prints either a table (stdout; progress on
+stderr) or, with ``--json``, exactly the JSON of DESIGN.md §4. Library errors become ``Error: ...`` plus a hint
+on stderr and exit code 1; an indexing or tagging run in which some files failed exits with 3.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .console import BarProgress, echo_json, format_bytes, format_time, table
+from .defaults import INDEX_ENV, default_index_dir
+from .errors import InvalidArgumentError, XClipSearchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 1
+EXIT_PARTIAL = 3
+
+
+class _Cli(click.Group):
+    """A group whose errors are one line on stderr with exit code 1 (click's own usage errors included)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                click.echo(f"Try '{exc.ctx.command_path} --help' for help.", err=True)
+            code = EXIT_USER_ERROR
+        except XClipSearchError as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            code = 130
+        except KeyboardInterrupt:
+            click.echo("Interrupted. Committed work is kept; run the same command again to resume.", err=True)
+            code = 130
+        except BrokenPipeError:
+            code = 0
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
+
+
+def index_option(required: bool = True) -> Callable[[F], F]:
+    def deco(f: F) -> F:
+        return click.option(
+            "--index",
+            "index_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help=f"Index directory [default: ${INDEX_ENV}, else ./xclip-index].",
+        )(f)
+
+    return deco
+
+
+def device_option(f: F) -> F:
+    return click.option(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help="auto (CUDA if present), cpu, cuda or cuda:N [default: auto].",
+    )(f)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="xclip-search")
+def cli() -> None:
+    """Index videos with X-CLIP and find moments in them by typing what happens.
+
+    \b
+    Examples:
+      xclip-search index ~/Videos --model microsoft/xclip-base-patch32
+      xclip-search search "a dog catching a frisbee" --top-k 5
+      xclip-search tag clip.mp4 --model demo --labels "growing,shrinking,blinking"
+      xclip-search info
+      xclip-search demo
+    """
+
+
+# -- index ------------------------------------------------------------------------------------------------
+
+
+@cli.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@index_option()
+@click.option(
+    "--model",
+    default=None,
+    help="Hub id, save_pretrained directory, or 'demo' [default: the index's "
+    "model, or microsoft/xclip-base-patch32 for a new index].",
+)
+@click.option(
+    "--segment-seconds",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Length of the searchable moments; 0 = one segment per whole video.",
+)
+@click.option(
+    "--max-segments",
+    type=click.IntRange(min=1),
+    default=360,
+    show_default=True,
+    help="Cap on segments per video (longer windows beyond it).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decode worker processes [default: CPU count, at most 8].",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Segments per model call.")
+@click.option("--prune", is_flag=True, help="Drop indexed videos whose files disappeared under the given paths.")
+@click.option("--retry-failed", is_flag=True, help="Try files that failed before again.")
+@device_option
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default=None,
+    help="Model precision (float16/bfloat16 on CUDA only) [default: float32].",
+)
+@json_option
+def index_cmd(
+    paths: tuple[Path, ...],
+    index_dir: Path | None,
+    model: str | None,
+    segment_seconds: float,
+    max_segments: int,
+    workers: int | None,
+    batch_size: int,
+    prune: bool,
+    retry_failed: bool,
+    device: str | None,
+    dtype: str | None,
+    as_json: bool,
+) -> int:
+    """Index the videos in PATHS (files or folders, searched recursively).
+
+    Re-running skips unchanged files, re-indexes changed ones and resumes an interrupted run.
+
+    \b
+    Examples:
+      xclip-search index ~/Videos
+      xclip-search index clips/ --index my-index --model ./my-xclip-checkpoint
+      xclip-search index clips/ --segment-seconds 0 --json
+    """
+    from indexer import IndexOptions, run_index
+
+    target = index_dir or default_index_dir()
+    progress = BarProgress(enabled=not as_json)
+    options = IndexOptions(
+        segment_seconds=segment_seconds,
+        max_segments=max_segments,
+        workers=workers,
+        batch_size=batch_size,
+        prune=prune,
+        retry_failed=retry_failed,
+        device=device,
+        dtype=dtype,
+    )
+    if segment_seconds < 0:
+        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). Use 0 or a positive number.")
+    try:
+        report = run_index([str(p) for p in paths], target, model=model, options=options, progress=progress)
+    finally:
+        progress.close()
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        d = report.to_dict()
+        click.echo(
+            f"Indexed {d['indexed']} video(s) ({d['segments']} segments), {d['unchanged']} unchanged, "
+            f"{d['failed']} failed, {d['skipped']} skipped, {d['removed']} removed "
+            f"in {report.seconds:.1f} s -> {Path(target).resolve()}"
+        )
+        for o in report.failures[:20]:
+            click.echo(f"  {o.status}: {o.path}: {o.reason}", err=True)
+        if len(report.failures) > 20:
+            click.echo(f"  ... and {len(report.failures) - 20} more (xclip-search info --failures)", err=True)
+    return report.exit_code
+
+
+# -- search -----------------------------------------------------------------------------------------------
+
+
+@cli.command("search")
+@click.argument("query")
+@index_option()
+@click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
+@click.option(
+    "--candidates",
+    type=int,
+    default=None,
+    help="First-stage candidates re-ranked exactly (more = better recall, slower) [default: 200].",
+)
+@click.option("--no-rerank", is_flag=True, help="Rank by the first-stage cosine only (no video-specific prompts).")
+@click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
+@device_option
+@json_option
+def search_cmd(
+    query: str,
+    index_dir: Path | None,
+    top_k: int,
+    candidates: int | None,
+    no_rerank: bool,
+    all_segments: bool,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """Find the moments that match QUERY, best first.
+
+    \b
+    Examples:
+      xclip-search search "someone slicing bread"
+      xclip-search search "red circle moving left" --top-k 3 --json
+    """
+    from .index import Index
+
+    if not query.strip():
+        raise InvalidArgumentError("Empty query", hint="Type what happens in the video, e.g. 'a dog catching a ball'.")
+    with Index.open(index_dir, device=device) as index:
+        hits = index.search(query, top_k=top_k, candidates=candidates, rerank=not no_rerank, per_video=not all_segments)
+    if as_json:
+        echo_json({"query": query, "results": [h.to_dict() for h in hits]})
+        return 0
+    if not hits:
+        click.echo("No results (the index is empty).")
+        return 0
+    rows = [(h.rank, f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path) for h in hits]
+    table(rows, ["#", "score", "time", "path"])
+    return 0
+
+
+# -- tag --------------------------------------------------------------------------------------------------
+
+
+@cli.command("tag")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", default=None, help="Tag with this model (hub id, directory or 'demo').")
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Tag with this index's model; without PATHS, tag every indexed segment.",
+)
+@click.option("--labels", default=None, help='Comma-separated labels, e.g. "running,cooking,playing guitar".')
+@click.option(
+    "--labels-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file with one label per line.",
+)
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Labels shown per segment.")
+@click.option(
+    "--segment-seconds",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Segment length for PATHS; 0 = whole video.",
+)
+@device_option
+@json_option
+def tag_cmd(
+    paths: tuple[Path, ...],
+    model: str | None,
+    index_dir: Path | None,
+    labels: str | None,
+    labels_file: Path | None,
+    top: int,
+    segment_seconds: float,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """Score any list of labels against videos (open vocabulary).
+
+    \b
+    Examples:
+      xclip-search tag new.mp4 --model demo --labels "moving left,moving right,growing"
+      xclip-search tag a.mp4 b.mkv --index my-index --labels-file labels.txt --top 3 --json
+      xclip-search tag --index my-index --labels "cooking,sports"      # every indexed segment
+    """
+    from .tagging import parse_labels
+
+    if (model is None) == (index_dir is None):
+        raise InvalidArgumentError(
+            "Pass exactly one of --model or --index",
+            hint="--model M tags with a checkpoint; --index DIR uses the model that built that index.",
+        )
+    label_list = parse_labels(labels, labels_file)
+    if segment_seconds < 0:
+        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). Use 0 or a positive number.")
+    if not paths and index_dir is None:
+        raise InvalidArgumentError("No videos to tag", hint="Pass video files, or --index DIR to tag a whole index.")
+    results, failed = (
+        _tag_files(paths, model, index_dir, label_list, top, segment_seconds, device)
+        if paths
+        else _tag_index(index_dir, label_list, top, device)  # type: ignore[arg-type]
+    )
+    if as_json:
+        echo_json({"results": results, "failed": failed})
+    else:
+        for r in results:
+            shown = ", ".join(f"{x['label']} {x['prob']:.0%}" for x in r["labels"])
+            click.echo(f"{r['path']}  [{format_time(r['start'])}-{format_time(r['end'])}]  {shown}")
+        for f in failed:
+            click.echo(f"failed: {f['path']}: {f['reason']}", err=True)
+    return EXIT_PARTIAL if failed else 0
+
+
+def _tag_files(
+    paths: Sequence[Path],
+    model: str | None,
+    index_dir: Path | None,
+    labels: list[str],
+    top: int,
+    segment_seconds: float,
+    device: str | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    from indexer.embed import embed_files
+
+    from .checkpoint import load_checkpoint
+    from .encoder import XClipEncoder
+    from .index import Index
+    from .prompting import PromptScorer
+    from .tagging import Tagger, tags_to_json
+
+    index = None
+    if index_dir is not None:
+        index = Index.open(index_dir, device=device)
+        checkpoint = index.checkpoint
+    else:
+        checkpoint = load_checkpoint(model or "", device=device)
+    encoder = XClipEncoder(checkpoint)
+    tagger = Tagger(encoder, PromptScorer(checkpoint.model))
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    order = {str(p.resolve()): i for i, p in enumerate(paths)}
+    done = []
+    for item in embed_files(list(order), checkpoint, segment_seconds=segment_seconds, encoder=encoder):
+        if item.embeddings is None or item.extracted is None:
+            failed.append({"path": item.path, "reason": item.error or "unknown error"})
+            continue
+        tags = tagger.tag(item.embeddings.v, item.embeddings.z, labels, top=top)
+        spans = [(s.start_s, s.end_s) for s in item.extracted.segments]
+        done.append((order[item.path], tags_to_json(item.path, spans, tags)))
+    for _, rows in sorted(done, key=lambda d: d[0]):
+        results.extend(rows)
+    if index is not None:
+        index.close()
+    return results, failed
+
+
+def _tag_index(
+    index_dir: Path, labels: list[str], top: int, device: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    import numpy as np
+
+    from .index import Index
+
+    results: list[dict[str, Any]] = []
+    with Index.open(index_dir, device=device) as index:
+        snap = index.snapshot
+        ids = snap.catalog.live_segment_ids(snap.generation)
+        rows = snap.catalog.segment_rows(ids.tolist(), snap.generation)
+        ordered = sorted(rows.values(), key=lambda r: (r["path"], r["seq"]))
+        for i in range(0, len(ordered), 512):
+            chunk = ordered[i : i + 512]
+            v, z = snap.vectors.gather(np.array([r["id"] for r in chunk], dtype=np.int64))
+            for row, tags in zip(chunk, index.tag_embeddings(v, z, labels, top=top), strict=True):
+                results.append(
+                    {
+                        "path": row["path"],
+                        "start": round(float(row["start_s"]), 3),
+                        "end": round(float(row["end_s"]), 3),
+                        "labels": [t.to_dict() for t in tags],
+                    }
+                )
+    return results, []
+
+
+# -- info -------------------------------------------------------------------------------------------------
+
+
+@cli.command("info")
+@index_option()
+@click.option("--failures", is_flag=True, help="List the files that failed or were skipped, with reasons.")
+@json_option
+def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
+    """Show an index's counts, model, ANN type and sizes.
+
+    \b
+    Examples:
+      xclip-search info
+      xclip-search info --index my-index --failures --json
+    """
+    from .index import Index
+
+    with Index.open(index_dir) as index:
+        data = index.info()
+        fails = index.failures() if failures else None
+    if fails is not None:
+        data["failures"] = [{"path": f["path"], "status": f["status"], "reason": f["reason"]} for f in fails]
+    if as_json:
+        echo_json(data)
+        return 0
+    model = data["model"]
+    rev = f" @ {model['revision'][:12]}" if model.get("revision") else ""
+    ann = data["ann"]
+    lines = [
+        ("index", data["index"]),
+        (
+            "model",
+            f"{model['source']}{rev} ({model['num_frames']} frames, {model['image_size']} px, "
+            f"D={model['embed_dim']}, N={model['num_tokens']})",
+        ),
+        ("videos", ", ".join(f"{v} {k}" for k, v in data["videos"].items())),
+        ("segments", data["segments"]),
+        (
+            "ANN",
+            "none yet" if ann is None else f"{ann['type']}, {ann['count']} vectors, {format_bytes(ann['bytes'])}",
+        ),
+        (
+            "disk",
+            f"{format_bytes(data['bytes']['total'])} (vectors {format_bytes(data['bytes']['vectors'])}, "
+            f"catalog {format_bytes(data['bytes']['catalog'])})",
+        ),
+        ("generation", data["generation"]),
+        ("updated", data["updated_at"]),
+    ]
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        click.echo(f"{key.ljust(width)}  {value}")
+    if fails is not None:
+        click.echo(f"\n{len(fails)} failed or skipped file(s):")
+        for f in fails:
+            click.echo(f"  {f['status']}: {f['path']}: {f['reason']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cli.main(args=list(argv) if argv is not None else None, prog_name="xclip-search")
+
+
+if __name__ == "__main__":
+    main()
