@@ -164,7 +164,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
+        loc = list(first.get("loc", ()))
+        if loc and loc[0] in ("query", "body", "path", "header", "cookie"):
+            loc = loc[1:]  # the location kind, not a field name
+        where = ".".join(str(p) for p in loc)
         message = f"Invalid request: {where + ': ' if where else ''}{first.get('msg', 'malformed input')}"
         detail = [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
         return _error(422, message, detail=jsonable_encoder(detail))

@@ -152,8 +152,13 @@ def list_videos(
         .where(segments.c.video_id == videos.c.id, live_at(generation))
         .scalar_subquery()
     )
+    first_segment = (
+        select(func.min(segments.c.id))
+        .where(segments.c.video_id == videos.c.id, live_at(generation))
+        .scalar_subquery()
+    )
     query = (
-        select(*_VIDEO_COLUMNS, live_count.label("segments"))
+        select(*_VIDEO_COLUMNS, live_count.label("segments"), first_segment.label("first_segment"))
         .where(*where)
         .order_by(videos.c.path)
         .offset(bindparam("offset"))

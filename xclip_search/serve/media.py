@@ -121,8 +121,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
-        return None
+    if last and end < start:
+        return None  # an invalid range is ignored, not refused
     if start >= size:
         raise Unsatisfiable
     return ByteRange(start, min(end, size - 1))

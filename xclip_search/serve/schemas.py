@@ -115,4 +115,6 @@ def video_json(row: dict[str, Any]) -> dict[str, Any]:
     out["video_url"] = stream_url(vid)
     if "segments" in row and not isinstance(row["segments"], list):
         out["segments"] = int(row["segments"])
+    if row.get("first_segment") is not None:
+        out["thumbnail_url"] = thumbnail_url(int(row["first_segment"]))
     return out

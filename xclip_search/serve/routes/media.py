@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
@@ -16,12 +17,25 @@ from .library import SegmentId, VideoId
 router = APIRouter(prefix="/api", tags=["media"])
 
 
-@router.api_route(
+_RANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    206: {"description": "Partial content"},
+    416: {"description": "Range not satisfiable"},
+}
+
+
+@router.get(
     "/videos/{video_id}/stream",
-    methods=["GET", "HEAD"],
     summary="The video file, with Range support (206 partial content, 416 when unsatisfiable)",
+    operation_id="stream_video",
     response_class=Response,
-    responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}},
+    responses=_RANGE_RESPONSES,
+)
+@router.head(
+    "/videos/{video_id}/stream",
+    summary="The video file's headers (size, type, ranges) without its body",
+    operation_id="stream_video_head",
+    response_class=Response,
+    responses=_RANGE_RESPONSES,
 )
 def stream_video(request: Request, video_id: VideoId) -> Response:
     service: IndexService = request.app.state.service
