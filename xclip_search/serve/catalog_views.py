@@ -153,9 +153,7 @@ def list_videos(
         .scalar_subquery()
     )
     first_segment = (
-        select(func.min(segments.c.id))
-        .where(segments.c.video_id == videos.c.id, live_at(generation))
-        .scalar_subquery()
+        select(func.min(segments.c.id)).where(segments.c.video_id == videos.c.id, live_at(generation)).scalar_subquery()
     )
     query = (
         select(*_VIDEO_COLUMNS, live_count.label("segments"), first_segment.label("first_segment"))
