@@ -3,8 +3,9 @@
 Every operation starts by pinning a snapshot (`pin`): if the manifest file changed since the last request, the
 index moves to the new generation first; the request then reads only that snapshot, so a concurrent
 ``xclip-search index`` run can publish any number of generations without a request ever seeing half of one.
-Model work (text encoding, rerank, tagging) is serialised by one lock: on a CPU, concurrent forward passes only
-compete for the same cores, and the encoder's caches are not meant for concurrent writers.
+Model work (text encoding, rerank, tagging) runs on one dedicated thread: on a CPU, concurrent forward passes only
+compete for the same cores, the encoder's caches are not meant for concurrent writers, and torch keeps a single
+OpenMP thread team. Catalog reads and media run on the request threads.
 
 This module is also the adapter over what `Index` does not offer yet (search filters, query by example, stage
 timings, per-video tagging, saving tags); each such spot says so, and the routes never see the difference.
@@ -15,11 +16,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from .media import PathGuard, roots_from_runs
 from .metrics import Metrics
 
 MAX_CANDIDATES = 100_000
+T = TypeVar("T")
 # Which calls of SearchEngine's collaborators make up each search stage ("attr:method" times a nested call).
 _SNAPSHOT_STAGES = {"coarse": "first_stage", "vectors": "gather:gather"}
 
@@ -66,6 +69,7 @@ class IndexService:
         self._components: tuple[Any, Any] | None = None
         self._guard: PathGuard | None = None
         self._guard_generation = -1
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xclip-model")
         self.pin()
 
     @property
@@ -109,8 +113,19 @@ class IndexService:
 
     def warm(self) -> None:
         """Load the model now (the first search would otherwise pay for it)."""
-        with self._lock:
-            self._model_components()
+        self._on_model_thread(self._model_components)
+
+    def _on_model_thread(self, work: Callable[[], T]) -> T:
+        """Run model work on the service's one model thread: requests queue there instead of competing for the
+        same cores, and torch keeps one OpenMP thread team instead of starting one per request thread."""
+        return self._model_thread.submit(work).result()
+
+    def _tag(self, v: np.ndarray, z: np.ndarray, labels: list[str], top: int | None) -> list[list[LabelScore]]:
+        def work() -> list[list[LabelScore]]:
+            with self.metrics.time_stage("tag"):
+                return self.index.tag_embeddings(v, z, labels, top=top)
+
+        return self._on_model_thread(work)
 
     @property
     def model_loaded(self) -> bool:
@@ -144,21 +159,22 @@ class IndexService:
         check_search_args(top_k, candidates)
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        with self._lock:
-            snap = self.pin()
+        snap = self.pin()
+        allowed = None
+        if filters is not None and filters.active:
+            allowed = views.allowed_segment_ids(snap.catalog, snap.generation, filters)
+
+        def work() -> list[SearchHit]:
             encoder, scorer = self._model_components()
-            source: Any = snap
-            if filters is not None and filters.active:
-                source = _FilteredSnapshot(snap, views.allowed_segment_ids(snap.catalog, snap.generation, filters))
+            source: Any = snap if allowed is None else _FilteredSnapshot(snap, allowed)
             engine = SearchEngine(
-                cast(
-                    Snapshot,
-                    _Timed(source, {"coarse": "first_stage", "vectors": "gather:gather"}, self.metrics, timings),
-                ),
+                cast(Snapshot, _Timed(source, _SNAPSHOT_STAGES, self.metrics, timings)),
                 cast(Any, _Timed(encoder, {"encode_texts": "text_encode"}, self.metrics, timings)),
                 cast(Any, _Timed(scorer, {"score": "rerank"}, self.metrics, timings)),
             )
-            hits = engine.search(query, top_k=top_k, candidates=candidates, rerank=rerank, per_video=per_video)
+            return engine.search(query, top_k=top_k, candidates=candidates, rerank=rerank, per_video=per_video)
+
+        hits = self._on_model_thread(work)
         timings["total"] = time.perf_counter() - started
         self.metrics.stage.labels(stage="total").observe(timings["total"])
         return SearchOutcome(snap.generation, hits, timings)
@@ -207,15 +223,13 @@ class IndexService:
     def tag_video(self, video_id: int, labels: Sequence[str], *, top: int | None = None) -> dict[str, Any]:
         """Every label's probability for each live segment of one video, and their mean over the video."""
         labels = _check_labels(labels)
-        with self._lock:
-            snap = self.pin()
-            video = views.video_row(snap.catalog, video_id)
-            segs = views.video_segments(snap.catalog, snap.generation, video_id)
-            if video is None or not segs:
-                raise NotFoundError(f"No indexed video with id {video_id} in this index")
-            v, z = snap.vectors.gather(np.array([s["id"] for s in segs], dtype=np.int64))
-            with self.metrics.time_stage("tag"):
-                per_segment = self.index.tag_embeddings(v, z, labels)
+        snap = self.pin()
+        video = views.video_row(snap.catalog, video_id)
+        segs = views.video_segments(snap.catalog, snap.generation, video_id)
+        if video is None or not segs:
+            raise NotFoundError(f"No indexed video with id {video_id} in this index")
+        v, z = snap.vectors.gather(np.array([s["id"] for s in segs], dtype=np.int64))
+        per_segment = self._tag(v, z, labels, None)
         mean = {label: 0.0 for label in labels}
         for tags in per_segment:
             for t in tags:
@@ -240,25 +254,23 @@ class IndexService:
     def tag_index(self, labels: Sequence[str], *, top: int | None, offset: int, limit: int) -> dict[str, Any]:
         """One page of the whole index tagged from stored vectors (the ``tag --index`` shape, plus ids)."""
         labels = _check_labels(labels)
-        with self._lock:
-            snap = self.pin()
-            total, rows = views.index_segment_page(snap, offset, limit)
-            results: list[dict[str, Any]] = []
-            if rows:
-                v, z = snap.vectors.gather(np.array([r["id"] for r in rows], dtype=np.int64))
-                with self.metrics.time_stage("tag"):
-                    tags: list[list[LabelScore]] = self.index.tag_embeddings(v, z, labels, top=top)
-                results = [
-                    {
-                        "segment_id": int(r["id"]),
-                        "video_id": int(r["video_id"]),
-                        "path": r["path"],
-                        "start": round(float(r["start_s"]), 3),
-                        "end": round(float(r["end_s"]), 3),
-                        "labels": [t.to_dict() for t in tagged],
-                    }
-                    for r, tagged in zip(rows, tags, strict=True)
-                ]
+        snap = self.pin()
+        total, rows = views.index_segment_page(snap, offset, limit)
+        results: list[dict[str, Any]] = []
+        if rows:
+            v, z = snap.vectors.gather(np.array([r["id"] for r in rows], dtype=np.int64))
+            tags = self._tag(v, z, labels, top)
+            results = [
+                {
+                    "segment_id": int(r["id"]),
+                    "video_id": int(r["video_id"]),
+                    "path": r["path"],
+                    "start": round(float(r["start_s"]), 3),
+                    "end": round(float(r["end_s"]), 3),
+                    "labels": [t.to_dict() for t in tagged],
+                }
+                for r, tagged in zip(rows, tags, strict=True)
+            ]
         return {"generation": snap.generation, "total": total, "offset": offset, "results": results}
 
     def save_tags(self, labels: Sequence[str], video_id: int | None) -> None:
@@ -306,6 +318,7 @@ class IndexService:
         return [str(p) for p in roots_from_runs(views.recorded_roots(self.pin().catalog))]
 
     def close(self) -> None:
+        self._model_thread.shutdown(wait=True)
         self.index.close()
 
 
