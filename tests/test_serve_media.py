@@ -179,8 +179,16 @@ def test_path_guard_rules(tmp_path: Path) -> None:
     fifo = root / "pipe.mp4"
     os.mkfifo(fifo)
     assert guard.check(str(fifo)) is None
-    roots = roots_from_runs([json.dumps([str(root), "relative/dir"]), None, "not json", json.dumps({"a": 1})])
-    assert roots == [root.resolve()]
+    runs = [(json.dumps([str(root)]), [str(ok)]), (None, []), ("not json", []), (json.dumps({"a": 1}), [])]
+    assert roots_from_runs(runs) == [root.resolve()]
+
+
+def test_relative_roots_become_the_folder_of_their_videos(tmp_path: Path) -> None:
+    """`xclip-search index clips/` records "clips": the root is derived from what that run indexed, never wider."""
+    a, b, elsewhere = tmp_path / "clips" / "a" / "1.mp4", tmp_path / "clips" / "b" / "2.mp4", tmp_path / "x" / "3.mp4"
+    runs = [(json.dumps(["clips"]), [str(a), str(b)]), (json.dumps([str(tmp_path / "x"), "more"]), [str(elsewhere)])]
+    assert roots_from_runs(runs) == [(tmp_path / "clips").resolve(), (tmp_path / "x").resolve()]
+    assert roots_from_runs([(json.dumps(["clips"]), [])]) == []  # nothing indexed: nothing to serve
 
 
 def test_write_operations_need_the_token(serve_index: Path) -> None:
@@ -233,3 +241,20 @@ def test_reindex_job_runs_the_indexer_over_the_recorded_roots(serve_index: Path,
             time.sleep(0.2)
         assert state["state"] == "finished", state
         assert state["report"]["unchanged"] == 4 and state["exit_code"] == 0
+
+
+def test_videos_indexed_from_a_relative_path_stream(
+    tmp_path: Path, tiny_ckpt: Path, playable_videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from indexer import IndexOptions, run_index
+
+    (tmp_path / "clips").mkdir()
+    webm = next(p for p in playable_videos.values() if p.suffix == ".webm")
+    shutil.copy(webm, tmp_path / "clips" / webm.name)
+    monkeypatch.chdir(tmp_path)
+    run_index(["clips"], "index", model=str(tiny_ckpt), options=IndexOptions(segment_seconds=0, workers=0))
+    monkeypatch.chdir("/")
+    with make_client(tmp_path / "index") as c:
+        assert c.get("/api/index").json()["roots"] == [str((tmp_path / "clips").resolve())]
+        video_id, _ = video_of(c, ".webm")
+        assert c.get(f"/api/videos/{video_id}/stream", headers={"Range": "bytes=0-3"}).content == webm.read_bytes()[:4]

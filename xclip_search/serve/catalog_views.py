@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, select
 
 from ..errors import InvalidArgumentError
-from ..store.catalog import Catalog, live_at, runs, segments, videos
+from ..store.catalog import INDEXED, Catalog, live_at, runs, segments, videos
 from ..store.snapshot import Snapshot
 
 MAX_FILTER_IDS = 1000
@@ -191,10 +191,16 @@ def index_segment_page(snapshot: Snapshot, offset: int, limit: int) -> tuple[int
     return snapshot.catalog.live_segment_count(generation), rows
 
 
-def recorded_roots(catalog: Catalog) -> list[str | None]:
-    """The ``roots`` JSON of every indexing run."""
+def recorded_roots(catalog: Catalog) -> list[tuple[str | None, list[str]]]:
+    """Each indexing run's ``roots`` JSON with the paths of the videos it indexed (for relative roots)."""
     with catalog.engine.connect() as conn:
-        return [r[0] for r in conn.execute(select(runs.c.roots))]
+        run_rows = conn.execute(select(runs.c.id, runs.c.roots)).all()
+        by_run: dict[int, list[str]] = {}
+        query = select(videos.c.run_id, videos.c.path).where(videos.c.status == INDEXED)
+        for run_id, path in conn.execute(query):
+            if run_id is not None:
+                by_run.setdefault(int(run_id), []).append(str(path))
+    return [(roots_json, by_run.get(int(run_id), [])) for run_id, roots_json in run_rows]
 
 
 def gather_v(snapshot: Snapshot, ids: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Serving indexed video files: which file may be opened, as what content type, and byte ranges of it.
 
 A request names a video by id only. The file's path comes from the catalog, is resolved (symlinks followed)
-and must lie inside one of the roots that indexing runs recorded (also resolved), have an allowlisted
+and must lie inside one of the roots that indexing runs recorded (also resolved; see `roots_from_runs` for
+roots recorded as relative paths), have an allowlisted
 extension and be a regular file. It is then opened with ``O_NOFOLLOW`` and checked again through the open
 descriptor, so what is served is what was checked.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,20 +44,39 @@ def content_type(path: str) -> str | None:
     return CONTENT_TYPES.get(os.path.splitext(path)[1].lower())
 
 
-def roots_from_runs(recorded: Iterable[str | None]) -> list[Path]:
-    """Resolved absolute roots from the ``runs.roots`` JSON lists (relative or unreadable entries are dropped:
-    the directory they were relative to is unknown)."""
+def roots_from_runs(recorded: Iterable[tuple[str | None, Sequence[str]]]) -> list[Path]:
+    """Resolved roots from each run's ``runs.roots`` JSON list and the absolute paths of the videos it indexed.
+
+    An absolute root is taken as recorded. A relative one (``xclip-search index clips/``) was relative to a
+    working directory nobody recorded; it is replaced by the deepest folder holding every video that run indexed
+    outside its absolute roots: never wider than what the run walked. (Recording absolute roots in the indexer
+    makes this fallback unnecessary.)
+    """
     roots: dict[str, Path] = {}
-    for text in recorded:
+    for text, video_paths in recorded:
         try:
             items = json.loads(text) if text else []
         except ValueError:
             continue
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, str) and os.path.isabs(item):
-                resolved = Path(os.path.realpath(item))
-                roots[str(resolved)] = resolved
+        items = [i for i in items if isinstance(i, str)] if isinstance(items, list) else []
+        absolute = [Path(os.path.realpath(i)) for i in items if os.path.isabs(i)]
+        for root in absolute:
+            roots[str(root)] = root
+        if len(absolute) == len(items):
+            continue
+        outside = [
+            os.path.dirname(p)
+            for p in video_paths
+            if os.path.isabs(p) and not any(_inside(os.path.realpath(p), r) for r in absolute)
+        ]
+        if outside:
+            derived = Path(os.path.realpath(os.path.commonpath(outside)))
+            roots[str(derived)] = derived
     return list(roots.values())
+
+
+def _inside(resolved: str, root: Path) -> bool:
+    return resolved == str(root) or resolved.startswith(str(root).rstrip(os.sep) + os.sep)
 
 
 class PathGuard:
@@ -72,10 +92,7 @@ class PathGuard:
         resolved = os.path.realpath(path)
         if content_type(resolved) is None:
             return None
-        inside = any(
-            resolved == str(root) or resolved.startswith(str(root).rstrip(os.sep) + os.sep) for root in self.roots
-        )
-        if not inside:
+        if not any(_inside(resolved, root) for root in self.roots):
             return None
         try:
             st = os.stat(resolved)
