@@ -52,7 +52,8 @@ class BarProgress:
         self._t0 = time.monotonic()
 
     def start(self, total_files: int) -> None:
-        if not self.enabled:
+        self._t0 = time.monotonic()
+        if not self.enabled or total_files == 0:
             return
         from tqdm import tqdm
 
