@@ -24,11 +24,12 @@ from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
 
 from .changes import classify
 from .extract import ExtractSpec
+from .modelspec import read_model_shape
 from .pipeline import IndexOptions, validate_options
 from .pool import DecodePool, FileDone, FileFailed, SegmentReady
 from .probe import Probe
 from .segments import plan_segments
-from .tuning import resolve_resources
+from .tuning import available_cores, resolve_resources
 from .walk import walk
 
 _SAMPLE_FILES = 3
@@ -97,7 +98,13 @@ def dry_run(
         return report
 
     checkpoint = load_checkpoint(source or DEFAULT_MODEL, device=opts.device, dtype=opts.dtype)
-    res = resolve_resources(checkpoint, workers=opts.workers, batch_size=opts.batch_size, threads=opts.torch_threads)
+    res = resolve_resources(
+        read_model_shape(str(checkpoint.directory)),
+        on_gpu=checkpoint.device.type != "cpu",
+        workers=opts.workers,
+        batch_size=opts.batch_size,
+        threads=opts.torch_threads,
+    )
     spec = ExtractSpec(
         num_frames=checkpoint.num_frames,
         pixels=checkpoint.pixels,
@@ -126,7 +133,7 @@ def dry_run(
     report.segments = sum(planned.values())
     decode_s = _decode_seconds_per_segment(spec, planned, opts)
     model_s = _model_seconds_per_segment(checkpoint, res.batch_size, res.threads)
-    cores = max(1, os.cpu_count() or 1)
+    cores = available_cores()
     threads = res.threads or cores
     per_segment = max(decode_s / max(1, res.workers), model_s, (decode_s + model_s * threads) / cores)
     report.seconds = round(report.segments * per_segment, 1)

@@ -10,7 +10,7 @@ much work, and the next run resumes from what was committed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +19,11 @@ from xclip_search.checkpoint import Checkpoint
 from xclip_search.encoder import XClipEncoder
 from xclip_search.pixels import normalize
 from xclip_search.store.catalog import FAILED, INDEXED, SegmentRecord, VideoRecord
+from xclip_search.store.fsio import crash_point
 from xclip_search.store.writer import IndexWriter
 
 from .extract import ExtractSpec
-from .pool import DecodePool, FileDone, FileFailed, SegmentReady
+from .pool import FileDone, FileFailed, PoolEvent, SegmentReady
 from .segments import SegmentPlan
 from .walk import FoundFile
 
@@ -31,12 +32,9 @@ from .walk import FoundFile
 class IngestSettings:
     """The knobs of the loop (resolved from `IndexOptions`)."""
 
-    workers: int
     batch_size: int
     commit_every: int
     commit_seconds: float
-    timeout_s: float
-    memory_mb: int
 
 
 @dataclass
@@ -71,11 +69,12 @@ def ingest(
     checkpoint: Checkpoint,
     spec: ExtractSpec,
     todo: list[FoundFile],
+    events: Iterator[PoolEvent],
     settings: IngestSettings,
     on_file: Callable[[Finished], None],
     on_segments: Callable[[int], None],
 ) -> None:
-    """Decode, encode and commit every file in `todo`; reports each file through `on_file` exactly once."""
+    """Encode and commit every file in `todo` from the pool's `events`; reports each file once via `on_file`."""
     encoder = XClipEncoder(checkpoint)
     by_path = {f.path: f for f in todo}
     pending: dict[str, _Pending] = {}
@@ -104,6 +103,7 @@ def ingest(
     def run_batch(items: list[tuple[_Pending, int, np.ndarray]]) -> None:
         pixels = normalize(np.stack([crops for _, _, crops in items]), spec.pixels)
         emb = encoder.encode_videos(pixels)
+        crash_point("batch-encoded")
         on_segments(len(items))
         touched: list[_Pending] = []
         for row, (p, slot, _) in enumerate(items):
@@ -115,38 +115,37 @@ def ingest(
             if p.complete and pending.get(p.found.path) is p:
                 commit(p)
 
-    with DecodePool(spec, settings.workers, timeout_s=settings.timeout_s, memory_mb=settings.memory_mb) as pool:
-        for event in pool.run([f.path for f in todo]):
-            if isinstance(event, SegmentReady):
-                p = pending.get(event.path)
-                if p is None or event.attempt > p.attempt:
-                    if p is not None:  # the worker switched decoders midway: start this file over
-                        queue = [item for item in queue if item[0] is not p]
-                    p = pending[event.path] = _Pending(by_path[event.path], attempt=event.attempt)
-                elif event.attempt < p.attempt:
-                    continue
-                p.plans.append(event.plan)
-                p.v.append(None)
-                p.z.append(None)
-                queue.append((p, len(p.plans) - 1, event.crops))
-                while len(queue) >= settings.batch_size:
-                    batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
-                    run_batch(batch)
-            elif isinstance(event, FileDone):
-                p = pending.get(event.path) or pending.setdefault(event.path, _Pending(by_path[event.path]))
-                p.done = event
-                if p.complete:
-                    commit(p)
-            else:
-                _record_failure(writer, by_path[event.path], event)
-                stale = pending.pop(event.path, None)
-                if stale is not None:
-                    queue = [item for item in queue if item[0] is not stale]
-                on_file(Finished(event.path, event.status, event.reason, warnings=event.warnings))
-                maybe_flush()
-        while queue:
-            batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
-            run_batch(batch)
+    for event in events:
+        if isinstance(event, SegmentReady):
+            p = pending.get(event.path)
+            if p is None or event.attempt > p.attempt:
+                if p is not None:  # the worker switched decoders midway: start this file over
+                    queue = [item for item in queue if item[0] is not p]
+                p = pending[event.path] = _Pending(by_path[event.path], attempt=event.attempt)
+            elif event.attempt < p.attempt:
+                continue
+            p.plans.append(event.plan)
+            p.v.append(None)
+            p.z.append(None)
+            queue.append((p, len(p.plans) - 1, event.crops))
+            while len(queue) >= settings.batch_size:
+                batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
+                run_batch(batch)
+        elif isinstance(event, FileDone):
+            p = pending.get(event.path) or pending.setdefault(event.path, _Pending(by_path[event.path]))
+            p.done = event
+            if p.complete:
+                commit(p)
+        else:
+            _record_failure(writer, by_path[event.path], event)
+            stale = pending.pop(event.path, None)
+            if stale is not None:
+                queue = [item for item in queue if item[0] is not stale]
+            on_file(Finished(event.path, event.status, event.reason, warnings=event.warnings))
+            maybe_flush()
+    while queue:
+        batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
+        run_batch(batch)
 
 
 def _note(done: FileDone) -> str | None:

@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
-from xclip_search.errors import InvalidArgumentError
+from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
+from xclip_search.errors import CheckpointError, InvalidArgumentError
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
 from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
 from xclip_search.store.writer import IndexWriter, check_model
@@ -26,12 +26,15 @@ from xclip_search.store.writer import IndexWriter, check_model
 from .changes import RunPlan, classify
 from .decoders import DEFAULT_DECODERS
 from .extract import ExtractSpec
-from .ingest import Finished, IngestSettings, ingest
-from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
+from .modelspec import read_model_shape
+from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS
-from .tuning import resolve_resources
+from .tuning import likely_gpu, resolve_resources
 from .walk import walk
+
+if TYPE_CHECKING:
+    from .ingest import Finished
 
 UNCHANGED, MOVED, REMOVED = "unchanged", "moved", "removed"
 
@@ -150,32 +153,43 @@ def run_index(
     validate_options(opts)
     index_path = Path(index_dir).expanduser().resolve()
     started = time.monotonic()
-
-    checkpoint: Checkpoint | None = None
-    if (index_path / MANIFEST_NAME).exists():
-        identity = read_manifest(index_path).model
-        if model is not None:
-            checkpoint = load_checkpoint(model, device=opts.device, dtype=opts.dtype)
-            check_model(identity, checkpoint.identity, index_path)
-    else:
-        checkpoint = load_checkpoint(model or DEFAULT_MODEL, device=opts.device, dtype=opts.dtype)
-        identity = checkpoint.identity
-
     report = IndexReport()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
-    with IndexWriter(index_path, identity) as writer:
+
+    checkpoint: Checkpoint | None = None
+    identity: ModelIdentity | None = None
+    model_ref, revision = model or DEFAULT_MODEL, None
+    if (index_path / MANIFEST_NAME).exists():
+        identity = read_manifest(index_path).model
+        if model is not None and not _names_recorded_model(model, identity):
+            checkpoint = load_checkpoint(model, device=opts.device, dtype=opts.dtype)
+            check_model(identity, checkpoint.identity, index_path)
+        model_ref, revision = identity.source, identity.revision
+
+    with contextlib.ExitStack() as stack:
+        # An existing index is locked before the walk; a new one once the model that names it is loaded.
+        writer = stack.enter_context(IndexWriter(index_path, identity)) if identity is not None else None
+        rows = writer.catalog.videos_by_path() if writer is not None else {}
+        plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        run: _Encoding | None = None
+        if plan.todo:
+            # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
+            run = _Encoding.start(stack, plan, opts, checkpoint.directory if checkpoint else model_ref, revision)
+        if checkpoint is None and (run is not None or writer is None):
+            checkpoint = load_checkpoint(model_ref, revision=revision, device=opts.device, dtype=opts.dtype)
+            if identity is not None:
+                check_model(identity, checkpoint.identity, index_path)
+        if writer is None:
+            assert checkpoint is not None
+            writer = stack.enter_context(IndexWriter(index_path, checkpoint.identity))
         writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
         try:
-            rows = writer.catalog.videos_by_path()
-            plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
             _apply_plan(writer, plan, rows, report)
             prog.start(len(plan.todo))
-            if plan.todo:
-                if checkpoint is None:
-                    checkpoint = load_checkpoint(identity.source, revision=identity.revision, device=opts.device)
-                    check_model(identity, checkpoint.identity, index_path)
-                _ingest(writer, checkpoint, plan, opts, report, prog)
+            if run is not None:
+                assert checkpoint is not None
+                run.encode(writer, checkpoint, report, prog)
             writer.flush()
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
@@ -188,6 +202,19 @@ def run_index(
             writer.catalog.finish_run(writer.run_id, status, report.to_dict())
     report.seconds = time.monotonic() - started
     return report
+
+
+def _names_recorded_model(model: str, identity: ModelIdentity) -> bool:
+    """Whether `--model` names the model the index records, so loading it can wait until a file needs it.
+
+    A nightly run passes the same --model every time; loading weights (and importing torch) just to compare
+    identities would make a run over an unchanged library take seconds instead of a fraction of one. The full
+    check still runs when the model is loaded.
+    """
+    if model == identity.source:
+        return True
+    path = Path(model).expanduser()
+    return path.is_dir() and str(path.resolve()) == identity.source
 
 
 def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, Any]], report: IndexReport) -> None:
@@ -209,34 +236,65 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, An
     report.known_failed = plan.known_failed
 
 
-def _ingest(
-    writer: IndexWriter, checkpoint: Checkpoint, plan: RunPlan, opts: IndexOptions, report: IndexReport, prog: Progress
-) -> None:
-    res = resolve_resources(checkpoint, workers=opts.workers, batch_size=opts.batch_size, threads=opts.torch_threads)
-    spec = ExtractSpec(
-        num_frames=checkpoint.num_frames,
-        pixels=checkpoint.pixels,
-        segment_seconds=opts.segment_seconds,
-        max_segments=opts.max_segments,
-        decoders=opts.decoders,
-        limits=opts.limits,
-    )
-    settings = IngestSettings(
-        workers=min(res.workers, len(plan.todo)) if res.workers else 0,
-        batch_size=res.batch_size,
-        commit_every=opts.commit_every,
-        commit_seconds=opts.commit_seconds,
-        timeout_s=opts.timeout_s,
-        memory_mb=opts.memory_mb,
-    )
+@dataclass
+class _Encoding:
+    """The files to decode and encode: a decode pool already running, waiting for the model."""
 
-    def on_file(done: Finished) -> None:
-        outcome = FileOutcome(done.path, done.status, done.reason, done.segments, done.warnings)
-        report.outcomes.append(outcome)
-        prog.file_done(outcome)
+    plan: RunPlan
+    opts: IndexOptions
+    spec: ExtractSpec
+    workers: int
+    threads: int | None
+    batch_size: int
+    events: Iterator[PoolEvent]
 
-    with _torch_threads(res.threads):
-        ingest(writer, checkpoint, spec, plan.todo, settings, on_file, prog.segments_encoded)
+    @classmethod
+    def start(
+        cls, stack: contextlib.ExitStack, plan: RunPlan, opts: IndexOptions, model_ref: str | Path, revision: str | None
+    ) -> _Encoding:
+        shape = read_model_shape(str(model_ref), revision)
+        res = resolve_resources(
+            shape,
+            on_gpu=likely_gpu(opts.device),
+            workers=opts.workers,
+            batch_size=opts.batch_size,
+            threads=opts.torch_threads,
+        )
+        spec = ExtractSpec(
+            num_frames=shape.num_frames,
+            pixels=shape.pixels,
+            segment_seconds=opts.segment_seconds,
+            max_segments=opts.max_segments,
+            decoders=opts.decoders,
+            limits=opts.limits,
+        )
+        workers = min(res.workers, len(plan.todo))
+        pool = stack.enter_context(
+            DecodePool(spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
+        )
+        events = pool.start([f.path for f in plan.todo])
+        return cls(plan, opts, spec, workers, res.threads, res.batch_size, events)
+
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, report: IndexReport, prog: Progress) -> None:
+        from .ingest import IngestSettings, ingest  # imports torch: only when something needs encoding
+
+        if checkpoint.num_frames != self.spec.num_frames or checkpoint.pixels != self.spec.pixels:
+            raise CheckpointError(
+                f"{checkpoint.directory}: config.json and the loaded model disagree on frames or pixels",
+                hint="Re-save the checkpoint with save_pretrained.",
+            )
+        threads = self.threads if checkpoint.device.type == "cpu" else None
+        settings = IngestSettings(
+            batch_size=self.batch_size, commit_every=self.opts.commit_every, commit_seconds=self.opts.commit_seconds
+        )
+
+        def on_file(done: Finished) -> None:
+            outcome = FileOutcome(done.path, done.status, done.reason, done.segments, done.warnings)
+            report.outcomes.append(outcome)
+            prog.file_done(outcome)
+
+        with _torch_threads(threads):
+            ingest(writer, checkpoint, self.spec, self.plan.todo, self.events, settings, on_file, prog.segments_encoded)
 
 
 @contextlib.contextmanager

@@ -208,8 +208,9 @@ class DecodePool:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_mb: int = DEFAULT_MEMORY_MB,
-        max_buffered: int = 64,
+        max_buffered: int | None = None,
         recycle_after: int = 1000,
+        nice: int = 0,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -217,8 +218,14 @@ class DecodePool:
         self.workers = default_workers() if workers is None else workers
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        if max_buffered is None:
+            # Decoding may run ahead of the model by ~256 MB of frames (a few thousand small segments, ~200 at
+            # X-CLIP's 224 px): enough to keep the workers busy while the model loads or a batch runs.
+            h, w = spec.pixels.output_size(224, 224)
+            max_buffered = max(16, min(20_000, (256 << 20) // (spec.num_frames * h * w * 3)))
         self.max_buffered = max_buffered
         self.recycle_after = recycle_after
+        self.nice = nice
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: list[_Worker] = []
@@ -250,16 +257,25 @@ class DecodePool:
 
         ``mode="probe"`` only hashes and probes (``FileDone`` without summary or segments).
         """
+        yield from self.start(paths, mode=mode)
+
+    def start(self, paths: Iterable[str], *, mode: str = "extract") -> Iterator[PoolEvent]:
+        """Like `run`, but decoding starts now, before the events are first asked for (the model can load
+        meanwhile); up to `max_buffered` segments wait for the consumer."""
         if self.workers == 0:
-            for path in paths:
-                yield from _inline(path, self.spec, mode)
-            return
+            return (event for path in paths for event in _inline(path, self.spec, mode))
         out: queue.Queue[PoolEvent | BaseException | None] = queue.Queue(maxsize=self.max_buffered)
         self._stop.clear()
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=self._supervise, args=(list(paths), mode, out), name="decode-supervisor", daemon=True
         )
-        self._thread.start()
+        self._thread = thread
+        thread.start()
+        return self._drain(out, thread)
+
+    def _drain(
+        self, out: queue.Queue[PoolEvent | BaseException | None], thread: threading.Thread
+    ) -> Iterator[PoolEvent]:
         try:
             while True:
                 item = out.get()
@@ -270,10 +286,10 @@ class DecodePool:
                 yield item
         finally:
             self._stop.set()
-            while self._thread.is_alive():  # unblock a supervisor waiting on a full queue
+            while thread.is_alive():  # unblock a supervisor waiting on a full queue
                 with contextlib.suppress(queue.Empty):
                     out.get(timeout=0.05)
-            self._thread.join()
+            thread.join()
             self._thread = None
 
     # -- supervisor thread ----------------------------------------------------------------------------------
@@ -283,6 +299,7 @@ class DecodePool:
         paths = [p for p in sys.path if p]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["XCLIP_SEARCH_WORKER_MEMORY_MB"] = str(self.memory_mb)
+        env["XCLIP_SEARCH_WORKER_NICE"] = str(self.nice)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = "1"
         env["MALLOC_ARENA_MAX"] = "2"

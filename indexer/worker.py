@@ -26,8 +26,10 @@ from .protocol import ProtocolError, read_message, write_message
 _PR_SET_PDEATHSIG = 1
 
 
-def _harden(memory_mb: int) -> None:
+def _harden(memory_mb: int, nice: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if nice > 0:
+        os.nice(nice)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -117,7 +119,7 @@ def _run_task(out: int, task: dict[str, Any], spec: Any, capture: _LogCapture) -
 
 def main() -> int:
     memory_mb = int(os.environ.get("XCLIP_SEARCH_WORKER_MEMORY_MB", "0"))
-    _harden(memory_mb)
+    _harden(memory_mb, int(os.environ.get("XCLIP_SEARCH_WORKER_NICE", "0")))
     # The protocol owns the original stdout; anything else printing to fd 1 lands in the log instead.
     out = os.dup(1)
     os.dup2(2, 1)

@@ -172,6 +172,13 @@ def cli() -> None:
     show_default=True,
     help="Skip videos longer than this many seconds, before decoding.",
 )
+@click.option(
+    "--commit-every",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Publish progress every N segments (and at least every 30 s): what an interruption can lose.",
+)
 @click.option("--dry-run", is_flag=True, help="Walk and probe only: show what would be indexed, with time and disk.")
 @device_option
 @click.option(
@@ -196,6 +203,7 @@ def index_cmd(
     worker_memory: int,
     max_pixels: int,
     max_duration: float,
+    commit_every: int,
     dry_run: bool,
     device: str | None,
     dtype: str | None,
@@ -233,6 +241,7 @@ def index_cmd(
         timeout_s=timeout_s,
         memory_mb=worker_memory,
         limits=Limits(max_pixels=max_pixels, max_duration_s=max_duration),
+        commit_every=commit_every,
     )
     if dry_run:
         return _dry_run([str(p) for p in paths], target, model, options, as_json)
