@@ -406,7 +406,8 @@ class DecodePool:
                         w.ready = True
                         w.deadline = float("inf")
                         start_failures = 0
-                        w.send(config)
+                        with contextlib.suppress(OSError):  # if it died, the read side reports it
+                            w.send(config)
                         continue
                     task = w.task
                     if task is None or header.get("id") != task.id:

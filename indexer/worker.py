@@ -24,18 +24,27 @@ from typing import Any
 from .protocol import ProtocolError, read_message, write_message
 
 _PR_SET_PDEATHSIG = 1
+_MAX_LOG_BYTES = 64 << 20
+
+
+def _lower_limit(kind: int, value: int) -> None:
+    """Set a soft resource limit, never above the hard limit we were given."""
+    _soft, hard = resource.getrlimit(kind)
+    resource.setrlimit(kind, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
 
 
 def _harden(memory_mb: int, nice: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # A decoder that logs without end must not fill the disk: writes past 64 MB fail (and are not fatal).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _lower_limit(resource.RLIMIT_FSIZE, _MAX_LOG_BYTES)
+    # Ctrl-C reaches the whole process group; the pool stops workers itself, and a worker interrupted midway
+    # must not make its file look broken.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice > 0:
         os.nice(nice)
     if memory_mb > 0:
-        limit = memory_mb * 1024 * 1024
-        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        _lower_limit(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -246,3 +246,36 @@ def test_random_kills_then_finish_equals_an_uninterrupted_run(
     assert_same(results(idx), expected)
     assert state(idx) == expected_state
     assert_clean(idx)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a process group")
+def test_ctrl_c_keeps_committed_work_and_blames_no_file(
+    tmp_path: Path, crash_lib: Path, tiny_ckpt: Path, reference: tuple
+) -> None:
+    """Ctrl-C reaches the whole process group, workers included: no file may be marked failed for it."""
+    expected, expected_state, _ = reference
+    idx = tmp_path / "idx"
+    proc = subprocess.Popen(
+        index_cmd(crash_lib, idx, tiny_ckpt),
+        env=env_for(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (idx / "manifest.json").exists() and '"generation": 0' not in (idx / "manifest.json").read_text():
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be interrupted")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Interrupted" in err
+    with Index.open(idx) as index:
+        blamed = [f for f in index.failures() if not f["path"].endswith("broken.mp4")]
+    assert blamed == []
+    assert run_index_cli(crash_lib, idx, tiny_ckpt) in (0, 3)
+    assert_same(results(idx), expected)
+    assert state(idx) == expected_state

@@ -45,8 +45,11 @@ class _Cli(click.Group):
             if exc.hint:
                 click.echo(f"Hint: {exc.hint}", err=True)
             code = exc.exit_code
-        except click.exceptions.Abort:
-            click.echo("Aborted.", err=True)
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+                click.echo("Interrupted. Committed work is kept; run the same command again to resume.", err=True)
+            else:
+                click.echo("Aborted.", err=True)
             code = 130
         except KeyboardInterrupt:
             click.echo("Interrupted. Committed work is kept; run the same command again to resume.", err=True)
