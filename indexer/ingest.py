@@ -80,6 +80,7 @@ def ingest(
     pending: dict[str, _Pending] = {}
     queue: list[tuple[_Pending, int, np.ndarray]] = []  # (file, segment slot, crops) waiting for a model batch
     last_flush = time.monotonic()
+    ids = _SegmentIds(writer, settings.commit_every)
 
     def maybe_flush() -> None:
         nonlocal last_flush
@@ -87,6 +88,8 @@ def ingest(
         if writer.pending_segments >= settings.commit_every or (due and writer.pending):
             writer.flush()
             last_flush = time.monotonic()
+
+    ids = _SegmentIds(writer, settings.commit_every)
 
     def commit(p: _Pending) -> None:
         del pending[p.found.path]
@@ -96,7 +99,7 @@ def ingest(
             _record_failure(writer, p.found, FileFailed(p.found.path, FAILED, "segments lost between processes"))
             on_file(Finished(p.found.path, FAILED, "segments lost between processes"))
             return
-        n = _commit_video(writer, p, done)
+        n = _commit_video(writer, ids, p, done)
         on_file(Finished(p.found.path, INDEXED, _note(done), segments=n, warnings=done.warnings))
         maybe_flush()
 
@@ -157,10 +160,31 @@ def _note(done: FileDone) -> str | None:
     return "; ".join(parts) or None
 
 
-def _commit_video(writer: IndexWriter, p: _Pending, done: FileDone) -> int:
+class _SegmentIds:
+    """Hands out segment ids reserved in blocks: one catalog transaction (and fsync) per block, not per video.
+
+    Ids reserved but unused when a run ends or crashes are simply never used (see the catalog's id counter).
+    """
+
+    def __init__(self, writer: IndexWriter, block: int) -> None:
+        self._writer = writer
+        self._block = block
+        self._next = self._end = 0
+
+    def take(self, count: int) -> int:
+        if self._end - self._next < count:
+            size = max(count, self._block)
+            self._next = self._writer.reserve_ids(size)
+            self._end = self._next + size
+        first = self._next
+        self._next += count
+        return first
+
+
+def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: FileDone) -> int:
     assert done.summary is not None
     summary = done.summary
-    first = writer.reserve_ids(len(p.plans))
+    first = ids.take(len(p.plans))
     records = [
         SegmentRecord(
             seq=plan.seq,
