@@ -13,9 +13,8 @@ import numpy as np
 
 from xclip_search.checkpoint import Checkpoint
 from xclip_search.encoder import VideoEmbeddings, XClipEncoder
-from xclip_search.pixels import normalize
 
-from .extract import Extracted, ExtractSpec
+from .extract import CropNormalizer, Extracted, ExtractSpec
 from .pool import DecodePool, FileDone, SegmentReady
 from .segments import DEFAULT_SEGMENT_SECONDS
 
@@ -44,6 +43,7 @@ def embed_files(
     spec = ExtractSpec(num_frames=checkpoint.num_frames, pixels=checkpoint.pixels, segment_seconds=segment_seconds)
     n_workers = min(workers if workers is not None else 2, len(paths))
     segments: dict[str, list[SegmentReady]] = {}
+    to_pixels = CropNormalizer(spec.pixels)
     with DecodePool(spec, n_workers) as pool:
         for event in pool.run(list(paths)):
             if isinstance(event, SegmentReady):
@@ -56,7 +56,7 @@ def embed_files(
             if not isinstance(event, FileDone) or event.summary is None or not got:
                 yield EmbeddedFile(event.path, None, None, getattr(event, "reason", "no segments"))
                 continue
-            pixels = normalize(np.stack([s.crops for s in got]), spec.pixels)
+            pixels = to_pixels(np.stack([s.crops for s in got]))
             parts = [enc.encode_videos(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
             emb = VideoEmbeddings(v=np.concatenate([p.v for p in parts]), z=np.concatenate([p.z for p in parts]))
             s = event.summary

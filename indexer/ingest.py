@@ -17,12 +17,11 @@ import numpy as np
 
 from xclip_search.checkpoint import Checkpoint
 from xclip_search.encoder import XClipEncoder
-from xclip_search.pixels import normalize
 from xclip_search.store.catalog import FAILED, INDEXED, SegmentRecord, VideoRecord
 from xclip_search.store.fsio import crash_point
 from xclip_search.store.writer import IndexWriter
 
-from .extract import ExtractSpec
+from .extract import CropNormalizer, ExtractSpec
 from .pool import FileDone, FileFailed, PoolEvent, SegmentReady
 from .segments import SegmentPlan
 from .walk import FoundFile
@@ -76,6 +75,7 @@ def ingest(
 ) -> None:
     """Encode and commit every file in `todo` from the pool's `events`; reports each file once via `on_file`."""
     encoder = XClipEncoder(checkpoint)
+    to_pixels = CropNormalizer(spec.pixels)
     by_path = {f.path: f for f in todo}
     pending: dict[str, _Pending] = {}
     queue: list[tuple[_Pending, int, np.ndarray]] = []  # (file, segment slot, crops) waiting for a model batch
@@ -104,7 +104,7 @@ def ingest(
         maybe_flush()
 
     def run_batch(items: list[tuple[_Pending, int, np.ndarray]]) -> None:
-        pixels = normalize(np.stack([crops for _, _, crops in items]), spec.pixels)
+        pixels = to_pixels(np.stack([crops for _, _, crops in items]))
         emb = encoder.encode_videos(pixels)
         crash_point("batch-encoded")
         on_segments(len(items))

@@ -171,6 +171,7 @@ def run_index(
         writer = stack.enter_context(IndexWriter(index_path, identity)) if identity is not None else None
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        prog.start(len(plan.todo))
         run: _Encoding | None = None
         if plan.todo:
             # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
@@ -186,7 +187,6 @@ def run_index(
         status = "interrupted"
         try:
             _apply_plan(writer, plan, rows, report)
-            prog.start(len(plan.todo))
             if run is not None:
                 assert checkpoint is not None
                 run.encode(writer, checkpoint, report, prog)

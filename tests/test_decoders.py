@@ -199,3 +199,24 @@ def test_decoder_messages_are_cleaned() -> None:
     assert clean_message(Exception(pyav)) == "Invalid data found when processing input; last error log: [mov] moov atom"
     decord = "[20:58:25] /src/video_reader.cc:292: [20:58:25] /src/decoder.cc:218: Check failed: send_packet >= 0"
     assert clean_message(Exception(decord)) == "send_packet >= 0"
+
+
+def test_crop_normalizer_is_bit_identical_to_normalize() -> None:
+    from indexer.extract import CropNormalizer
+    from xclip_search.pixels import PixelConfig, normalize
+
+    crops = np.random.default_rng(0).integers(0, 256, size=(2, 8, 24, 24, 3), dtype=np.uint8)
+    for cfg in (
+        {
+            "size": 24,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+        },
+        {"size": 24, "do_rescale": False},
+        {"size": 24, "do_normalize": False},
+    ):
+        pixels = PixelConfig.from_preprocessor_dict(cfg, image_size=24)
+        expected = normalize(crops, pixels)
+        got = CropNormalizer(pixels)(crops)
+        assert got.dtype == expected.dtype and got.shape == expected.shape == (2, 8, 3, 24, 24)
+        assert np.array_equal(got, expected)
