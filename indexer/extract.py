@@ -13,7 +13,7 @@ segments of earlier attempts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -109,9 +109,12 @@ class Extraction:
     Raises `VideoLimitError` (skip) or `VideoError` (failure, with every decoder's reason) from the iterator.
     """
 
-    def __init__(self, path: str, spec: ExtractSpec, probed: Probe | None = None) -> None:
+    def __init__(
+        self, path: str, spec: ExtractSpec, probed: Probe | None = None, on_frame: Callable[[], None] | None = None
+    ) -> None:
         self.path = path
         self.spec = spec
+        self._on_frame = on_frame or (lambda: None)
         self.probe = probed or probe(path, spec.limits)
         self.summary: FileSummary | None = None
 
@@ -163,10 +166,10 @@ class Extraction:
         unique = sorted(set(indices))
         # Each decoded frame is resized as soon as it arrives (one full-size frame in memory) and once even if
         # the segment repeats it (segments shorter than T frames do).
-        crops = {
-            i: resize_and_crop(frame[None], self.spec.pixels)[0]
-            for i, frame in zip(unique, video.iter_frames(unique), strict=False)
-        }
+        crops = {}
+        for i, frame in zip(unique, video.iter_frames(unique), strict=False):
+            crops[i] = resize_and_crop(frame[None], self.spec.pixels)[0]
+            self._on_frame()
         if len(crops) != len(unique):
             raise VideoError(f"the decoder returned {len(crops)} of {len(unique)} frames")
         return np.stack([crops[i] for i in indices])

@@ -5,8 +5,9 @@ streams back the file's segments. The supervisor thread dispatches files to idle
 messages and forwards them as events to the consumer (the model loop) through a bounded queue, so decoding
 runs ahead of the model by at most `max_buffered` segments. It enforces the isolation rules of DESIGN.md §5:
 
-- a file whose worker sends nothing for `timeout_s` seconds (no segment, no result) is marked failed and the
-  worker is killed (SIGKILL) and replaced; while the consumer is not reading, that clock stops;
+- a file whose worker makes no progress for `timeout_s` seconds (no frame decoded, no segment, no result) is
+  marked failed and the worker is killed (SIGKILL) and replaced; while the consumer is not reading, that
+  clock stops;
 - a worker that dies (segfault, abort, out of memory) costs the file it was decoding and is replaced; the
   reason names the signal and the decoder's last log line;
 - each worker's address space is capped (`memory_mb`, RLIMIT_AS), so a memory bomb fails inside the worker.
@@ -411,6 +412,8 @@ class DecodePool:
                         continue
                     task = w.task
                     if task is None or header.get("id") != task.id:
+                        continue
+                    if kind == "tick":
                         continue
                     if kind == "segment":
                         seq, f0, f1, s0, s1 = header["plan"]

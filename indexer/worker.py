@@ -6,8 +6,9 @@ and the process dies with its parent (PR_SET_PDEATHSIG). Whatever the decoders p
 goes to a log file that is cleared per task and counted as that file's warnings; after a crash the pool reads
 the same file to say what happened.
 
-Messages out, per task: ``segment`` (one per segment, with its cropped frames), then ``done`` or ``failed``
-(``status`` failed or skipped). A worker that runs out of memory reports the file and exits, because its heap
+Messages out, per task: ``segment`` (one per segment, with its cropped frames) and ``tick`` (at most once a
+second while frames keep coming: progress for the pool's timeout), then ``done`` or ``failed`` (``status``
+failed or skipped). A worker that runs out of memory reports the file and exits, because its heap
 is in an unknown state; the pool starts a fresh one.
 """
 
@@ -19,6 +20,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from typing import Any
 
 from .protocol import ProtocolError, read_message, write_message
@@ -95,9 +97,19 @@ def _run_task(out: int, task: dict[str, Any], spec: Any, capture: _LogCapture) -
         logs = capture.lines()
         write_message(out, {"type": kind, "id": tid, "hash": digest, "log": logs[:5], "log_lines": len(logs), **fields})
 
+    last_tick = time.monotonic()
+
+    def tick() -> None:
+        # Progress for the pool's timeout: at most one small message a second, after a decoded frame.
+        nonlocal last_tick
+        now = time.monotonic()
+        if now - last_tick >= 1.0:
+            last_tick = now
+            write_message(out, {"type": "tick", "id": tid})
+
     try:
         digest = content_hash(path)
-        job = Extraction(path, spec)
+        job = Extraction(path, spec, on_frame=tick)
         if task.get("mode") == "probe":
             finish("done", probe=job.probe.to_dict(), summary=None)
             return True

@@ -128,8 +128,8 @@ def build_model(root: Path, kind: str) -> Path:
 # -- measurements -----------------------------------------------------------------------------------------
 
 
-def naive_loop(files: list[Path], model_dir: Path) -> float:
-    """videos/s of the loop from the transformers docs: decord, XCLIPProcessor, get_video_features per video."""
+def naive_loop(files: list[Path], model_dir: Path) -> None:
+    """The loop from the transformers docs: decord, XCLIPProcessor, get_video_features one video at a time."""
     import decord
     import torch
     from transformers import AutoTokenizer, XCLIPModel, XCLIPProcessor
@@ -143,18 +143,16 @@ def naive_loop(files: list[Path], model_dir: Path) -> float:
         tokenizer=AutoTokenizer.from_pretrained(model_dir),
     )
     frames_per_clip = model.config.vision_config.num_frames
-    started = time.perf_counter()
     with torch.inference_mode():
         for path in files:
             vr = decord.VideoReader(str(path))
             frames = vr.get_batch(sample_frame_indices(0, len(vr), frames_per_clip)).asnumpy()
             inputs = processor(videos=list(frames), return_tensors="pt")
             model.get_video_features(**inputs)
-    return len(files) / (time.perf_counter() - started)
 
 
-def decode_only(files: list[Path], model_dir: Path, workers: int, segment_seconds: float) -> tuple[float, int]:
-    """videos/s of the indexer's workers alone (segments consumed and dropped), and the segment count."""
+def decode_only(files: list[Path], model_dir: Path, workers: int, segment_seconds: float) -> tuple[int, float]:
+    """The indexer's warm workers alone (segments consumed and dropped): the segment count and wall time."""
     from indexer.extract import ExtractSpec
     from indexer.modelspec import read_model_shape
     from indexer.pool import DecodePool, SegmentReady
@@ -164,19 +162,14 @@ def decode_only(files: list[Path], model_dir: Path, workers: int, segment_second
     segments = 0
     with DecodePool(spec, workers) as pool:
         pool.warm_up()
-        started = time.perf_counter()
-        for event in pool.run([str(f) for f in files]):
-            segments += isinstance(event, SegmentReady)
-        elapsed = time.perf_counter() - started
-    return len(files) / elapsed, segments
+        with Clock() as clock:
+            for event in pool.run([str(f) for f in files]):
+                segments += isinstance(event, SegmentReady)
+    return segments, clock.wall
 
 
-def model_only(
-    model_dir: Path, sample: list[Path], segments: int, batch: int, thread_options: list[int]
-) -> dict[int, float]:
-    """segments/s of the encoder on pre-decoded pixels, per torch thread count."""
-    import torch
-
+def model_inputs(model_dir: Path, sample: list[Path], segments: int) -> tuple[Any, np.ndarray]:
+    """An encoder and `segments` segments of pre-decoded pixels (from `sample`, repeated)."""
     from indexer.extract import ExtractSpec, extract
     from xclip_search.checkpoint import load_checkpoint
     from xclip_search.encoder import XClipEncoder
@@ -185,30 +178,23 @@ def model_only(
     spec = ExtractSpec(num_frames=ckpt.num_frames, pixels=ckpt.pixels)
     pixels = np.concatenate([extract(str(p), spec).pixels for p in sample])
     reps = max(1, -(-segments // len(pixels)))
-    pixels = np.concatenate([pixels] * reps)[:segments]
-    encoder = XClipEncoder(ckpt)
-    rates = {}
-    before = torch.get_num_threads()
-    for threads in thread_options:
-        torch.set_num_threads(threads)
-        encoder.encode_videos(pixels[:batch])  # warm-up
-        started = time.perf_counter()
-        for i in range(0, len(pixels), batch):
-            encoder.encode_videos(pixels[i : i + batch])
-        rates[threads] = len(pixels) / (time.perf_counter() - started)
-    torch.set_num_threads(before)
-    return rates
+    return XClipEncoder(ckpt), np.concatenate([pixels] * reps)[:segments]
 
 
-def index_cli(lib: Path, index: Path, model_dir: Path, extra: list[str]) -> tuple[float, dict[str, Any]]:
+def model_only(encoder: Any, pixels: np.ndarray, batch: int) -> None:
+    """The encoder alone on pre-decoded pixels, in batches as the index runs it."""
+    for i in range(0, len(pixels), batch):
+        encoder.encode_videos(pixels[i : i + batch])
+
+
+def index_cli(lib: Path, index: Path, model_dir: Path, extra: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "xclip_search", "index", str(lib), "--index", str(index), "--model", str(model_dir)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = time.perf_counter()
     done = subprocess.run([*cmd, *extra, "--json"], capture_output=True, text=True, env=env, check=False)
-    elapsed = time.perf_counter() - started
     if done.returncode not in (0, 3):
         raise SystemExit(f"index failed ({done.returncode}): {done.stderr[-2000:]}")
-    return elapsed, json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def main() -> None:
@@ -240,25 +226,45 @@ def main() -> None:
     )
 
     naive_files = files[: args.naive_clips or len(files)]
-    naive = naive_loop(naive_files, model_dir)
-    print(f"naive loop ({len(naive_files)} clips)             {naive:8.2f} videos/s", flush=True)
-    decode, segments = decode_only(files, model_dir, res.workers, 10.0)
-    print(f"decode only ({res.workers} worker(s))              {decode:8.2f} videos/s", flush=True)
+    rows: list[tuple[str, float, float]] = []  # (what, videos/s, CPU s per video)
+
+    def report(what: str, videos: int, clock: Clock) -> float:
+        rate = videos / clock.wall
+        rows.append((what, rate, clock.cpu / videos))
+        print(f"{what:<44} {rate:9.2f} videos/s  {clock.cpu / videos:7.3f} CPU s/video", flush=True)
+        return rate
+
+    with Clock() as clock:
+        naive_loop(naive_files, model_dir)
+    naive = report(f"naive loop ({len(naive_files)} clips)", len(naive_files), clock)
+    with Clock() as clock:
+        segments, warm_wall = decode_only(files, model_dir, res.workers, 10.0)
+    clock.wall = warm_wall  # the limit: warm workers (their start-up CPU is still in the CPU figure)
+    decode = report(f"decode only ({res.workers} warm worker(s))", len(files), clock)
     per_video = segments / len(files)
-    thread_options = sorted({res.threads or cores, cores})
-    rates = model_only(model_dir, files[:4], min(segments, max(4 * res.batch_size, 64)), res.batch_size, thread_options)
-    best_threads = max(rates, key=lambda t: rates[t])
-    model = rates[best_threads] / per_video
-    shown = ", ".join(f"{t} thread(s) {r / per_video:.2f}" for t, r in rates.items())
-    print(f"model only (best of: {shown})  {model:8.2f} videos/s", flush=True)
+    import torch
+
+    encoder, pixels = model_inputs(model_dir, files[:4], min(segments, max(4 * res.batch_size, 64)))
+    model = 0.0
+    for threads in sorted({res.threads or cores, cores}):
+        torch.set_num_threads(threads)
+        model_only(encoder, pixels[: res.batch_size], res.batch_size)  # warm-up
+        with Clock() as clock:
+            model_only(encoder, pixels, res.batch_size)
+        rate = report(f"model only ({threads} thread(s), batch {res.batch_size})", len(pixels), clock)
+        model = max(model, rate / per_video)
 
     with tempfile.TemporaryDirectory(prefix="xclip-bench-index-") as tmp:
         index = Path(tmp) / "index"
-        first_s, first = index_cli(lib, index, model_dir, args.index_args)
-        e2e = len(files) / first_s
-        print(f"xclip-search index (end to end)       {e2e:8.2f} videos/s   ({first_s:.1f} s; {first})", flush=True)
-        again_s, again = index_cli(lib, index, model_dir, args.index_args)
-        print(f"xclip-search index again (unchanged)  {again_s:8.2f} s        ({again})")
+        with Clock() as clock:
+            first = index_cli(lib, index, model_dir, args.index_args)
+        e2e = report("xclip-search index (end to end)", len(files), clock)
+        first_s = clock.wall
+        with Clock() as clock:
+            again = index_cli(lib, index, model_dir, args.index_args)
+        again_s = clock.wall
+        print(f"{'xclip-search index again (unchanged)':<44} {again_s:9.2f} s")
+        print(f"first run: {first}\nre-run:    {again}")
     limit = min(decode, model)
     bound = "decode" if decode <= model else "model"
     print()
@@ -268,6 +274,29 @@ def main() -> None:
     print(f"index / slower limit ({bound}) {e2e / limit:6.1%}")
     print(f"first run / unchanged re-run  {first_s / again_s:6.1f}x   (target >= 50x)")
     print(f"load average at end {os.getloadavg()[0]:.2f} (others share this machine; the lead re-measures)")
+
+
+class Clock:
+    """Wall time and CPU time (this process and its waited-for children: workers, the CLI) of a block."""
+
+    def __enter__(self) -> Clock:
+        self._wall = time.perf_counter()
+        self._cpu = _cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = _cpu() - self._cpu
+
+
+def _cpu() -> float:
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """A test-only decoder that misbehaves on purpose, chosen by the file name, to prove worker isolation.
 
 Name a file ``*hang*``, ``*segv*``, ``*abort*``, ``*oom*`` or ``*exit*`` and opening it hangs forever, segfaults,
-aborts, allocates memory without bound, or exits the process; ``*slowseg*`` sleeps before each frame but makes
-progress. Any other file is decoded by decord. Workers load it as ``tests.faulty_decoder:FAULTY``.
+aborts, allocates memory without bound, or exits the process; ``*slowseg*`` (0.05 s) and ``*crawl*`` (0.6 s)
+sleep before each frame but make progress. Any other file is decoded by decord. Workers load it as
+``tests.faulty_decoder:FAULTY``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class FaultyDecoder:
                 hoard.append(np.ones(64 * 1024 * 1024, dtype=np.uint8))  # touched, so really allocated
         if "slowseg" in name:
             return _Slow(DECODERS["decord"].open(path), 0.05)
+        if "crawl" in name:
+            return _Slow(DECODERS["decord"].open(path), 0.6)
         return DECODERS["decord"].open(path)
 
 

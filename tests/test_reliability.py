@@ -69,6 +69,15 @@ def test_each_fault_costs_its_file_only(faulty_library: Path) -> None:
         assert event.content_hash and event.probe["width"] == 640
 
 
+def test_a_slow_file_that_makes_progress_is_not_killed(tmp_path: Path) -> None:
+    """8 frames at 0.6 s each: one segment takes longer than the 3 s timeout, but every frame is progress."""
+    shutil.copy(REAL_CLIP, tmp_path / "crawl.mp4")
+    spec = ExtractSpec(num_frames=8, pixels=PIXELS, segment_seconds=0, decoders=FAULTY)
+    with DecodePool(spec, 1, timeout_s=3.0) as pool:
+        *segments, last = list(pool.run([str(tmp_path / "crawl.mp4")]))
+    assert isinstance(last, FileDone) and len(segments) == 1
+
+
 def test_the_memory_limit_holds_inside_the_worker(tmp_path: Path) -> None:
     shutil.copy(REAL_CLIP, tmp_path / "oom.mp4")
     spec = ExtractSpec(num_frames=8, pixels=PIXELS, decoders=FAULTY)
