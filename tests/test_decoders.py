@@ -220,3 +220,40 @@ def test_crop_normalizer_is_bit_identical_to_normalize() -> None:
         got = CropNormalizer(pixels)(crops)
         assert got.dtype == expected.dtype and got.shape == expected.shape == (2, 8, 3, 24, 24)
         assert np.array_equal(got, expected)
+
+
+CONTAINERS = [
+    ("clip.wmv", "wmv2", "yuv420p", 30, "decord"),
+    ("clip.3gp", "mpeg4", "yuv420p", 30, "decord"),
+    ("clip.m4v", "libx264", "yuv420p", 30, "decord"),
+    ("clip.flv", "flv", "yuv420p", 30, "decord"),
+    ("clip.mpeg", "mpeg2video", "yuv420p", 30, "pyav"),  # forward-only: MPEG program stream
+    ("clip.gif", "gif", "rgb8", 20, "pyav"),  # decord cannot open GIFs: the PyAV retry takes it
+]
+
+_CONTAINER_WRITER = """
+import json, sys
+from pathlib import Path
+from xclip_search.testing import synthetic_frames, write_video
+root = Path(sys.argv[1])
+for name, codec, fmt, n, _ in json.loads(sys.argv[2]):
+    write_video(root / name, synthetic_frames(n, 48, 64, seed=n), codec=codec, pix_fmt=fmt)
+"""
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("containers")
+    subprocess.run([sys.executable, "-c", _CONTAINER_WRITER, str(root), json.dumps(CONTAINERS)], check=True)
+    return root
+
+
+@pytest.mark.parametrize("name,frames,decoder", [(c[0], c[3], c[4]) for c in CONTAINERS])
+def test_every_allowlisted_container_is_extracted(containers: Path, name: str, frames: int, decoder: str) -> None:
+    from indexer.extract import ExtractSpec, extract
+    from xclip_search.pixels import PixelConfig
+
+    spec = ExtractSpec(num_frames=8, pixels=PixelConfig.from_preprocessor_dict({"size": 32}, image_size=32))
+    ext = extract(str(containers / name), spec)
+    assert ext.decoder == decoder and ext.info.num_frames == frames
+    assert ext.pixels.shape == (1, 8, 3, 32, 32)
