@@ -196,12 +196,26 @@ def run_index(
                 writer.publish_ann()
             status = "finished"
         except KeyboardInterrupt:
-            writer.flush()  # keep every video that was completely encoded
+            _flush_after_interrupt(writer)
             raise
         finally:
             writer.catalog.finish_run(writer.run_id, status, report.to_dict())
     report.seconds = time.monotonic() - started
     return report
+
+
+def _flush_after_interrupt(writer: IndexWriter) -> None:
+    """Keep every video that was completely encoded, unless Ctrl-C landed inside a commit.
+
+    If the catalog already holds a generation the manifest does not name, the interrupted commit went through
+    its SQL transaction; publishing it is the next writer's recovery (roll forward), and committing the same
+    batch again would be wrong. Anything else that fails here is left to that recovery as well.
+    """
+    try:
+        if writer.catalog.latest_generation() == writer.manifest.generation:
+            writer.flush()
+    except Exception:  # best effort on the way out; the next run recovers from whatever state this leaves
+        return
 
 
 def _names_recorded_model(model: str, identity: ModelIdentity) -> bool:

@@ -279,3 +279,34 @@ def test_ctrl_c_keeps_committed_work_and_blames_no_file(
     assert run_index_cli(crash_lib, idx, tiny_ckpt) in (0, 3)
     assert_same(results(idx), expected)
     assert state(idx) == expected_state
+
+
+@pytest.mark.parametrize("step", ["shard-written", "catalog-committed", "manifest-published"])
+def test_ctrl_c_inside_a_commit_is_left_to_recovery(
+    tmp_path: Path, crash_lib: Path, tiny_ckpt: Path, reference: tuple, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """KeyboardInterrupt raised inside the writer's commit protocol: the run still ends as an interrupt (never
+    a second commit of the same batch), and the next run recovers to the reference results."""
+    from indexer.pipeline import IndexOptions, run_index
+    from xclip_search.store import writer as writer_module
+
+    expected, expected_state, _ = reference
+    seen = {"n": 0}
+
+    def interrupt(name: str) -> None:
+        if name == step:
+            seen["n"] += 1
+            if seen["n"] == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer_module, "crash_point", interrupt)
+    opts = IndexOptions(segment_seconds=1.0, workers=1, commit_every=3, batch_size=4)
+    idx = tmp_path / "idx"
+    with pytest.raises(KeyboardInterrupt):
+        run_index([crash_lib], idx, model=str(tiny_ckpt), options=opts)
+    monkeypatch.undo()
+    assert_consistent_subset(idx, expected)
+    run_index([crash_lib], idx, options=opts)
+    assert_same(results(idx), expected)
+    assert state(idx) == expected_state
+    assert_clean(idx)
