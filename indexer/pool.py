@@ -21,8 +21,6 @@ import contextlib
 import os
 import queue
 import selectors
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,12 +36,12 @@ import numpy as np
 from xclip_search.errors import XClipSearchError
 
 from .extract import Extraction, ExtractSpec, FileSummary, SegmentCrops
-from .protocol import ProtocolError, read_message, write_message
+from .protocol import ProtocolError, read_message
 from .segments import SegmentPlan
+from .workerproc import START_TIMEOUT_S, Task, WorkerProcess, death_reason
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 2048
-_START_TIMEOUT_S = 60.0
 _MAX_START_FAILURES = 3
 
 
@@ -94,108 +92,6 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-# -- one worker process -----------------------------------------------------------------------------------
-
-
-class _Worker:
-    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
-        fd, name = tempfile.mkstemp(prefix="worker-", suffix=".log", dir=log_dir)
-        os.close(fd)
-        self.log_path = Path(name)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "indexer.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                bufsize=0,
-                env=env,
-                close_fds=True,
-            )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.rfd = self.proc.stdout.fileno()
-        self.wfd = self.proc.stdin.fileno()
-        self.ready = False
-        self.task: _Task | None = None
-        self.deadline = time.monotonic() + _START_TIMEOUT_S
-        self.tasks_done = 0
-
-    def send(self, header: dict[str, Any]) -> None:
-        write_message(self.wfd, header)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        self.reap()
-
-    def reap(self) -> int | None:
-        try:
-            code = self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(OSError):
-                if stream is not None:
-                    stream.close()
-        return code
-
-    def log_tail(self) -> str:
-        try:
-            lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            return ""
-        faulthandler_lines = (
-            "Fatal Python error",
-            "Current thread",
-            "Thread 0x",
-            "File ",
-            "Extension modules",
-            "(total",
-        )
-        useful = [line for line in lines if not line.startswith(faulthandler_lines)]
-        return useful[-1][:200] if useful else ""
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError, ProtocolError):
-                self.send({"type": "exit"})
-            with contextlib.suppress(OSError):
-                if self.proc.stdin is not None:
-                    self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.reap()
-        self.log_path.unlink(missing_ok=True)
-
-
-@dataclass
-class _Task:
-    id: int
-    path: str
-    mode: str
-
-
-def _death_reason(code: int | None, tail: str) -> str:
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        what = {
-            "SIGKILL": "was killed (SIGKILL; out of memory?)",
-            "SIGSEGV": "crashed (SIGSEGV)",
-            "SIGABRT": "aborted (SIGABRT)",
-            "SIGBUS": "crashed (SIGBUS)",
-        }.get(name, f"died ({name})")
-    else:
-        what = f"exited with status {code}"
-    text = f"the decoder process {what} on this file"
-    return f"{text}; last message: {tail}" if tail else text
-
-
 # -- the pool ---------------------------------------------------------------------------------------------
 
 
@@ -229,7 +125,7 @@ class DecodePool:
         self.nice = nice
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._live: list[_Worker] = []
+        self._live: list[WorkerProcess] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._next_id = 0
 
@@ -325,15 +221,15 @@ class DecodePool:
                 if self._stop.is_set():
                     return time.monotonic() - started
 
-    def _spawn(self, sel: selectors.BaseSelector) -> _Worker:
+    def _spawn(self, sel: selectors.BaseSelector) -> WorkerProcess:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="xclip-search-workers-")
-        w = _Worker(Path(self._tmp.name), self._env())
+        w = WorkerProcess(Path(self._tmp.name), self._env())
         self._live.append(w)
         sel.register(w.rfd, selectors.EVENT_READ, w)
         return w
 
-    def _retire(self, sel: selectors.BaseSelector, w: _Worker, *, kill: bool) -> int | None:
+    def _retire(self, sel: selectors.BaseSelector, w: WorkerProcess, *, kill: bool) -> int | None:
         sel.unregister(w.rfd)
         self._live.remove(w)
         if kill:
@@ -351,7 +247,7 @@ class DecodePool:
             pass
 
     def _loop(self, paths: list[str], mode: str, out: queue.Queue[PoolEvent | BaseException | None]) -> None:
-        pending = deque(_Task(i, p, mode) for i, p in enumerate(paths, start=self._next_id))
+        pending = deque(Task(i, p, mode) for i, p in enumerate(paths, start=self._next_id))
         self._next_id += len(paths)
         remaining = len(pending)
         start_failures = 0
@@ -360,7 +256,7 @@ class DecodePool:
             sel.register(w.rfd, selectors.EVENT_READ, w)
         config = {"type": "config", "spec": self.spec.to_dict()}
 
-        def failed_start(w: _Worker, detail: str) -> None:
+        def failed_start(w: WorkerProcess, detail: str) -> None:
             nonlocal start_failures
             start_failures += 1
             if start_failures >= _MAX_START_FAILURES:
@@ -398,7 +294,7 @@ class DecodePool:
                             failed_start(w, f"exit status {code}")
                         if task is not None:
                             remaining -= 1
-                            self._emit(out, FileFailed(task.path, "failed", _death_reason(code, w.log_tail())))
+                            self._emit(out, FileFailed(task.path, "failed", death_reason(code, w.log_tail())))
                         w.log_path.unlink(missing_ok=True)
                         continue
                     w.deadline = time.monotonic() + self.timeout_s
@@ -442,7 +338,7 @@ class DecodePool:
                         reason = f"timed out: no progress for {self.timeout_s:g} s"
                         self._emit(out, FileFailed(lost.path, "failed", reason))
                     elif not w.ready:
-                        failed_start(w, f"no answer within {_START_TIMEOUT_S:g} s")
+                        failed_start(w, f"no answer within {START_TIMEOUT_S:g} s")
         finally:
             # Files still in flight will never be consumed (the consumer stopped): their workers go.
             for w in [w for w in self._live if w.task is not None]:
@@ -459,7 +355,7 @@ class DecodePool:
             for w in self._live:
                 w.deadline += waited
 
-    def _result(self, task: _Task, kind: Any, header: dict[str, Any]) -> PoolEvent:
+    def _result(self, task: Task, kind: Any, header: dict[str, Any]) -> PoolEvent:
         warnings = int(header.get("log_lines", 0))
         log = [str(x) for x in header.get("log") or []]
         if kind == "done":
