@@ -4,7 +4,10 @@
     report = run_index(["~/Videos"], "xclip-index", model="microsoft/xclip-base-patch32")
     print(report.to_dict())
 
-Modules that decode (walk, probe, decoders, segments, extract) import no torch; the pipeline does.
+Roles: walk (find files) -> changes + fingerprint (what a run must do) -> pool + worker + protocol (isolated
+decoding: probe, decoders, extract, segments) -> ingest (batched encoding, commits) -> pipeline (the run);
+dryrun estimates a run, tuning and modelspec choose resources. Only ingest imports torch, and only when
+something needs encoding; decode workers never do.
 """
 
 from __future__ import annotations

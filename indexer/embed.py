@@ -1,7 +1,7 @@
 """Embed video files without indexing them: for tagging new videos and for query by example.
 
-The same isolation as indexing (decode workers, per-file failures) and the same frames and pixels, so a file's
-embeddings here equal the ones an index would store for it.
+The same isolation as indexing (supervised decode workers, per-file failures) and the same frames and pixels,
+so a file's embeddings here equal the ones an index would store for it.
 """
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from xclip_search.checkpoint import Checkpoint
 from xclip_search.encoder import VideoEmbeddings, XClipEncoder
 
-from .extract import Extracted, ExtractSpec
+from .extract import CropNormalizer, Extracted, ExtractSpec
+from .pool import DecodePool, FileDone, SegmentReady
 from .segments import DEFAULT_SEGMENT_SECONDS
-from .workers import DecodePool
 
 
 @dataclass
@@ -40,14 +42,33 @@ def embed_files(
     enc = encoder or XClipEncoder(checkpoint)
     spec = ExtractSpec(num_frames=checkpoint.num_frames, pixels=checkpoint.pixels, segment_seconds=segment_seconds)
     n_workers = min(workers if workers is not None else 2, len(paths))
+    segments: dict[str, list[SegmentReady]] = {}
+    to_pixels = CropNormalizer(spec.pixels)
     with DecodePool(spec, n_workers) as pool:
-        for outcome in pool.run(list(paths)):
-            ext = outcome.extracted
-            if ext is None:
-                yield EmbeddedFile(outcome.path, None, None, outcome.error)
+        for event in pool.run(list(paths)):
+            if isinstance(event, SegmentReady):
+                kept = segments.setdefault(event.path, [])
+                if kept and kept[-1].attempt != event.attempt:
+                    kept.clear()  # the worker switched decoders midway
+                kept.append(event)
                 continue
-            parts = [enc.encode_videos(ext.pixels[i : i + batch_size]) for i in range(0, len(ext.pixels), batch_size)]
-            import numpy as np
-
+            got = segments.pop(event.path, [])
+            if not isinstance(event, FileDone) or event.summary is None or not got:
+                yield EmbeddedFile(event.path, None, None, getattr(event, "reason", "no segments"))
+                continue
+            pixels = to_pixels(np.stack([s.crops for s in got]))
+            parts = [enc.encode_videos(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
             emb = VideoEmbeddings(v=np.concatenate([p.v for p in parts]), z=np.concatenate([p.z for p in parts]))
-            yield EmbeddedFile(outcome.path, ext, emb, None)
+            s = event.summary
+            extracted = Extracted(
+                path=event.path,
+                info=s.info,
+                codec=s.codec,
+                duration_s=s.duration_s,
+                decoder=s.decoder,
+                segments=[x.plan for x in got],
+                pixels=pixels,
+                notes=s.notes,
+                warnings=event.warnings,
+            )
+            yield EmbeddedFile(event.path, extracted, emb, None)

@@ -1,51 +1,63 @@
 """The indexing run: walk -> classify against the catalog -> decode (workers) -> encode (batched) -> commit.
 
-Decoding happens in worker processes while this process runs the model, so the two overlap. Segments from
-several videos share one model batch; a video is committed once all of its segments are encoded, and every
-`commit_every` segments the queued videos become a new published generation, so an interruption loses at most
-the batch in flight and the next run resumes where this one stopped. Every file the walk sees ends with exactly
-one status in the report.
+A run first decides, from stat fields alone where it can, what each file needs (see `changes`): unchanged
+files cost a ``stat`` and a catalog lookup, moved files a catalog update, so a re-run over an unchanged library
+does not even load the model. Only new and changed files go through the decode -> encode -> commit loop
+(`ingest`). Every file the walk sees ends with exactly one status in the report: indexed, unchanged, moved,
+skipped (with the reason) or failed (with the decoder's message); the run exits with 3 when any failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
-from xclip_search.encoder import XClipEncoder
-from xclip_search.errors import InvalidArgumentError
-from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, SegmentRecord, VideoRecord
+from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
+from xclip_search.errors import CheckpointError, InvalidArgumentError
+from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
 from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
 from xclip_search.store.writer import IndexWriter, check_model
 
-from .extract import Extracted, ExtractSpec
+from .changes import RunPlan, classify
+from .decoders import DEFAULT_DECODERS
+from .extract import ExtractSpec
+from .modelspec import read_model_shape
+from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS
-from .walk import FoundFile, WalkIssue, walk
-from .workers import DecodePool
+from .tuning import likely_gpu, resolve_resources
+from .walk import walk
+
+if TYPE_CHECKING:
+    from .ingest import Finished
+
+UNCHANGED, MOVED, REMOVED = "unchanged", "moved", "removed"
 
 
 @dataclass
 class IndexOptions:
-    """Knobs of an indexing run; the defaults suit a laptop and are chosen from the machine where noted."""
+    """Knobs of an indexing run; `None` means chosen from the machine and the model (see `tuning`)."""
 
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS
     max_segments: int = DEFAULT_MAX_SEGMENTS
     workers: int | None = None
-    batch_size: int = 8
+    batch_size: int | None = None
+    torch_threads: int | None = None
     commit_every: int = 256
+    commit_seconds: float = 30.0
     prune: bool = False
     retry_failed: bool = False
     device: str | None = None
     dtype: str | None = None
     limits: Limits = field(default_factory=Limits)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+    decoders: tuple[str, ...] = DEFAULT_DECODERS
 
 
 @dataclass(frozen=True)
@@ -54,14 +66,16 @@ class FileOutcome:
     status: str
     reason: str | None = None
     segments: int = 0
+    warnings: int = 0
 
 
 @dataclass
 class IndexReport:
-    """What a run did; `to_dict` is the ``index --json`` shape (DESIGN.md §4, plus ``skipped``)."""
+    """What a run did; `to_dict` is the ``index --json`` shape (DESIGN.md §4, plus ``moved`` and ``skipped``)."""
 
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    known_failed: int = 0  # unchanged files that failed in an earlier run (not retried)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -81,18 +95,20 @@ class IndexReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "indexed": self.count(INDEXED),
-            "unchanged": self.count("unchanged"),
+            "unchanged": self.count(UNCHANGED),
             "failed": self.count(FAILED),
-            "removed": self.count("removed"),
+            "removed": self.count(REMOVED),
             "segments": self.segments,
+            "moved": self.count(MOVED),
             "skipped": self.count(SKIPPED),
         }
 
 
 class Progress(Protocol):
-    """Receives progress events; the command line draws bars from them, the library passes none."""
+    """Receives progress events; the command line draws a bar from them, the library passes none."""
 
-    def start(self, total_files: int) -> None: ...
+    def start(self, total_files: int) -> None:
+        """`total_files` files are about to be decoded and encoded."""
 
     def file_done(self, outcome: FileOutcome) -> None: ...
 
@@ -110,6 +126,17 @@ class _NoProgress:
         pass
 
 
+def validate_options(opts: IndexOptions) -> None:
+    if opts.batch_size is not None and opts.batch_size < 1:
+        raise InvalidArgumentError(f"Invalid batch size ({opts.batch_size}). It must be at least 1.")
+    if opts.commit_every < 1 or opts.commit_seconds <= 0:
+        raise InvalidArgumentError("The commit interval must be at least 1 segment and more than 0 seconds.")
+    if opts.timeout_s <= 0:
+        raise InvalidArgumentError(f"Invalid timeout ({opts.timeout_s}). It must be more than 0 seconds.")
+    if opts.memory_mb < 256:
+        raise InvalidArgumentError(f"Invalid worker memory limit ({opts.memory_mb} MB). It must be at least 256 MB.")
+
+
 def run_index(
     paths: Sequence[str | os.PathLike[str]],
     index_dir: str | os.PathLike[str],
@@ -123,38 +150,53 @@ def run_index(
     prog = progress or _NoProgress()
     if not paths:
         raise InvalidArgumentError("No paths to index", hint="Pass one or more video files or folders.")
-    if opts.batch_size < 1 or opts.commit_every < 1:
-        raise InvalidArgumentError("batch size and commit interval must be at least 1")
+    validate_options(opts)
     index_path = Path(index_dir).expanduser().resolve()
     started = time.monotonic()
+    report = IndexReport()
+    roots = [os.path.abspath(os.fspath(p)) for p in paths]
 
     checkpoint: Checkpoint | None = None
+    identity: ModelIdentity | None = None
+    model_ref, revision = model or DEFAULT_MODEL, None
     if (index_path / MANIFEST_NAME).exists():
         identity = read_manifest(index_path).model
-        if model is not None:
+        if model is not None and not _names_recorded_model(model, identity):
             checkpoint = load_checkpoint(model, device=opts.device, dtype=opts.dtype)
             check_model(identity, checkpoint.identity, index_path)
-    else:
-        checkpoint = load_checkpoint(model or DEFAULT_MODEL, device=opts.device, dtype=opts.dtype)
-        identity = checkpoint.identity
+        model_ref, revision = identity.source, identity.revision
 
-    report = IndexReport()
-    with IndexWriter(index_path, identity) as writer:
-        writer.run_id = writer.catalog.start_run([os.fspath(p) for p in paths])
+    with contextlib.ExitStack() as stack:
+        # An existing index is locked before the walk; a new one once the model that names it is loaded.
+        writer = stack.enter_context(IndexWriter(index_path, identity)) if identity is not None else None
+        rows = writer.catalog.videos_by_path() if writer is not None else {}
+        plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        prog.start(len(plan.todo))
+        run: _Encoding | None = None
+        if plan.todo:
+            # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
+            run = _Encoding.start(stack, plan, opts, checkpoint.directory if checkpoint else model_ref, revision)
+        if checkpoint is None and (run is not None or writer is None):
+            checkpoint = load_checkpoint(model_ref, revision=revision, device=opts.device, dtype=opts.dtype)
+            if identity is not None:
+                check_model(identity, checkpoint.identity, index_path)
+        if writer is None:
+            assert checkpoint is not None
+            writer = stack.enter_context(IndexWriter(index_path, checkpoint.identity))
+        writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
         try:
-            todo = _classify(writer, paths, opts, report, prog)
-            if todo:
-                if checkpoint is None:
-                    checkpoint = load_checkpoint(identity.source, revision=identity.revision, device=opts.device)
-                    check_model(identity, checkpoint.identity, index_path)
-                _encode_all(writer, checkpoint, todo, opts, report, prog)
+            _apply_plan(writer, plan, rows, report)
+            if run is not None:
+                assert checkpoint is not None
+                run.encode(writer, checkpoint, report, prog)
             writer.flush()
-            if writer.changed or (writer.manifest.ann is None and writer.manifest.shards):
+            ann = writer.manifest.ann
+            if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()
             status = "finished"
         except KeyboardInterrupt:
-            writer.flush()  # keep every video that was completely encoded
+            _flush_after_interrupt(writer)
             raise
         finally:
             writer.catalog.finish_run(writer.run_id, status, report.to_dict())
@@ -162,167 +204,122 @@ def run_index(
     return report
 
 
-def _classify(
-    writer: IndexWriter,
-    paths: Sequence[str | os.PathLike[str]],
-    opts: IndexOptions,
-    report: IndexReport,
-    prog: Progress,
-) -> list[FoundFile]:
-    """Decide per file: unchanged, to (re)index, or an issue to record. Queues removals when pruning."""
-    found: list[FoundFile | WalkIssue] = list(walk(paths))
-    known = writer.catalog.videos_by_path([f.path for f in found])
-    prog.start(len(found))
-    todo: list[FoundFile] = []
-    for item in found:
-        if isinstance(item, WalkIssue):
-            outcome = FileOutcome(item.path, item.status, item.reason)
-            if os.path.lexists(item.path):
-                writer.record(VideoRecord(path=item.path, size=0, mtime_ns=0, status=item.status, reason=item.reason))
-            report.outcomes.append(outcome)
-            prog.file_done(outcome)
-            continue
-        row = known.get(item.path)
-        same = row is not None and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
-        settled = (
-            same
-            and row is not None
-            and (row["status"] == INDEXED or (row["status"] in (FAILED, SKIPPED) and not opts.retry_failed))
-        )
-        if settled:
-            outcome = FileOutcome(item.path, "unchanged")
-            report.outcomes.append(outcome)
-            prog.file_done(outcome)
-        else:
-            todo.append(item)
-    if opts.prune:
-        _prune(writer, paths, {f.path for f in found}, report, prog)
-    return todo
+def _flush_after_interrupt(writer: IndexWriter) -> None:
+    """Keep every video that was completely encoded, unless Ctrl-C landed inside a commit.
+
+    If the catalog already holds a generation the manifest does not name, the interrupted commit went through
+    its SQL transaction; publishing it is the next writer's recovery (roll forward), and committing the same
+    batch again would be wrong. Anything else that fails here is left to that recovery as well.
+    """
+    try:
+        if writer.catalog.latest_generation() == writer.manifest.generation:
+            writer.flush()
+    except Exception:  # best effort on the way out; the next run recovers from whatever state this leaves
+        return
 
 
-def _prune(
-    writer: IndexWriter,
-    roots: Sequence[str | os.PathLike[str]],
-    seen: set[str],
-    report: IndexReport,
-    prog: Progress,
-) -> None:
-    """Retire catalog videos under the walked roots whose files are gone."""
-    prefixes = [os.path.abspath(os.fspath(r)) for r in roots]
-    gone = []
-    for path, row in writer.catalog.videos_by_path().items():
-        if row["status"] == "removed" or path in seen:
-            continue
-        inside = any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
-        if inside and not os.path.lexists(path):
-            gone.append(path)
-    writer.remove(gone)
-    for path in gone:
-        outcome = FileOutcome(path, "removed")
-        report.outcomes.append(outcome)
-        prog.file_done(outcome)
+def _names_recorded_model(model: str, identity: ModelIdentity) -> bool:
+    """Whether `--model` names the model the index records, so loading it can wait until a file needs it.
+
+    A nightly run passes the same --model every time; loading weights (and importing torch) just to compare
+    identities would make a run over an unchanged library take seconds instead of a fraction of one. The full
+    check still runs when the model is loaded.
+    """
+    if model == identity.source:
+        return True
+    path = Path(model).expanduser()
+    return path.is_dir() and str(path.resolve()) == identity.source
+
+
+def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, Any]], report: IndexReport) -> None:
+    """Record what needs no decoding: walk issues, moves, refreshed stamps, removals, unchanged files."""
+    for issue in plan.issues:
+        row = rows.get(issue.path)
+        changed = row is None or (row["status"], row["reason"]) != (issue.status, issue.reason)
+        if issue.is_file and changed:
+            writer.record(VideoRecord(path=issue.path, size=0, mtime_ns=0, status=issue.status, reason=issue.reason))
+        report.outcomes.append(FileOutcome(issue.path, issue.status, issue.reason))
+    for update in plan.refreshed:
+        writer.update_file(update)
+    for update in plan.moved:
+        writer.update_file(update)
+        report.outcomes.append(FileOutcome(update.path, MOVED, f"from {update.old_path}"))
+    writer.remove(plan.removed)
+    report.outcomes.extend(FileOutcome(path, REMOVED) for path in plan.removed)
+    report.outcomes.extend(FileOutcome(f.path, UNCHANGED) for f in plan.unchanged)
+    report.known_failed = plan.known_failed
 
 
 @dataclass
-class _Pending:
-    """A decoded video whose segments are being encoded."""
+class _Encoding:
+    """The files to decode and encode: a decode pool already running, waiting for the model."""
 
-    found: FoundFile
-    extracted: Extracted
-    v: list[np.ndarray | None]
-    z: list[np.ndarray | None]
-    remaining: int
+    plan: RunPlan
+    opts: IndexOptions
+    spec: ExtractSpec
+    workers: int
+    threads: int | None
+    batch_size: int
+    events: Iterator[PoolEvent]
 
-
-def _encode_all(
-    writer: IndexWriter,
-    checkpoint: Checkpoint,
-    todo: list[FoundFile],
-    opts: IndexOptions,
-    report: IndexReport,
-    prog: Progress,
-) -> None:
-    encoder = XClipEncoder(checkpoint)
-    spec = ExtractSpec(
-        num_frames=checkpoint.num_frames,
-        pixels=checkpoint.pixels,
-        segment_seconds=opts.segment_seconds,
-        max_segments=opts.max_segments,
-        limits=opts.limits,
-    )
-    by_path = {f.path: f for f in todo}
-    queue: list[tuple[_Pending, int]] = []  # (video, segment index) waiting for a model batch
-
-    def run_batch(items: list[tuple[_Pending, int]]) -> None:
-        pixels = np.stack([p.extracted.pixels[i] for p, i in items])
-        emb = encoder.encode_videos(pixels)
-        prog.segments_encoded(len(items))
-        for row, (pending, i) in enumerate(items):
-            pending.v[i] = emb.v[row]
-            pending.z[i] = emb.z[row]
-            pending.remaining -= 1
-            if pending.remaining == 0:
-                _commit_video(writer, pending, report, prog)
-                if writer.pending_segments >= opts.commit_every:
-                    writer.flush()
-
-    with DecodePool(spec, opts.workers) as pool:
-        for outcome in pool.run([f.path for f in todo]):
-            found = by_path[outcome.path]
-            if outcome.extracted is None:
-                writer.record(
-                    VideoRecord(
-                        path=found.path,
-                        size=found.size,
-                        mtime_ns=found.mtime_ns,
-                        status=FAILED,
-                        reason=outcome.error,
-                    )
-                )
-                result = FileOutcome(found.path, FAILED, outcome.error)
-                report.outcomes.append(result)
-                prog.file_done(result)
-                continue
-            ext = outcome.extracted
-            n = len(ext.segments)
-            pending = _Pending(found, ext, [None] * n, [None] * n, n)
-            queue.extend((pending, i) for i in range(n))
-            while len(queue) >= opts.batch_size:
-                batch, queue = queue[: opts.batch_size], queue[opts.batch_size :]
-                run_batch(batch)
-        while queue:
-            batch, queue = queue[: opts.batch_size], queue[opts.batch_size :]
-            run_batch(batch)
-
-
-def _commit_video(writer: IndexWriter, pending: _Pending, report: IndexReport, prog: Progress) -> None:
-    ext = pending.extracted
-    first = writer.reserve_ids(len(ext.segments))
-    records = [
-        SegmentRecord(
-            seq=p.seq,
-            start_s=p.start_s,
-            end_s=p.end_s,
-            frame_start=p.frame_start,
-            frame_end=p.frame_end,
-            id=first + k,
+    @classmethod
+    def start(
+        cls, stack: contextlib.ExitStack, plan: RunPlan, opts: IndexOptions, model_ref: str | Path, revision: str | None
+    ) -> _Encoding:
+        shape = read_model_shape(str(model_ref), revision)
+        res = resolve_resources(
+            shape,
+            on_gpu=likely_gpu(opts.device),
+            workers=opts.workers,
+            batch_size=opts.batch_size,
+            threads=opts.torch_threads,
         )
-        for k, p in enumerate(ext.segments)
-    ]
-    video = VideoRecord(
-        path=pending.found.path,
-        size=pending.found.size,
-        mtime_ns=pending.found.mtime_ns,
-        status=INDEXED,
-        duration_s=ext.duration_s,
-        fps=ext.info.fps,
-        num_frames=ext.info.num_frames,
-        width=ext.info.width,
-        height=ext.info.height,
-        codec=ext.codec,
-        reason=("; ".join(ext.notes) or None),
-    )
-    writer.add(video, records, np.stack(pending.v), np.stack(pending.z))  # type: ignore[arg-type]
-    outcome = FileOutcome(pending.found.path, INDEXED, segments=len(records))
-    report.outcomes.append(outcome)
-    prog.file_done(outcome)
+        spec = ExtractSpec(
+            num_frames=shape.num_frames,
+            pixels=shape.pixels,
+            segment_seconds=opts.segment_seconds,
+            max_segments=opts.max_segments,
+            decoders=opts.decoders,
+            limits=opts.limits,
+        )
+        workers = min(res.workers, len(plan.todo))
+        pool = stack.enter_context(
+            DecodePool(spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
+        )
+        events = pool.start([f.path for f in plan.todo])
+        return cls(plan, opts, spec, workers, res.threads, res.batch_size, events)
+
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, report: IndexReport, prog: Progress) -> None:
+        from .ingest import IngestSettings, ingest  # imports torch: only when something needs encoding
+
+        if checkpoint.num_frames != self.spec.num_frames or checkpoint.pixels != self.spec.pixels:
+            raise CheckpointError(
+                f"{checkpoint.directory}: config.json and the loaded model disagree on frames or pixels",
+                hint="Re-save the checkpoint with save_pretrained.",
+            )
+        threads = self.threads if checkpoint.device.type == "cpu" else None
+        settings = IngestSettings(
+            batch_size=self.batch_size, commit_every=self.opts.commit_every, commit_seconds=self.opts.commit_seconds
+        )
+
+        def on_file(done: Finished) -> None:
+            outcome = FileOutcome(done.path, done.status, done.reason, done.segments, done.warnings)
+            report.outcomes.append(outcome)
+            prog.file_done(outcome)
+
+        with _torch_threads(threads):
+            ingest(writer, checkpoint, self.spec, self.plan.todo, self.events, settings, on_file, prog.segments_encoded)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the model with `n` intra-op threads for the duration of the run, then restore the setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -64,7 +64,16 @@ def test_rerun_is_incremental_and_does_not_load_the_model(
 
     monkeypatch.setattr(pipeline, "load_checkpoint", no_model)
     again = run_index([library], idx, options=OPTS)
-    assert again.to_dict() == {"indexed": 0, "unchanged": 6, "failed": 0, "removed": 0, "segments": 0, "skipped": 0}
+    assert again.to_dict() == {
+        "indexed": 0,
+        "unchanged": 6,
+        "failed": 0,
+        "removed": 0,
+        "segments": 0,
+        "moved": 0,
+        "skipped": 0,
+    }
+    assert again.known_failed == 1  # not_a_video.mp4: reported, not retried
     assert again.exit_code == 0
     with Index.open(idx) as index:
         assert index.info()["segments"] == first.segments

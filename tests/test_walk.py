@@ -61,3 +61,48 @@ def test_unreadable_directory_is_an_issue_not_a_crash(tmp_path: Path) -> None:
         assert any(isinstance(i, FoundFile) for i in items)
     else:
         assert any(isinstance(i, WalkIssue) and "cannot list" in i.reason for i in items)
+
+
+def test_hard_link_is_one_file_and_the_second_path_a_reported_duplicate(tmp_path: Path) -> None:
+    first = _touch(tmp_path / "a.mp4")
+    os.link(first, tmp_path / "b.mp4")
+    items = list(walk([tmp_path]))
+    assert [i.path for i in items if isinstance(i, FoundFile)] == [str(first)]
+    (dup,) = [i for i in items if isinstance(i, WalkIssue)]
+    assert dup.path == str(tmp_path / "b.mp4") and dup.status == "skipped" and str(first) in dup.reason
+
+
+def test_symlinked_folder_is_walked_after_the_real_tree(tmp_path: Path) -> None:
+    real = _touch(tmp_path / "z_real" / "clip.mp4")
+    os.symlink(tmp_path / "z_real", tmp_path / "a_alias")  # sorts first, but the real path wins
+    os.symlink(real, tmp_path / "link.mp4")
+    items = list(walk([tmp_path]))
+    assert [i.path for i in items if isinstance(i, FoundFile)] == [str(real)]
+    # The symlinked file is a second path to the same file; the alias folder is not walked twice.
+    assert [(Path(i.path).name, i.status) for i in items if isinstance(i, WalkIssue)] == [("link.mp4", "skipped")]
+
+
+def test_same_root_twice_and_nested_roots_yield_each_file_once(tmp_path: Path) -> None:
+    clip = _touch(tmp_path / "sub" / "x.mp4")
+    items = list(walk([tmp_path / "sub", tmp_path, tmp_path, clip]))
+    assert [i.path for i in items] == [str(clip)]
+
+
+def test_socket_is_skipped_without_opening_it(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "s.mp4"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        items = list(walk([tmp_path]))
+    assert items == [WalkIssue(str(path), "skipped", "not a regular file")]
+
+
+def test_broken_link_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "dangling.mp4")
+    assert list(walk([tmp_path])) == [WalkIssue(str(tmp_path / "dangling.mp4"), "skipped", "broken symbolic link")]
+
+
+def test_directory_issues_are_not_file_rows(tmp_path: Path) -> None:
+    (item,) = walk([tmp_path / "absent"])
+    assert isinstance(item, WalkIssue) and not item.is_file

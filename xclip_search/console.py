@@ -43,30 +43,40 @@ def echo_json(data: Any) -> None:
 
 
 class BarProgress:
-    """Indexing progress on stderr: files done, segments encoded, throughput and ETA (tqdm)."""
+    """Indexing progress on stderr: files done, segments encoded, throughput and ETA (tqdm).
+
+    The bar appears with the first encoded segment, so an error while the model loads stays one clean line.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._bar: Any = None
+        self._total = 0
         self._segments = 0
         self._t0 = time.monotonic()
 
     def start(self, total_files: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
+        self._t0 = time.monotonic()
+        self._total = total_files
 
-        self._bar = tqdm(total=total_files, unit="file", file=sys.stderr, dynamic_ncols=True, desc="Indexing")
+    def _ensure_bar(self) -> Any:
+        if self._bar is None and self.enabled and self._total:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self._total, unit="file", file=sys.stderr, dynamic_ncols=True, desc="Indexing")
+        return self._bar
 
     def file_done(self, outcome: Any) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
+        bar = self._ensure_bar()
+        if bar is not None:
+            bar.update(1)
 
     def segments_encoded(self, count: int) -> None:
         self._segments += count
-        if self._bar is not None:
+        bar = self._ensure_bar()
+        if bar is not None:
             rate = self._segments / max(1e-9, time.monotonic() - self._t0)
-            self._bar.set_postfix(segments=self._segments, seg_per_s=f"{rate:.1f}", refresh=False)
+            bar.set_postfix(segments=self._segments, seg_per_s=f"{rate:.1f}", refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -50,5 +50,9 @@ class VideoError(XClipSearchError):
     """A video file cannot be probed, decoded or sampled. Recorded per file; never stops an indexing run."""
 
 
+class VideoLimitError(VideoError):
+    """A video exceeds a configured limit (frame size, duration, frame count); recorded as skipped, not failed."""
+
+
 class DependencyError(XClipSearchError):
     """An optional dependency needed for this operation is not installed."""

@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     or_,
     select,
     update,
@@ -81,8 +82,14 @@ videos = Table(
     Column("updated_at", String(40), nullable=False),
     Column("run_id", Integer),
     Column("generation", Integer, nullable=False),
+    # Device and inode (as signed 64-bit) recognise a renamed or moved file without reading it.
+    Column("dev", Integer),
+    Column("inode", Integer),
     sqlite_autoincrement=True,
 )
+
+# Columns added after schema version 1 was first released; `_create_schema` adds them to older catalogs.
+_ADDED_VIDEO_COLUMNS = {"dev": "INTEGER", "inode": "INTEGER"}
 
 segments = Table(
     "segments",
@@ -146,6 +153,31 @@ class VideoRecord:
     height: int | None = None
     codec: str | None = None
     warnings: int = 0
+    dev: int | None = None
+    inode: int | None = None
+
+
+@dataclass(frozen=True)
+class FileUpdate:
+    """A video whose file moved (`old_path` -> `path`) or whose stat fields changed with the same content.
+
+    The row keeps its id, segments and vectors; only where the file is and how it is recognised change.
+    """
+
+    old_path: str
+    path: str
+    size: int
+    mtime_ns: int
+    dev: int | None
+    inode: int | None
+    content_hash: str | None
+
+
+def signed64(value: int | None) -> int | None:
+    """Store an unsigned 64-bit stat field (inode, device) in a signed SQL integer."""
+    if value is None:
+        return None
+    return value - (1 << 64) if value >= (1 << 63) else value
 
 
 @dataclass
@@ -200,6 +232,10 @@ class Catalog:
     def _create_schema(self) -> None:
         metadata.create_all(self.engine)
         with self.engine.begin() as conn:
+            present = {c["name"] for c in inspect(conn).get_columns("videos")}
+            for name, sql_type in _ADDED_VIDEO_COLUMNS.items():
+                if name not in present:
+                    conn.exec_driver_sql(f"ALTER TABLE videos ADD COLUMN {name} {sql_type}")
             if conn.execute(select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first() is None:
                 conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
                 conn.execute(id_counter.insert().values(name="segments", next=1))
@@ -242,11 +278,28 @@ class Catalog:
         entries: Sequence[BatchEntry],
         shard: ShardInfo | None,
         removed_paths: Iterable[str] = (),
+        updates: Sequence[FileUpdate] = (),
     ) -> None:
-        """Record one batch as `generation`, atomically: new shard, video rows, their segments, removals."""
+        """Record one batch as `generation`, atomically: new shard, video rows, their segments, removals,
+        and moved or re-stamped files."""
         now = now_iso()
         with self.engine.begin() as conn:
             conn.execute(generations.insert().values(gen=generation, created_at=now, run_id=run_id))
+            for u in updates:
+                conn.execute(
+                    update(videos)
+                    .where(videos.c.path == u.old_path)
+                    .values(
+                        path=u.path,
+                        size=u.size,
+                        mtime_ns=u.mtime_ns,
+                        dev=signed64(u.dev),
+                        inode=signed64(u.inode),
+                        content_hash=u.content_hash,
+                        updated_at=now,
+                        run_id=run_id,
+                    )
+                )
             if shard is not None:
                 conn.execute(
                     shards.insert().values(
@@ -315,6 +368,8 @@ class Catalog:
             "status": rec.status,
             "reason": rec.reason,
             "warnings": rec.warnings,
+            "dev": signed64(rec.dev),
+            "inode": signed64(rec.inode),
             "updated_at": now,
             "run_id": run_id,
             "generation": generation,
@@ -426,7 +481,7 @@ class Catalog:
     def failures(self) -> list[dict[str, Any]]:
         """Files whose last attempt failed or was skipped, with the reason."""
         query = (
-            select(videos.c.path, videos.c.status, videos.c.reason, videos.c.updated_at)
+            select(videos.c.path, videos.c.status, videos.c.reason, videos.c.warnings, videos.c.updated_at)
             .where(videos.c.status.in_([FAILED, SKIPPED]))
             .order_by(videos.c.path)
         )
@@ -463,6 +518,7 @@ __all__ = [
     "SKIPPED",
     "BatchEntry",
     "Catalog",
+    "FileUpdate",
     "SQLAlchemyError",
     "SegmentRecord",
     "VideoRecord",

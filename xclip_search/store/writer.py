@@ -26,7 +26,7 @@ import numpy as np
 from ..checkpoint import ModelIdentity
 from ..errors import IndexCorruptError, IndexMismatchError, InvalidArgumentError
 from . import ann as ann_store
-from .catalog import CATALOG_NAME, BatchEntry, Catalog, SegmentRecord, VideoRecord
+from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
 from .vectors import VectorStore, VectorView
@@ -63,6 +63,7 @@ class IndexWriter:
         self._v: list[np.ndarray] = []
         self._z: list[np.ndarray] = []
         self._removed: list[str] = []
+        self._updates: list[FileUpdate] = []
         self.catalog: Catalog
         self.manifest: Manifest
         self.run_id: int | None = None
@@ -183,13 +184,17 @@ class IndexWriter:
         """Queue the retirement of videos that disappeared (``--prune``)."""
         self._removed.extend(paths)
 
+    def update_file(self, change: FileUpdate) -> None:
+        """Queue a move or re-stamp of an indexed file (its vectors stay as they are)."""
+        self._updates.append(change)
+
     @property
     def pending_segments(self) -> int:
         return sum(len(e.segments) for e in self._entries)
 
     @property
     def pending(self) -> bool:
-        return bool(self._entries or self._removed)
+        return bool(self._entries or self._removed or self._updates)
 
     def flush(self) -> int:
         """Commit what is queued as one new generation; returns the generation now published."""
@@ -209,13 +214,13 @@ class IndexWriter:
                 generation, ids, np.concatenate(self._v), np.concatenate(self._z), z_dtype=self.z_dtype
             )
         crash_point("shard-written")
-        self.catalog.commit_batch(generation, self.run_id, self._entries, shard, self._removed)
+        self.catalog.commit_batch(generation, self.run_id, self._entries, shard, self._removed, self._updates)
         crash_point("catalog-committed")
         shards = (*self.manifest.shards, shard) if shard else self.manifest.shards
         self.manifest = replace(self.manifest, generation=generation, shards=shards, updated_at=now_iso())
         write_manifest(self.dir, self.manifest)
         crash_point("manifest-published")
-        self._entries, self._v, self._z, self._removed = [], [], [], []
+        self._entries, self._v, self._z, self._removed, self._updates = [], [], [], [], []
         self.changed = True
         return generation
 
