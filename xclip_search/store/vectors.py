@@ -8,6 +8,7 @@ retires its segments in the catalog, and the vectors stay until a compaction rew
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -151,6 +152,46 @@ class VectorView:
             v[sel[order]] = shard.v[picked]
             z[sel[order]] = shard.z[picked]
         return v, z
+
+    def gather_v(self, ids: np.ndarray) -> np.ndarray:
+        """``v`` (n, D) float32 for the given segment ids, without touching ``Z`` (first-stage refinement)."""
+        shard_idx, rows = self.locate(ids)
+        v = np.empty((len(rows), self.dim), np.float32)
+        for s in np.unique(shard_idx):
+            sel = np.nonzero(shard_idx == s)[0]
+            order = np.argsort(rows[sel])
+            v[sel[order]] = self.shards[int(s)].v[rows[sel][order]]
+        return v
+
+    def prefetch_z(self, ids: np.ndarray) -> None:
+        """Ask the kernel to start reading the ``Z`` rows of `ids` (asynchronously, all at once).
+
+        A rerank reads C scattered rows of ~50-100 KB; faulting them in one by one through the memory map costs
+        one disk round trip each, while this queues them together. A no-op where posix_fadvise is missing.
+        """
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is None or len(ids) == 0:
+            return
+        try:
+            shard_idx, rows = self.locate(ids)
+        except KeyError:
+            return
+        for s in np.unique(shard_idx):
+            z = self.shards[int(s)].z
+            filename = getattr(z, "filename", None)
+            if filename is None:
+                continue
+            row_bytes = int(np.prod(z.shape[1:])) * z.dtype.itemsize
+            offset = int(getattr(z, "offset", 0))
+            try:
+                fd = os.open(filename, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                for r in np.sort(rows[shard_idx == s]).tolist():
+                    advise(fd, offset + r * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
     def iter_shards(self) -> Iterator[Shard]:
         yield from self.shards
