@@ -32,8 +32,8 @@ DEFAULT_TOP_K = 10
 DEFAULT_CANDIDATES = 200
 MAX_TOP_K = 10_000
 MAX_CANDIDATES = 100_000
-# Neighbour merging widens a hit at most this many rounds (one batch of exact scores each).
-_MAX_MERGE_ROUNDS = 64
+# Neighbour merging widens hits in at most this many rounds (one batch of exact scores each; windows double).
+_MAX_MERGE_ROUNDS = 16
 
 Where = SearchFilter | str | Iterable[str] | None
 
@@ -302,36 +302,51 @@ class SearchEngine:
             limit = s.score - self.merge_within
             return max(limit, min_score) if min_score is not None else limit
 
+        # Each round looks `width` segments further on every side still growing, and width doubles, so a run
+        # of r matching segments costs about log2(r) batches of exact scores.
+        growing = [[lo >= 0, lo >= 0] for lo, _ in spans]
+        width = 2
         for _ in range(_MAX_MERGE_ROUNDS):
-            wanted: list[tuple[int, int, int]] = []  # (hit index, side, segment position)
-            for h, (s, (lo, hi)) in enumerate(zip(best, spans, strict=True)):
-                if lo < 0:
-                    continue
-                segs = per_video[s.video_id]
-                if lo > 0 and _adjacent(segs[lo - 1], segs[lo]):
-                    wanted.append((h, -1, lo - 1))
-                if hi + 1 < len(segs) and _adjacent(segs[hi], segs[hi + 1]):
-                    wanted.append((h, 1, hi + 1))
-            unknown = sorted({int(per_video[best[h].video_id][p]["id"]) for h, _, p in wanted} - known.keys())
+            wanted: list[tuple[int, int, list[int]]] = []  # (hit, side 0 = left / 1 = right, positions outward)
+            for h, s in enumerate(best):
+                segs = per_video.get(s.video_id, [])
+                for side, step in ((0, -1), (1, 1)):
+                    if not growing[h][side]:
+                        continue
+                    positions: list[int] = []
+                    p = spans[h][side]
+                    while len(positions) < width and 0 <= p + step < len(segs):
+                        a_seg, b_seg = (segs[p + step], segs[p]) if step < 0 else (segs[p], segs[p + step])
+                        if not _adjacent(a_seg, b_seg):
+                            break
+                        p += step
+                        positions.append(p)
+                    if positions:
+                        wanted.append((h, side, positions))
+                    else:
+                        growing[h][side] = False
+            if not wanted:
+                break
+            asked = {int(per_video[best[h].video_id][p]["id"]) for h, _, ps in wanted for p in ps}
+            unknown = sorted(asked - known.keys())
             if unknown:
                 for sid, sc in zip(unknown, score_ids(np.array(unknown, dtype=np.int64)).tolist(), strict=True):
                     known[sid] = float(sc)
-            grew = False
-            for h, side, p in wanted:
-                sid = int(per_video[best[h].video_id][p]["id"])
-                if known[sid] >= floor(best[h]):
-                    spans[h][0 if side < 0 else 1] = p
-                    grew = True
-            if not grew:
-                break
+            for h, side, positions in wanted:
+                segs = per_video[best[h].video_id]
+                for p in positions:
+                    if known[int(segs[p]["id"])] < floor(best[h]):
+                        growing[h][side] = False
+                        break
+                    spans[h][side] = p
+            width *= 2
         hits = []
         for i, (s, (lo, hi)) in enumerate(zip(best, spans, strict=True)):
             if lo < 0:
                 hits.append(_hit(i + 1, s, s.cand.row["start_s"], s.cand.row["end_s"], (s.cand.segment_id,)))
                 continue
             segs = per_video[s.video_id][lo : hi + 1]
-            ids = tuple(int(r["id"]) for r in segs)
-            hits.append(_hit(i + 1, s, segs[0]["start_s"], segs[-1]["end_s"], ids))
+            hits.append(_hit(i + 1, s, segs[0]["start_s"], segs[-1]["end_s"], tuple(int(r["id"]) for r in segs)))
         return hits
 
 

@@ -223,6 +223,10 @@ def build_index(
         )
         index.nprobe = int(p["nprobe"])
         index.cp.niter = int(p.get("niter", 10))
+        # FAISS warns below 39 training points a centroid; small indexes (tests, a few thousand segments) train
+        # fine with fewer, and the warning would land in the user's terminal.
+        index.cp.min_points_per_centroid = 4
+        index.pq.cp.min_points_per_centroid = 4
         index.own_fields = True
         quantizer.this.disown()
         sample = _training_sample(shards, live_ids, int(p["train_size"]))
