@@ -417,7 +417,8 @@ def _embed_example(index: Any, path: Path, at: float | None, segment_seconds: fl
 
     encoder, _ = index._components()
     seconds = 0.0 if at is None else segment_seconds
-    item = next(iter(embed_files([str(path.resolve())], index.checkpoint, segment_seconds=seconds, encoder=encoder)))
+    absolute = os.path.abspath(path)
+    item = next(iter(embed_files([absolute], index.checkpoint, segment_seconds=seconds, encoder=encoder)))
     if item.embeddings is None or item.extracted is None:
         raise VideoError(f"Cannot read the example video {path}: {item.error or 'unknown error'}")
     spans = [(float(s.start_s), float(s.end_s)) for s in item.extracted.segments]

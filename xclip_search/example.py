@@ -8,6 +8,7 @@ same pixels), so an indexed file used as an example finds its own segments at co
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,8 @@ def example_from_embedding(
     pick the segment containing that time. If the file is in `snapshot`'s index its video id is returned, so
     the search can leave the example itself out.
     """
-    resolved = str(Path(path).expanduser().resolve())
+    # The indexer stores absolute paths without resolving symlinks (indexer.walk); match that.
+    resolved = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not spans:
         raise VideoError(f"The example video {resolved} has no segments")
     vec, start, end = _pick(spans, np.asarray(v, np.float32), at, resolved)

@@ -153,6 +153,7 @@ class Index:
 
         `where` takes filter strings such as ``"duration>=30"`` or a `xclip_search.filters.SearchFilter`.
         """
+        where = self._checked_filter(where)
         return self.engine.search(
             query,
             top_k=top_k,
@@ -185,6 +186,7 @@ class Index:
 
         The example's own video is left out unless `include_source`.
         """
+        where = self._checked_filter(where)
         return self.engine.similar(
             example.v,
             top_k=top_k,
@@ -194,6 +196,19 @@ class Index:
             min_score=min_score,
             exclude_videos=() if include_source else example.video_ids,
         )
+
+    def _checked_filter(self, where: Where) -> SearchFilter:
+        """Parse and check a filter before any model loads, so a bad filter fails in milliseconds."""
+        from .errors import InvalidArgumentError
+        from .filters import coerce_filter
+
+        flt = coerce_filter(where)
+        if flt.uses_tags and not self.catalog.has_tags():
+            raise InvalidArgumentError(
+                "This index has no saved tags to filter on",
+                hint="Save some first: xclip-search tag --index DIR --labels 'a,b' --save",
+            )
+        return flt
 
     def tag_embeddings(
         self,

@@ -233,11 +233,14 @@ class SearchEngine:
         flt = coerce_filter(where)
         if not flt:
             return None
-        if flt.uses_tags and not self.snapshot.catalog.has_tags_table():
+        if flt.uses_tags and not self.snapshot.catalog.has_tags():
             raise InvalidArgumentError(
                 "This index has no saved tags to filter on",
                 hint="Save some first: xclip-search tag --index DIR --labels 'a,b' --save",
             )
+        if flt.uses_tags:
+            # Saved tags change without a new generation, so a tag filter is evaluated every time.
+            return self.snapshot.catalog.segment_ids_where(self.snapshot.generation, flt.clause())
         key = (self.snapshot.generation, tuple(flt.describe()))
         cached = self._allowed_cache.get(key)
         if cached is None:

@@ -200,6 +200,13 @@ class _QueryMixin:
     def has_tags_table(self) -> bool:
         return bool(inspect(self.engine).has_table("tags"))
 
+    def has_tags(self) -> bool:
+        """Whether any tag was saved (indexes built before the tags table existed have none)."""
+        if not self.has_tags_table():
+            return False
+        with self.engine.connect() as conn:
+            return conn.execute(select(tags.c.segment_id).limit(1)).first() is not None
+
     def ensure_tags_table(self) -> None:
         """Create the tags table in an index built before it existed."""
         tags.create(self.engine, checkfirst=True)
