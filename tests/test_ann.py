@@ -104,7 +104,7 @@ def test_ivfpq_scores_are_exact_cosines_and_recall_is_high(big: tuple[Path, list
     assert own.segment_id == videos[5].ids[2] and own.coarse_score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_hnsw_kind(tmp_path: Path) -> None:
+def test_hnsw_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     videos = clustered_videos(IDENTITY, 400, segments=3, seed=5)
     write_videos(tmp_path, IDENTITY, videos, ann="hnsw")
     snap = Snapshot.open(tmp_path)
@@ -116,6 +116,12 @@ def test_hnsw_kind(tmp_path: Path) -> None:
         got = [c.segment_id for c in snap.coarse(q, 10)]
         recalls.append(len(set(got) & set(brute_force(snap, q, 10))) / 10)
     assert np.mean(recalls) >= 0.95
+    # A filter through the HNSW graph (the id selector is translated by IndexIDMap2).
+    monkeypatch.setattr(snapshot_mod, "EXACT_FILTER_MAX", 10)
+    allowed = np.array(sorted(i for v in videos[::4] for i in v.ids), dtype=np.int64)
+    got = [c.segment_id for c in snap.coarse(unit(videos[1].v[0]), 10, allowed=allowed)]
+    assert len(got) == 10 and set(got) <= set(allowed.tolist())
+    assert len(set(got) & set(brute_force(snap, unit(videos[1].v[0]), 10, allowed))) >= 9
 
 
 @pytest.mark.parametrize("exact_max", [snapshot_mod.EXACT_FILTER_MAX, 10])
@@ -219,6 +225,8 @@ def test_trained_index_leaves_a_small_tail_to_the_exact_scan(tmp_path: Path) -> 
     assert snap.manifest.ann is not None and snap.manifest.ann.generation < snap.generation
     hit = snap.coarse(newcomer[0].v[1], 1)[0]
     assert hit.segment_id == newcomer[0].ids[1] and hit.coarse_score == pytest.approx(1.0, abs=1e-5)
+    allowed = np.array(sorted([*videos[0].ids, newcomer[0].ids[0]]), dtype=np.int64)
+    assert {c.segment_id for c in snap.coarse(newcomer[0].v[1], 10, allowed=allowed)} == set(allowed.tolist())
     assert snap.manifest.ann.kind == "ivfpq"
     with IndexWriter(tmp_path, IDENTITY) as w:
         rebuilt = w.publish_ann(force=True)
