@@ -47,12 +47,13 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Video]]:
 def test_plan_follows_size_and_budget() -> None:
     assert ann_store.plan_ann(500, 512).kind == "flat"
     assert ann_store.plan_ann(500, 512, kind="ivfpq").kind == "flat"  # too few vectors to train
-    small = ann_store.plan_ann(50_000, 512)
+    small = ann_store.plan_ann(20_000, 512)
     assert small.kind == "flat" and small.exact
     big = ann_store.plan_ann(1_000_000, 512)
     assert big.kind == "ivfpq" and not big.exact
     assert big.params["nlist"] == 2048 and big.params["m"] == 64 and big.refine > 1
     assert big.memory_bytes <= ann_store.DEFAULT_MEMORY_BUDGET
+    assert ann_store.plan_ann(100_000, 512).kind == "ivfpq"
     tight = ann_store.plan_ann(1_000_000, 512, memory_budget=40 * MiB)
     assert tight.kind == "ivfpq" and tight.params["m"] < 64 and tight.memory_bytes <= 40 * MiB
     hnsw = ann_store.plan_ann(200_000, 512, kind="hnsw", memory_budget=4 << 30)

@@ -616,7 +616,7 @@ def _tag_index(
     "ann_kind",
     type=click.Choice(["auto", "flat", "ivfpq", "hnsw"]),
     default=None,
-    help="ANN index kind [default: the recorded choice, else auto: flat up to 100k segments, else IVF-PQ].",
+    help="ANN index kind [default: the recorded choice, else auto: flat up to 25k segments, else IVF-PQ].",
 )
 @click.option(
     "--ann-memory",
