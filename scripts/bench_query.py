@@ -298,7 +298,7 @@ def two_stage(engine: Any, t: np.ndarray, c: int, rerank: bool = True) -> list[l
 
 
 def latency(engine: Any, t: np.ndarray, c: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"total": [], "first_stage": [], "rerank": [], "merge": []}
+    out: dict[str, list[float]] = {"total": [], "first_stage": [], "rerank": [], "merge": [], "candidates": []}
     for q in t[:5]:
         engine.search_embedding(q, top_k=10, candidates=c)
     for q in t:
@@ -309,6 +309,7 @@ def latency(engine: Any, t: np.ndarray, c: int) -> dict[str, list[float]]:
         out["first_stage"].append(tm["first_stage_s"])
         out["rerank"].append(tm["rerank_s"])
         out["merge"].append(tm["merge_s"])
+        out["candidates"].append(tm["candidates"])
     return out
 
 
@@ -379,6 +380,34 @@ def float16_error(scorer: Any, synth: Synth, t: np.ndarray) -> dict[str, float]:
     return {"max_abs": float(err.max()), "mean_abs": float(err.mean()), "top10_overlap": float(same)}
 
 
+def memory_probe(index_dir: Path, queries: np.ndarray) -> dict[str, float]:
+    """Resident memory of a fresh process: before and after opening the index, loading the model, querying."""
+    import subprocess
+
+    qfile = index_dir.parent / "probe-queries.npy"
+    np.save(qfile, queries)
+    code = (
+        "import json, sys, numpy as np\n"
+        f"sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "from bench_query import rss_mb\n"
+        "start = rss_mb()\n"
+        "from xclip_search import Index\n"
+        "import xclip_search.store.snapshot, faiss, torch\n"
+        "start = rss_mb()\n"
+        f"index = Index.open({str(index_dir)!r})\n"
+        "opened = rss_mb()\n"
+        "engine = index.engine\n"
+        "model = rss_mb()\n"
+        f"for q in np.load({str(qfile)!r}): engine.search_embedding(q)\n"
+        "v = index.snapshot.vectors\n"
+        "print(json.dumps({'start': start, 'opened': opened, 'model': model, 'queried': rss_mb(),"
+        " 'mapped': rss_mb('RssFile'), 'ids_bytes': v._ids.nbytes + v._shard.nbytes + v._row.nbytes}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    qfile.unlink()
+    return {k: float(v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
 def dir_bytes(path: Path) -> dict[str, int]:
     def size(p: Path) -> int:
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
@@ -406,13 +435,21 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
     if args.keep and (index_dir / "manifest.json").exists():
         build = {"write_s": float("nan"), "ann_build_s": float("nan")}
         log("  reusing the kept index")
+        from xclip_search.store.ann import plan_ann
+        from xclip_search.store.manifest import read_manifest
+
+        kept = read_manifest(index_dir).ann
+        if kept is None or kept.kind != plan_ann(kept.count, D).kind:
+            with IndexWriter(index_dir, identity) as w:
+                t0 = time.perf_counter()
+                w.publish_ann(force=True, kind="auto")
+                build["ann_build_s"] = time.perf_counter() - t0
+            log(f"  rebuilt its ANN with the current size rule in {build['ann_build_s']:.1f} s")
     else:
         shutil.rmtree(index_dir, ignore_errors=True)
         build = build_index(index_dir, identity, synth, n, z_dtype)
         log(f"  built: write {build['write_s']:.0f} s, ANN {build['ann_build_s']:.1f} s")
-    rss_before = rss_mb()
     with Index.open(index_dir) as index:
-        rss_open = rss_mb()
         info = index.info()
         engine = index.engine
         log(f"  ANN: {info['ann']['type']} {info['ann']['params']} ({info['ann']['reason']})")
@@ -497,6 +534,7 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
             row["latency_ms"][f"threads_{threads}"] = {
                 k: {"p50": pct(x, 50) * 1e3, "p99": pct(x, 99) * 1e3}
                 for k, x in {**lat, **{f"{k}_with_text": x for k, x in lat_text.items()}}.items()
+                if k != "candidates"
             }
             log(
                 f"  latency at C={DEFAULT_CANDIDATES}, {threads} thread(s) ({len(t_lat)} queries, text encoding "
@@ -504,6 +542,8 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
             )
             for k in ("total", "first_stage", "rerank", "merge"):
                 log(f"    {k:12s} {fmt_ms(lat[k])}")
+            widened = sum(c > DEFAULT_CANDIDATES for c in lat["candidates"])
+            log(f"    ({widened} of {len(t_lat)} queries widened the pool to find 10 distinct videos)")
             log(
                 f"    with text encoding (distinct strings, base text tower): total {fmt_ms(lat_text['total'])}; "
                 f"encoding alone {fmt_ms(lat_text['encode'])}"
@@ -512,26 +552,19 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
         faiss.omp_set_num_threads(os.cpu_count() or 1)
 
         disk = dir_bytes(index_dir)
-        rss_after = rss_mb()
         row["disk_bytes_per_segment"] = {k: v / n for k, v in disk.items()}
-        mapped = rss_mb("RssFile")
-        row["memory_mb"] = {
-            "anon_before_open": rss_before,
-            "anon_after_open": rss_open,
-            "anon_after_queries": rss_after,
-            "mapped_file_pages": mapped,
-        }
         log(
             "  disk per segment: "
             + ", ".join(f"{k} {v / n:,.0f} B" for k, v in disk.items())
             + f"; total {sum(disk.values()) / 2**30:.2f} GiB"
         )
+        mem = memory_probe(index_dir, t_lat[:20])
+        row["memory_mb"] = mem
         log(
-            f"  memory: process's own (RssAnon) {rss_before:.0f} MB before opening, {rss_open:.0f} MB after opening "
-            f"(ANN loaded; the model loads lazily on the first query), {rss_after:.0f} MB after all queries; "
-            f"opening costs {(rss_open - rss_before) * 2**20 / n:,.0f} B per segment (ANN estimate "
-            f"{info['ann']['memory_bytes'] / n:,.1f} B). v and Z are memory-mapped: {mapped:.0f} MB of file pages "
-            "are mapped in now (page cache, reclaimable)"
+            f"  memory (fresh process): {(mem['opened'] - mem['start']) * 2**20 / n:,.0f} B per segment to open "
+            f"the index (ANN estimate {info['ann']['memory_bytes'] / n:,.1f} B; ids {mem['ids_bytes'] / n:.0f} B), "
+            f"model {mem['model'] - mem['opened']:.0f} MB, +{mem['queried'] - mem['model']:.0f} MB after 20 "
+            f"queries; v and Z stay memory-mapped ({mem['mapped']:.0f} MB of file pages mapped after the queries)"
         )
         if args.throughput and "throughput" not in results:
             ids = snap.live_ids()[: args.throughput_pairs]

@@ -176,8 +176,9 @@ def test_min_score_and_filters(index: Index, library: tuple[Path, dict[str, Vide
     assert bg and all(h.path.startswith("/vids/bg/") for h in bg)
     allowed = {p for p, v in library[1].items() if p.startswith("/vids/bg/") and v.duration >= 100}
     assert {h.path for h in bg} == allowed
-    prefix = index.search(QUERY, top_k=50, where=None, per_video=True)
-    assert len(prefix) == 42
+    everyone = index.search(QUERY, top_k=50, where=None, per_video=True)
+    assert len(everyone) == 42  # 128 segments: the default 100 candidates widen to find 50 videos
+    assert index.engine.last_timings["candidates"] == 128
     from xclip_search.filters import SearchFilter
 
     crafted = index.search(QUERY, top_k=50, where=SearchFilter.parse(path_prefix="/vids/crafted/"))

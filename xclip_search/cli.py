@@ -273,7 +273,7 @@ def _hits_table(hits: Sequence[Any]) -> None:
     "--candidates",
     type=int,
     default=None,
-    help="First-stage candidates re-ranked exactly (more = better recall, slower) [default: 200].",
+    help="First-stage candidates re-ranked exactly (more = better recall, slower) [default: 100].",
 )
 @click.option("--no-rerank", is_flag=True, help="Rank by the first-stage cosine only (no video-specific prompts).")
 @click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
@@ -346,7 +346,7 @@ def search_cmd(
     help="Window length used to find --at in an example file.",
 )
 @click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
-@click.option("--candidates", type=int, default=None, help="First-stage candidates [default: 200].")
+@click.option("--candidates", type=int, default=None, help="First-stage candidates [default: 100].")
 @click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
 @click.option("--min-score", type=float, default=None, help="Leave out results below this cosine.")
 @click.option("--include-source", is_flag=True, help="Keep the example's own video in the results.")

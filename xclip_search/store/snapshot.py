@@ -96,8 +96,8 @@ class Snapshot:
             fetched = len(ids)
         if fetched == 0:
             return []
-        # Start reading the prompt contexts of the likely candidates while the catalog answers.
-        self.vectors.prefetch_z(ids[: k + 8])
+        # Start reading the prompt contexts of the candidates while the catalog answers (cheap if queued already).
+        self.vectors.prefetch_z(ids[:k])
         rows = self.catalog.segment_rows(ids.tolist(), self.generation)
         out: list[Candidate] = []
         for sid, score in zip(ids.tolist(), scores.tolist(), strict=True):
@@ -162,6 +162,9 @@ class Snapshot:
         del keep  # the selector reads the bitmap during the search only
         found = ids[0] >= 0
         ids = ids[0][found].astype(np.int64)
+        # Queue the prompt contexts of the likely candidates now: the disk reads overlap the refine and the
+        # catalog lookup instead of starting when the rerank needs them.
+        self.vectors.prefetch_z(ids[:fetch])
         if exact:
             return ids, scores[0][found]
         # Quantised scores only propose candidates; the stored v gives the exact cosine.
