@@ -111,6 +111,7 @@ class SearchEngine:
             merge_within = 1.0 / float(encoder.model.logit_scale.detach().exp().item())
         self.merge_within = float(merge_within)
         self.last_timings: dict[str, float] = {}
+        self._video_segments: dict[int, list[dict[str, Any]]] = {}  # of the current query's likely hits
         self._allowed_cache: OrderedDict[tuple[int, tuple[str, ...]], np.ndarray] = OrderedDict()
 
     # -- public ------------------------------------------------------------------------------------------
@@ -160,11 +161,14 @@ class SearchEngine:
     ) -> list[SearchHit]:
         """`search` for an already encoded text ``t`` (the raw projected embedding, as the prompts read it)."""
         n_candidates = check_search_args(top_k, candidates)
+        self._video_segments = {}
         t = np.asarray(t, np.float32).reshape(-1)
         unit = t / np.linalg.norm(t)
         start = time.perf_counter()
         allowed = self._allowed(where)
         found = self._candidates(unit, n_candidates, allowed, top_k if per_video else 0)
+        if per_video and merge and self.merge_within > 0:
+            self._prefetch_neighbours(found, top_k)
         coarse_done = time.perf_counter()
         if rerank:
 
@@ -206,6 +210,7 @@ class SearchEngine:
     ) -> list[SearchHit]:
         """Query by example: rank segments by ``cos(v_example, v)``, the video embeddings' own similarity."""
         n_candidates = check_search_args(top_k, candidates)
+        self._video_segments = {}
         q = np.asarray(v, np.float32).reshape(-1)
         q = q / np.linalg.norm(q)
         excluded = {int(x) for x in exclude_videos}
@@ -235,6 +240,28 @@ class SearchEngine:
                 return found
             count = min(MAX_CANDIDATES, count * 2)
         raise AssertionError("unreachable")
+
+    def _prefetch_neighbours(self, found: list[Candidate], top_k: int) -> None:
+        """Queue the Z of the segments next to the likely hits, so the merge's reads overlap the rerank.
+
+        The videos of the first `top_k` distinct candidates are usually the final hits; their segments'
+        neighbours (two each side) are what the merge's first round scores.
+        """
+        best: dict[int, int] = {}
+        for c in found:
+            video = int(c.row["video_id"])
+            if video not in best:
+                best[video] = int(c.row["seq"])
+                if len(best) == top_k:
+                    break
+        self._video_segments = self.snapshot.catalog.video_segments(list(best), self.snapshot.generation)
+        near = [
+            int(r["id"])
+            for video, seq in best.items()
+            for r in self._video_segments.get(video, [])
+            if 0 < abs(int(r["seq"]) - seq) <= 2
+        ]
+        self.snapshot.vectors.prefetch_z(np.array(near, dtype=np.int64))
 
     # -- filters -----------------------------------------------------------------------------------------
 
@@ -304,7 +331,11 @@ class SearchEngine:
         score_ids: Callable[[np.ndarray], np.ndarray],
     ) -> list[SearchHit]:
         """Widen each hit over the adjacent segments of its video whose score is within `merge_within`."""
-        per_video = self.snapshot.catalog.video_segments([s.video_id for s in best], self.snapshot.generation)
+        hit_videos = [s.video_id for s in best]
+        known_rows = self._video_segments
+        missing = [v for v in hit_videos if v not in known_rows]
+        per_video = {v: known_rows[v] for v in hit_videos if v in known_rows}
+        per_video.update(self.snapshot.catalog.video_segments(missing, self.snapshot.generation))
         spans: list[list[int]] = []  # [lo, hi] positions in the video's segment list
         for s in best:
             segs = per_video.get(s.video_id, [])
