@@ -111,7 +111,6 @@ class SearchEngine:
             merge_within = 1.0 / float(encoder.model.logit_scale.detach().exp().item())
         self.merge_within = float(merge_within)
         self.last_timings: dict[str, float] = {}
-        self._video_segments: dict[int, list[dict[str, Any]]] = {}  # of the current query's likely hits
         self._allowed_cache: OrderedDict[tuple[int, tuple[str, ...]], np.ndarray] = OrderedDict()
 
     # -- public ------------------------------------------------------------------------------------------
@@ -161,14 +160,12 @@ class SearchEngine:
     ) -> list[SearchHit]:
         """`search` for an already encoded text ``t`` (the raw projected embedding, as the prompts read it)."""
         n_candidates = check_search_args(top_k, candidates)
-        self._video_segments = {}
         t = np.asarray(t, np.float32).reshape(-1)
         unit = t / np.linalg.norm(t)
         start = time.perf_counter()
         allowed = self._allowed(where)
         found = self._candidates(unit, n_candidates, allowed, top_k if per_video else 0)
-        if per_video and merge and self.merge_within > 0:
-            self._prefetch_neighbours(found, top_k)
+        hint = self._prefetch_neighbours(found, top_k) if per_video and merge and self.merge_within > 0 else {}
         coarse_done = time.perf_counter()
         if rerank:
 
@@ -187,7 +184,7 @@ class SearchEngine:
         else:
             scored = [_Scored(c.coarse_score, c) for c in found]
         reranked = time.perf_counter()
-        hits = self._hits(scored, top_k, per_video, min_score, score_ids if merge else None)
+        hits = self._hits(scored, top_k, per_video, min_score, score_ids if merge else None, hint)
         self.last_timings = {
             "first_stage_s": coarse_done - start,
             "rerank_s": reranked - coarse_done,
@@ -210,7 +207,6 @@ class SearchEngine:
     ) -> list[SearchHit]:
         """Query by example: rank segments by ``cos(v_example, v)``, the video embeddings' own similarity."""
         n_candidates = check_search_args(top_k, candidates)
-        self._video_segments = {}
         q = np.asarray(v, np.float32).reshape(-1)
         q = q / np.linalg.norm(q)
         excluded = {int(x) for x in exclude_videos}
@@ -241,7 +237,7 @@ class SearchEngine:
             count = min(MAX_CANDIDATES, count * 2)
         raise AssertionError("unreachable")
 
-    def _prefetch_neighbours(self, found: list[Candidate], top_k: int) -> None:
+    def _prefetch_neighbours(self, found: list[Candidate], top_k: int) -> dict[int, list[dict[str, Any]]]:
         """Queue the Z of the segments next to the likely hits, so the merge's reads overlap the rerank.
 
         The videos of the first `top_k` distinct candidates are usually the final hits; their segments'
@@ -254,14 +250,15 @@ class SearchEngine:
                 best[video] = int(c.row["seq"])
                 if len(best) == top_k:
                     break
-        self._video_segments = self.snapshot.catalog.video_segments(list(best), self.snapshot.generation)
+        rows = self.snapshot.catalog.video_segments(list(best), self.snapshot.generation)
         near = [
             int(r["id"])
             for video, seq in best.items()
-            for r in self._video_segments.get(video, [])
+            for r in rows.get(video, [])
             if 0 < abs(int(r["seq"]) - seq) <= 2
         ]
         self.snapshot.vectors.prefetch_z(np.array(near, dtype=np.int64))
+        return rows
 
     # -- filters -----------------------------------------------------------------------------------------
 
@@ -298,6 +295,7 @@ class SearchEngine:
         per_video: bool,
         min_score: float | None,
         score_ids: Callable[[np.ndarray], np.ndarray] | None,
+        segments_hint: dict[int, list[dict[str, Any]]] | None = None,
     ) -> list[SearchHit]:
         scored.sort(key=lambda s: (-s.score, -s.cand.coarse_score, s.cand.segment_id))
         if min_score is not None:
@@ -321,7 +319,7 @@ class SearchEngine:
                 for i, s in enumerate(best)
             ]
         known = {s.cand.segment_id: s.score for s in scored}
-        return self._merge(best, known, min_score, score_ids)
+        return self._merge(best, known, min_score, score_ids, segments_hint or {})
 
     def _merge(
         self,
@@ -329,10 +327,10 @@ class SearchEngine:
         known: dict[int, float],
         min_score: float | None,
         score_ids: Callable[[np.ndarray], np.ndarray],
+        known_rows: dict[int, list[dict[str, Any]]],
     ) -> list[SearchHit]:
         """Widen each hit over the adjacent segments of its video whose score is within `merge_within`."""
         hit_videos = [s.video_id for s in best]
-        known_rows = self._video_segments
         missing = [v for v in hit_videos if v not in known_rows]
         per_video = {v: known_rows[v] for v in hit_videos if v in known_rows}
         per_video.update(self.snapshot.catalog.video_segments(missing, self.snapshot.generation))
