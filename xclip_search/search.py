@@ -229,7 +229,10 @@ class SearchEngine:
         if allowed is not None and len(allowed) == 0:
             return []
         for attempt in range(4):
-            found = self.snapshot.coarse(q, count, allowed=allowed)
+            # Without a filter, the plain call: wrappers of a snapshot (the server's timing proxy) keep working.
+            found = (
+                self.snapshot.coarse(q, count) if allowed is None else self.snapshot.coarse(q, count, allowed=allowed)
+            )
             full = len(found) == count
             distinct = len({int(c.row["video_id"]) for c in found})
             if attempt == 3 or not full or distinct >= videos_wanted or count >= MAX_CANDIDATES:
