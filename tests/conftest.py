@@ -81,3 +81,33 @@ def library(tmp_path: Path, generated_videos: dict[str, Path]) -> Path:
     (lib / "not_a_video.mp4").write_text("this is text, not a video\n")
     (lib / "notes.txt").write_text("ignored: not a video extension\n")
     return lib
+
+
+# Clips a browser can play (H.264 in MP4, VP9 in WebM; both play in Debian's Chromium), 4 s each at 25 fps, so
+# 1-second segments give moments that start after 0.
+PLAYABLE = [
+    ("red_walk_h264.mp4", "libx264", "yuv420p", 100, 96, 128),
+    ("blue_spin_vp9.webm", "libvpx-vp9", "yuv420p", 100, 96, 128),
+    ("green_jump_h264.mp4", "libx264", "yuv420p", 100, 72, 128),
+]
+
+
+@pytest.fixture(scope="session")
+def playable_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_videos_in_subprocess(tmp_path_factory.mktemp("playable"), PLAYABLE)
+
+
+@pytest.fixture(scope="session")
+def serve_index(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path, playable_videos: dict[str, Path]) -> Path:
+    """A published index of `playable_videos` (copied into their own library folder), 1-second segments."""
+    from indexer import IndexOptions, run_index
+
+    root = tmp_path_factory.mktemp("serve")
+    lib = root / "library"
+    lib.mkdir()
+    for src in playable_videos.values():
+        shutil.copy(src, lib / src.name)
+    (lib / "broken.mp4").write_text("not a video\n")
+    index_dir = root / "index"
+    run_index([str(lib)], index_dir, model=str(tiny_ckpt), options=IndexOptions(segment_seconds=1, workers=0))
+    return index_dir
