@@ -30,6 +30,7 @@ _LAZY = {
     "Index": ".index",
     "default_index_dir": ".defaults",
     "SearchHit": ".search",
+    "SearchFilter": ".filters",
     "LabelScore": ".tagging",
     "parse_labels": ".tagging",
     "Checkpoint": ".checkpoint",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .checkpoint import Checkpoint, load_checkpoint
     from .defaults import default_index_dir
     from .encoder import XClipEncoder
+    from .filters import SearchFilter
     from .index import Index
     from .prompting import PromptScorer
     from .search import SearchHit
@@ -69,6 +71,7 @@ __all__ = [
     "InvalidArgumentError",
     "LabelScore",
     "PromptScorer",
+    "SearchFilter",
     "SearchHit",
     "Tagger",
     "VideoError",

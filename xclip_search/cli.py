@@ -7,6 +7,7 @@ on stderr and exit code 1; an indexing or tagging run in which some files failed
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -338,6 +339,67 @@ def failures_cmd(index_dir: Path | None, as_json: bool) -> int:
 # -- search -----------------------------------------------------------------------------------------------
 
 
+def filter_options(f: F) -> F:
+    """The catalog filters shared by search, similar, tag --index and export; the command receives `where`."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .filters import SearchFilter
+
+        kwargs["where"] = SearchFilter.parse(
+            kwargs.pop("filters"),
+            path_prefix=kwargs.pop("path_prefixes"),
+            glob=kwargs.pop("globs"),
+            tags=kwargs.pop("tags"),
+            indexed_after=kwargs.pop("indexed_after"),
+            indexed_before=kwargs.pop("indexed_before"),
+        )
+        return f(*args, **kwargs)
+
+    options = [
+        click.option(
+            "--filter",
+            "filters",
+            multiple=True,
+            metavar="EXPR",
+            help="Keep segments where FIELD OP VALUE holds, e.g. 'duration>=30', 'height>=720', 'start<5m' "
+            "(repeatable, all must hold; fields in the README).",
+        ),
+        click.option(
+            "--path-prefix",
+            "path_prefixes",
+            multiple=True,
+            metavar="PATH",
+            help="Only videos whose path starts with PATH (repeatable: any of them).",
+        ),
+        click.option(
+            "--glob",
+            "globs",
+            multiple=True,
+            metavar="PATTERN",
+            help="Only videos whose path matches a shell pattern, e.g. '*/2024/*.mp4' (repeatable: any of them).",
+        ),
+        click.option(
+            "--tag",
+            "tags",
+            multiple=True,
+            metavar="LABEL",
+            help="Only segments carrying LABEL, saved with 'tag --index DIR --save' (repeatable: all of them).",
+        ),
+        click.option("--indexed-after", metavar="DATE", default=None, help="Only videos indexed at/after an ISO date."),
+        click.option("--indexed-before", metavar="DATE", default=None, help="Only videos indexed before an ISO date."),
+    ]
+    decorated: Any = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
+def _hits_table(hits: Sequence[Any]) -> None:
+    rows = [(h.rank, f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path) for h in hits]
+    table(rows, ["#", "score", "time", "path"])
+
+
 @cli.command("search")
 @click.argument("query")
 @index_option()
@@ -346,10 +408,13 @@ def failures_cmd(index_dir: Path | None, as_json: bool) -> int:
     "--candidates",
     type=int,
     default=None,
-    help="First-stage candidates re-ranked exactly (more = better recall, slower) [default: 200].",
+    help="First-stage candidates re-ranked exactly (more = better recall, slower) [default: 100].",
 )
 @click.option("--no-rerank", is_flag=True, help="Rank by the first-stage cosine only (no video-specific prompts).")
 @click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
+@click.option("--min-score", type=float, default=None, help="Leave out results scoring below this.")
+@click.option("--no-merge", is_flag=True, help="Report each video's best segment alone (no merged time range).")
+@filter_options
 @device_option
 @json_option
 def search_cmd(
@@ -359,31 +424,140 @@ def search_cmd(
     candidates: int | None,
     no_rerank: bool,
     all_segments: bool,
+    min_score: float | None,
+    no_merge: bool,
+    where: Any,
     device: str | None,
     as_json: bool,
 ) -> int:
     """Find the moments that match QUERY, best first.
 
+    One hit per video: its best segment, widened over adjacent segments that match about as well.
+
     \b
     Examples:
       xclip-search search "someone slicing bread"
       xclip-search search "red circle moving left" --top-k 3 --json
+      xclip-search search "a goal" --filter "duration>=60" --path-prefix ~/Videos/football --tag soccer
     """
     from .index import Index
 
     if not query.strip():
         raise InvalidArgumentError("Empty query", hint="Type what happens in the video, e.g. 'a dog catching a ball'.")
     with Index.open(index_dir, device=device) as index:
-        hits = index.search(query, top_k=top_k, candidates=candidates, rerank=not no_rerank, per_video=not all_segments)
+        hits = index.search(
+            query,
+            top_k=top_k,
+            candidates=candidates,
+            rerank=not no_rerank,
+            per_video=not all_segments,
+            where=where,
+            min_score=min_score,
+            merge=not no_merge,
+        )
     if as_json:
         echo_json({"query": query, "results": [h.to_dict() for h in hits]})
         return 0
     if not hits:
-        click.echo("No results (the index is empty).")
+        click.echo("No results." if where or min_score is not None else "No results (the index is empty).")
         return 0
-    rows = [(h.rank, f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path) for h in hits]
-    table(rows, ["#", "score", "time", "path"])
+    _hits_table(hits)
     return 0
+
+
+# -- similar ----------------------------------------------------------------------------------------------
+
+
+@cli.command("similar")
+@click.argument("example", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@index_option()
+@click.option("--video-id", type=int, default=None, help="Use this indexed video as the example instead of a file.")
+@click.option("--at", type=float, default=None, help="Use the segment at this time (seconds), not the whole video.")
+@click.option(
+    "--segment-seconds",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Window length used to find --at in an example file.",
+)
+@click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
+@click.option("--candidates", type=int, default=None, help="First-stage candidates [default: 100].")
+@click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
+@click.option("--min-score", type=float, default=None, help="Leave out results below this cosine.")
+@click.option("--include-source", is_flag=True, help="Keep the example's own video in the results.")
+@filter_options
+@device_option
+@json_option
+def similar_cmd(
+    example: Path | None,
+    index_dir: Path | None,
+    video_id: int | None,
+    at: float | None,
+    segment_seconds: float,
+    top_k: int,
+    candidates: int | None,
+    all_segments: bool,
+    min_score: float | None,
+    include_source: bool,
+    where: Any,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """Find moments that look like an example video (query by example), ranked by cos(v_example, v).
+
+    \b
+    Examples:
+      xclip-search similar clip.mp4 --top-k 5
+      xclip-search similar long.mp4 --at 95 --json            # the 10 s window around 1:35
+      xclip-search similar --video-id 42 --at 30 --all-segments
+    """
+    from .index import Index
+
+    if (example is None) == (video_id is None):
+        raise InvalidArgumentError(
+            "Pass exactly one of EXAMPLE (a video file) or --video-id",
+            hint="xclip-search similar clip.mp4, or xclip-search similar --video-id 42",
+        )
+    if segment_seconds <= 0:
+        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). It must be positive.")
+    with Index.open(index_dir, device=device) as index:
+        if video_id is not None:
+            ex = index.example(video_id, at=at)
+        else:
+            ex = _embed_example(index, example, at, segment_seconds)  # type: ignore[arg-type]
+        hits = index.similar(
+            ex,
+            top_k=top_k,
+            candidates=candidates,
+            per_video=not all_segments,
+            where=where,
+            min_score=min_score,
+            include_source=include_source,
+        )
+    if as_json:
+        echo_json({"example": ex.source, "results": [h.to_dict() for h in hits]})
+        return 0
+    if not hits:
+        click.echo("No results.")
+        return 0
+    _hits_table(hits)
+    return 0
+
+
+def _embed_example(index: Any, path: Path, at: float | None, segment_seconds: float) -> Any:
+    from indexer.embed import embed_files
+
+    from .errors import VideoError
+    from .example import example_from_embedding
+
+    encoder, _ = index._components()
+    seconds = 0.0 if at is None else segment_seconds
+    absolute = os.path.abspath(path)
+    item = next(iter(embed_files([absolute], index.checkpoint, segment_seconds=seconds, encoder=encoder)))
+    if item.embeddings is None or item.extracted is None:
+        raise VideoError(f"Cannot read the example video {path}: {item.error or 'unknown error'}")
+    spans = [(float(s.start_s), float(s.end_s)) for s in item.extracted.segments]
+    return example_from_embedding(path, spans, item.embeddings.v, at=at, snapshot=index.snapshot)
 
 
 # -- tag --------------------------------------------------------------------------------------------------
@@ -407,6 +581,7 @@ def search_cmd(
     help="A file with one label per line.",
 )
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Labels shown per segment.")
+@click.option("--min-prob", type=click.FloatRange(0, 1), default=None, help="Keep labels with at least this prob.")
 @click.option(
     "--segment-seconds",
     type=float,
@@ -414,6 +589,8 @@ def search_cmd(
     show_default=True,
     help="Segment length for PATHS; 0 = whole video.",
 )
+@click.option("--save", is_flag=True, help="With --index and no PATHS: store the labels kept, for search --tag.")
+@filter_options
 @device_option
 @json_option
 def tag_cmd(
@@ -423,7 +600,10 @@ def tag_cmd(
     labels: str | None,
     labels_file: Path | None,
     top: int,
+    min_prob: float | None,
     segment_seconds: float,
+    save: bool,
+    where: Any,
     device: str | None,
     as_json: bool,
 ) -> int:
@@ -433,7 +613,7 @@ def tag_cmd(
     Examples:
       xclip-search tag new.mp4 --model demo --labels "moving left,moving right,growing"
       xclip-search tag a.mp4 b.mkv --index my-index --labels-file labels.txt --top 3 --json
-      xclip-search tag --index my-index --labels "cooking,sports"      # every indexed segment
+      xclip-search tag --index my-index --labels "cooking,sports" --min-prob 0.5 --save   # every indexed segment
     """
     from .tagging import parse_labels
 
@@ -447,20 +627,26 @@ def tag_cmd(
         raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). Use 0 or a positive number.")
     if not paths and index_dir is None:
         raise InvalidArgumentError("No videos to tag", hint="Pass video files, or --index DIR to tag a whole index.")
-    results, failed = (
-        _tag_files(paths, model, index_dir, label_list, top, segment_seconds, device)
-        if paths
-        else _tag_index(index_dir, label_list, top, device)  # type: ignore[arg-type]
-    )
+    if paths and (save or where):
+        raise InvalidArgumentError(
+            "--save and filters apply to a whole index", hint="Drop the PATHS to tag the indexed segments."
+        )
+    if not paths:
+        return _tag_index(index_dir, label_list, top, min_prob, save, where, device, as_json)  # type: ignore[arg-type]
+    results, failed = _tag_files(paths, model, index_dir, label_list, top, min_prob, segment_seconds, device)
     if as_json:
         echo_json({"results": results, "failed": failed})
     else:
         for r in results:
-            shown = ", ".join(f"{x['label']} {x['prob']:.0%}" for x in r["labels"])
-            click.echo(f"{r['path']}  [{format_time(r['start'])}-{format_time(r['end'])}]  {shown}")
+            _print_tags(r)
         for f in failed:
             click.echo(f"failed: {f['path']}: {f['reason']}", err=True)
     return EXIT_PARTIAL if failed else 0
+
+
+def _print_tags(r: dict[str, Any]) -> None:
+    shown = ", ".join(f"{x['label']} {x['prob']:.0%}" for x in r["labels"])
+    click.echo(f"{r['path']}  [{format_time(r['start'])}-{format_time(r['end'])}]  {shown}")
 
 
 def _tag_files(
@@ -469,6 +655,7 @@ def _tag_files(
     index_dir: Path | None,
     labels: list[str],
     top: int,
+    min_prob: float | None,
     segment_seconds: float,
     device: str | None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -496,7 +683,7 @@ def _tag_files(
         if item.embeddings is None or item.extracted is None:
             failed.append({"path": item.path, "reason": item.error or "unknown error"})
             continue
-        tags = tagger.tag(item.embeddings.v, item.embeddings.z, labels, top=top)
+        tags = tagger.tag(item.embeddings.v, item.embeddings.z, labels, top=top, min_prob=min_prob)
         spans = [(s.start_s, s.end_s) for s in item.extracted.segments]
         done.append((order[item.path], tags_to_json(item.path, spans, tags)))
     for _, rows in sorted(done, key=lambda d: d[0]):
@@ -507,31 +694,165 @@ def _tag_files(
 
 
 def _tag_index(
-    index_dir: Path, labels: list[str], top: int, device: str | None
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    import numpy as np
+    index_dir: Path,
+    labels: list[str],
+    top: int,
+    min_prob: float | None,
+    save: bool,
+    where: Any,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """Tag every indexed segment, streaming results (the JSON is written piece by piece: bounded memory)."""
+    import json
 
     from .index import Index
 
-    results: list[dict[str, Any]] = []
     with Index.open(index_dir, device=device) as index:
-        snap = index.snapshot
-        ids = snap.catalog.live_segment_ids(snap.generation)
-        rows = snap.catalog.segment_rows(ids.tolist(), snap.generation)
-        ordered = sorted(rows.values(), key=lambda r: (r["path"], r["seq"]))
-        for i in range(0, len(ordered), 512):
-            chunk = ordered[i : i + 512]
-            v, z = snap.vectors.gather(np.array([r["id"] for r in chunk], dtype=np.int64))
-            for row, tags in zip(chunk, index.tag_embeddings(v, z, labels, top=top), strict=True):
-                results.append(
-                    {
-                        "path": row["path"],
-                        "start": round(float(row["start_s"]), 3),
-                        "end": round(float(row["end_s"]), 3),
-                        "labels": [t.to_dict() for t in tags],
-                    }
-                )
-    return results, []
+        total = index.catalog.live_segment_count(index.generation)
+        bar = None
+        if not as_json:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="seg", file=sys.stderr, dynamic_ncols=True, desc="Tagging", disable=None)
+        stream = index.tag_index(
+            labels,
+            top=top,
+            min_prob=min_prob,
+            where=where,
+            save=save,
+            on_batch=(lambda done: bar.update(len(done))) if bar is not None else None,
+        )
+        try:
+            if as_json:
+                out = sys.stdout
+                out.write('{"results": [')
+                for i, item in enumerate(stream):
+                    out.write(("," if i else "") + json.dumps(item.to_dict(), ensure_ascii=False))
+                out.write('], "failed": []}\n')
+            else:
+                for item in stream:
+                    _print_tags(item.to_dict())
+        finally:
+            if bar is not None:
+                bar.close()
+    if save and not as_json:
+        click.echo(f"Saved tags for {total if not where else 'the filtered'} segment(s) in {index_dir}.", err=True)
+    return 0
+
+
+# -- reindex ----------------------------------------------------------------------------------------------
+
+
+@cli.command("reindex")
+@index_option()
+@click.option(
+    "--ann",
+    "ann_kind",
+    type=click.Choice(["auto", "flat", "ivfpq", "hnsw"]),
+    default=None,
+    help="ANN index kind [default: the recorded choice, else auto: flat up to 25k segments, else IVF-PQ].",
+)
+@click.option(
+    "--ann-memory",
+    default=None,
+    metavar="SIZE",
+    help="Memory budget of the ANN index, e.g. 512MB or 4GB [default: the recorded one, else 1GB].",
+)
+@json_option
+def reindex_cmd(index_dir: Path | None, ann_kind: str | None, ann_memory: str | None, as_json: bool) -> int:
+    """Rebuild the ANN index from the stored vectors (after damage, or to change its kind or memory budget).
+
+    The choice is recorded: later 'index' runs rebuild with the same kind and budget.
+
+    \b
+    Examples:
+      xclip-search reindex
+      xclip-search reindex --index my-index --ann ivfpq --ann-memory 256MB --json
+    """
+    from .store import ann as ann_store
+    from .store.manifest import read_manifest
+    from .store.writer import IndexWriter
+
+    target = (index_dir or default_index_dir()).expanduser().resolve()
+    identity = read_manifest(target).model
+    budget = ann_store.parse_size(ann_memory) if ann_memory is not None else None
+    with IndexWriter(target, identity) as writer:
+        if ann_kind is not None or budget is not None:
+            kind, recorded_budget = writer.ann_policy()
+            writer.set_ann_policy(ann_kind or kind, budget or recorded_budget)
+        info = writer.publish_ann(force=True)
+    assert info is not None
+    size = (target / info.file).stat().st_size
+    data: dict[str, Any] = {
+        "index": str(target),
+        "ann": {
+            "type": info.kind,
+            "count": info.count,
+            "generation": info.generation,
+            "bytes": size,
+            "memory_bytes": int(info.params.get("memory_bytes", size)),
+            "params": {k: v for k, v in info.params.items() if k not in ("memory_bytes", "reason")},
+            "reason": info.params.get("reason"),
+        },
+    }
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(f"Rebuilt the ANN index of {target}: {_ann_line(data['ann'])}")
+    return 0
+
+
+def _ann_line(ann: dict[str, Any] | None) -> str:
+    if ann is None:
+        return "none yet"
+    p = ann.get("params", {})
+    detail = {
+        "ivfpq": f"IVF{p.get('nlist')},PQ{p.get('m')}, nprobe {p.get('nprobe')}, refine x{p.get('refine')}",
+        "hnsw": f"HNSW{p.get('M')}, efSearch {p.get('efSearch')}",
+    }.get(ann["type"], "exact")
+    return (
+        f"{ann['type']} ({detail}), {ann['count']} vectors, {format_bytes(ann['bytes'])} on disk, "
+        f"~{format_bytes(ann.get('memory_bytes', ann['bytes']))} in memory"
+    )
+
+
+# -- export -----------------------------------------------------------------------------------------------
+
+
+@cli.command("export")
+@index_option()
+@click.option(
+    "--parquet",
+    "parquet_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the Parquet files (segments, videos, contexts, tags).",
+)
+@click.option("--no-z", is_flag=True, help="Leave out the prompt contexts Z (contexts.parquet, ~98% of the bytes).")
+@filter_options
+@json_option
+def export_cmd(index_dir: Path | None, parquet_dir: Path, no_z: bool, where: Any, as_json: bool) -> int:
+    """Export segments, metadata and embeddings as Parquet for DuckDB, pandas or Spark.
+
+    \b
+    Examples:
+      xclip-search export --parquet out/
+      xclip-search export --index my-index --parquet out/ --no-z --filter "duration>=60" --json
+    """
+    from .index import Index
+
+    with Index.open(index_dir) as index:
+        report = index.export_parquet(parquet_dir, include_z=not no_z, where=where)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        d = report.to_dict()
+        click.echo(
+            f"Exported {d['segments']} segment(s) of {d['videos']} video(s) to {d['directory']} "
+            f"({format_bytes(d['bytes'])}: {', '.join(sorted(d['files']))})"
+        )
+    return 0
 
 
 # -- info -------------------------------------------------------------------------------------------------
@@ -571,10 +892,7 @@ def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
         ),
         ("videos", ", ".join(f"{v} {k}" for k, v in data["videos"].items())),
         ("segments", data["segments"]),
-        (
-            "ANN",
-            "none yet" if ann is None else f"{ann['type']}, {ann['count']} vectors, {format_bytes(ann['bytes'])}",
-        ),
+        ("ANN", _ann_line(ann)),
         (
             "disk",
             f"{format_bytes(data['bytes']['total'])} (vectors {format_bytes(data['bytes']['vectors'])}, "

@@ -27,8 +27,15 @@ from .store.catalog import Catalog
 from .store.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from .search import SearchHit
-    from .tagging import LabelScore
+    from collections.abc import Callable, Iterable, Iterator
+
+    from .example import Example
+    from .export import ExportReport
+    from .filters import SearchFilter
+    from .search import SearchEngine, SearchHit
+    from .tagging import LabelScore, SegmentTags
+
+    Where = SearchFilter | str | Iterable[str] | None
 
 
 class Index:
@@ -119,6 +126,17 @@ class Index:
 
     # -- operations --------------------------------------------------------------------------------------
 
+    @property
+    def engine(self) -> SearchEngine:
+        """The search engine over the current snapshot (built on first use)."""
+        from .search import SearchEngine
+
+        encoder, scorer = self._components()
+        if self._engine is None or self._engine.snapshot is not self.snapshot:
+            self._engine = SearchEngine(self.snapshot, encoder, scorer)
+        engine: SearchEngine = self._engine
+        return engine
+
     def search(
         self,
         query: str,
@@ -127,21 +145,130 @@ class Index:
         candidates: int | None = None,
         rerank: bool = True,
         per_video: bool = True,
+        where: Where = None,
+        min_score: float | None = None,
+        merge: bool = True,
     ) -> list[SearchHit]:
-        """Ranked `SearchHit`s for a text query; see `xclip_search.search.SearchEngine.search`."""
-        from .search import SearchEngine
+        """Ranked `SearchHit`s for a text query; see `xclip_search.search.SearchEngine.search`.
 
-        encoder, scorer = self._components()
-        if self._engine is None or self._engine.snapshot is not self.snapshot:
-            self._engine = SearchEngine(self.snapshot, encoder, scorer)
-        return list(self._engine.search(query, top_k=top_k, candidates=candidates, rerank=rerank, per_video=per_video))
+        `where` takes filter strings such as ``"duration>=30"`` or a `xclip_search.filters.SearchFilter`.
+        """
+        where = self._checked_filter(where)
+        return self.engine.search(
+            query,
+            top_k=top_k,
+            candidates=candidates,
+            rerank=rerank,
+            per_video=per_video,
+            where=where,
+            min_score=min_score,
+            merge=merge,
+        )
+
+    def example(self, video_id: int, *, at: float | None = None) -> Example:
+        """An indexed video (or its segment at `at` seconds) as a query-by-example."""
+        from .example import example_from_index
+
+        return example_from_index(self.snapshot, video_id, at)
+
+    def similar(
+        self,
+        example: Example,
+        *,
+        top_k: int = 10,
+        candidates: int | None = None,
+        per_video: bool = True,
+        where: Where = None,
+        min_score: float | None = None,
+        include_source: bool = False,
+    ) -> list[SearchHit]:
+        """Segments whose video embedding is closest to the example's (``cos(v_example, v)``).
+
+        The example's own video is left out unless `include_source`.
+        """
+        where = self._checked_filter(where)
+        return self.engine.similar(
+            example.v,
+            top_k=top_k,
+            candidates=candidates,
+            per_video=per_video,
+            where=where,
+            min_score=min_score,
+            exclude_videos=() if include_source else example.video_ids,
+        )
+
+    def _checked_filter(self, where: Where) -> SearchFilter:
+        """Parse and check a filter before any model loads, so a bad filter fails in milliseconds."""
+        from .errors import InvalidArgumentError
+        from .filters import coerce_filter
+
+        flt = coerce_filter(where)
+        if flt.uses_tags and not self.catalog.has_tags():
+            raise InvalidArgumentError(
+                "This index has no saved tags to filter on",
+                hint="Save some first: xclip-search tag --index DIR --labels 'a,b' --save",
+            )
+        return flt
 
     def tag_embeddings(
-        self, v: np.ndarray, z: np.ndarray, labels: Sequence[str], *, top: int | None = None
+        self,
+        v: np.ndarray,
+        z: np.ndarray,
+        labels: Sequence[str],
+        *,
+        top: int | None = None,
+        min_prob: float | None = None,
     ) -> list[list[LabelScore]]:
         """Tag freshly encoded segments (``v``, ``Z``) with this index's model."""
         self._components()
-        return list(self._tagger.tag(v, z, labels, top=top))
+        return list(self._tagger.tag(v, z, labels, top=top, min_prob=min_prob))
+
+    def tag_index(
+        self,
+        labels: Sequence[str],
+        *,
+        top: int | None = None,
+        min_prob: float | None = None,
+        where: Where = None,
+        save: bool = False,
+        on_batch: Callable[[list[SegmentTags]], None] | None = None,
+    ) -> Iterator[SegmentTags]:
+        """Tag every indexed segment (or those `where` keeps) from the stored ``v``/``Z``, decoding nothing.
+
+        With `save`, the labels kept (`top`, `min_prob`) are written to the catalog's tags table, replacing
+        this vocabulary's earlier labels on the same segments, so ``search --tag LABEL`` can filter on them.
+        """
+        from .filters import coerce_filter
+
+        self._components()
+        flt = coerce_filter(where)
+        vocabulary = list(labels)
+
+        def batch_done(done: list[SegmentTags]) -> None:
+            if save:
+                rows = [(s.segment_id, x.label, x.prob, x.score) for s in done for x in s.labels]
+                self.catalog.save_tags(vocabulary, [s.segment_id for s in done], rows)
+            if on_batch is not None:
+                on_batch(done)
+
+        return self._tagger.tag_index(
+            self.snapshot, vocabulary, top=top, min_prob=min_prob, where=flt or None, on_batch=batch_done
+        )
+
+    def export_parquet(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        include_z: bool = True,
+        where: Where = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> ExportReport:
+        """Write segments, videos, embeddings and tags as Parquet (see `xclip_search.export`)."""
+        from .export import export_parquet
+        from .filters import coerce_filter
+
+        flt = coerce_filter(where)
+        return export_parquet(self.snapshot, out_dir, include_z=include_z, where=flt or None, on_progress=on_progress)
 
     def info(self) -> dict[str, Any]:
         """Counts, model, ANN type and sizes of the published generation."""
@@ -175,6 +302,10 @@ class Index:
                 "count": m.ann.count,
                 "generation": m.ann.generation,
                 "bytes": ann_bytes,
+                "memory_bytes": int(m.ann.params.get("memory_bytes", ann_bytes)),
+                "params": {k: v for k, v in m.ann.params.items() if k not in ("memory_bytes", "reason")},
+                "reason": m.ann.params.get("reason"),
+                "tail_segments": sum(s.count for s in m.shards if s.generation > m.ann.generation),
             },
             "bytes": {
                 "vectors": vector_bytes,

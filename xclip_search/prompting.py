@@ -21,12 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import XCLIPModel
 
-_PAIRS_PER_CHUNK = 8192
+# Pairs scored per step: small enough that the per-pair tensors (H x D floats each) stay in cache, large enough
+# that the matrix products run at full speed (measured on 2 cores; see scripts/bench_query.py).
+_PAIRS_PER_CHUNK = 512
 
 
 @dataclass(frozen=True)
 class _Layer:
-    """One prompt-generator layer, with ``Wk``/``Wv`` split per head as ``(H, head_dim, D)``."""
+    """One prompt-generator layer; ``Wk`` as ``(H, head_dim, D)`` and ``Wv`` transposed as ``(H, D, head_dim)``."""
 
     norm1: nn.Module
     norm3: nn.Module
@@ -34,7 +36,7 @@ class _Layer:
     proj: nn.Module
     wq: torch.Tensor
     wk: torch.Tensor
-    wv: torch.Tensor
+    wv_t: torch.Tensor
     heads: int
     head_dim: int
     scale: float
@@ -59,7 +61,7 @@ class PromptScorer:
                     proj=ca.proj,
                     wq=ca.q_proj.weight.detach(),
                     wk=ca.k_proj.weight.detach().view(heads, head_dim, dim),
-                    wv=ca.v_proj.weight.detach().view(heads, head_dim, dim),
+                    wv_t=ca.v_proj.weight.detach().view(heads, head_dim, dim).transpose(1, 2).contiguous(),
                     heads=heads,
                     head_dim=head_dim,
                     scale=float(ca.scale),
@@ -69,36 +71,42 @@ class PromptScorer:
         self.dtype = self.alpha.dtype
 
     @staticmethod
-    def _attend(layer: _Layer, keys_q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Cross-attention output for query-side keys ``keys_q`` (B, L, H, D) over contexts ``z`` (B, N, D)."""
-        scores = torch.einsum("blhd,bnd->blhn", keys_q, z) * layer.scale
-        weights = scores.softmax(dim=-1)
-        pooled = torch.einsum("blhn,bnd->blhd", weights, z)
-        heads_out = torch.einsum("blhd,hed->blhe", pooled, layer.wv)
-        batch, texts = heads_out.shape[:2]
-        out: torch.Tensor = layer.proj(heads_out.reshape(batch, texts, -1))
-        return out
+    def _query_keys(layer: _Layer, state: torch.Tensor) -> torch.Tensor:
+        """Query-side keys ``q_h Wk_h`` for states (M, D): (M, H, D), one matrix product per head."""
+        q = F.linear(layer.norm1(state), layer.wq)
+        per_head = q.view(-1, layer.heads, layer.head_dim).transpose(0, 1)  # (H, M, hd)
+        return torch.bmm(per_head, layer.wk).transpose(0, 1)  # (M, H, D)
 
     @staticmethod
-    def _query_keys(layer: _Layer, state: torch.Tensor) -> torch.Tensor:
-        q = F.linear(layer.norm1(state), layer.wq)
-        q = q.view(*q.shape[:-1], layer.heads, layer.head_dim)
-        return torch.einsum("...he,hed->...hd", q, layer.wk)
+    def _attend(layer: _Layer, scores: torch.Tensor, z: torch.Tensor, texts: int) -> torch.Tensor:
+        """Attention output (B·L, D) from raw scores (B, L·H, N) over contexts ``z`` (B, N, D)."""
+        weights = (scores * layer.scale).softmax(dim=-1)
+        pooled = torch.bmm(weights, z)  # (B, L·H, D): a_h · Z
+        batch = z.shape[0]
+        per_head = pooled.view(batch * texts, layer.heads, -1).transpose(0, 1)  # (H, B·L, D)
+        heads_out = torch.bmm(per_head, layer.wv_t)  # (H, B·L, hd): (a_h · Z) Wv_hᵀ
+        out: torch.Tensor = layer.proj(heads_out.transpose(0, 1).reshape(batch * texts, -1))
+        return out
 
     @torch.inference_mode()
     def prompted_texts(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``t + PG(t, Z)`` for every (segment, text) pair: t (L, D), z (B, N, D) -> (B, L, D)."""
-        batch = z.shape[0]
-        state = t.unsqueeze(0).expand(batch, -1, -1)
+        batch, tokens, dim = z.shape
+        texts = t.shape[0]
+        state = t.unsqueeze(0).expand(batch, -1, -1).reshape(batch * texts, dim)
+        z_t = z.transpose(1, 2)  # (B, D, N)
         for i, layer in enumerate(self.layers):
             if i == 0:
-                # The first layer's query depends on the text alone: compute it once for all segments.
-                keys_q = self._query_keys(layer, t).unsqueeze(0).expand(batch, -1, -1, -1)
+                # The first layer's query depends on the text alone: one product scores every token of every
+                # segment against it.
+                keys = self._query_keys(layer, t).reshape(texts * layer.heads, dim)
+                scores = (z.reshape(batch * tokens, dim) @ keys.T).view(batch, tokens, -1).transpose(1, 2)
             else:
-                keys_q = self._query_keys(layer, state)
-            state = state + self._attend(layer, keys_q, z)
+                keys = self._query_keys(layer, state).reshape(batch, texts * layer.heads, dim)
+                scores = torch.bmm(keys, z_t)
+            state = state + self._attend(layer, scores, z, texts)
             state = state + layer.mlp(layer.norm3(state))
-        return t.unsqueeze(0) + self.alpha * state
+        return t.unsqueeze(0) + self.alpha * state.view(batch, texts, dim)
 
     @torch.inference_mode()
     def score(

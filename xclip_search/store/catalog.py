@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Engine,
     Float,
     ForeignKey,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     inspect,
@@ -132,6 +134,20 @@ generations = Table(
 # they come from a counter rather than from the INSERT; ids lost to a crash are simply never used.
 id_counter = Table("id_counter", metadata, Column("name", String(32), primary_key=True), Column("next", Integer))
 
+# Labels saved by `tag --index DIR --save`: what search filters on with --tag. A tag belongs to a segment; saving
+# a vocabulary again replaces that vocabulary's labels on the segments it tagged. Probabilities are relative to
+# the vocabulary they were computed with (a softmax over it).
+tags = Table(
+    "tags",
+    metadata,
+    Column("segment_id", Integer, ForeignKey("segments.id"), primary_key=True),
+    Column("label", Text, primary_key=True),
+    Column("prob", Float, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("tagged_at", String(40), nullable=False),
+    Index("ix_tags_label", "label", "prob"),
+)
+
 # Statuses a video row can hold; what a run did to each file (unchanged, moved, ...) is in the run's report.
 INDEXED, FAILED, SKIPPED, REMOVED = "indexed", "failed", "skipped", "removed"
 
@@ -207,7 +223,147 @@ def live_at(generation: int) -> Any:
     )
 
 
-class Catalog:
+class _QueryMixin:
+    """Reader-side queries of the query engine: filters, tags, neighbours and export (see xclip_search.search)."""
+
+    engine: Engine
+
+    def has_tags_table(self) -> bool:
+        return bool(inspect(self.engine).has_table("tags"))
+
+    def has_tags(self) -> bool:
+        """Whether any tag was saved (indexes built before the tags table existed have none)."""
+        if not self.has_tags_table():
+            return False
+        with self.engine.connect() as conn:
+            return conn.execute(select(tags.c.segment_id).limit(1)).first() is not None
+
+    def ensure_tags_table(self) -> None:
+        """Create the tags table in an index built before it existed."""
+        tags.create(self.engine, checkfirst=True)
+
+    def save_tags(
+        self, vocabulary: Sequence[str], segment_ids: Sequence[int], rows: Sequence[tuple[int, str, float, float]]
+    ) -> int:
+        """Replace the `vocabulary` labels of `segment_ids` with `rows` (segment_id, label, prob, score)."""
+        self.ensure_tags_table()
+        now = now_iso()
+        vocab = list(vocabulary)
+        with self.engine.begin() as conn:
+            for i in range(0, len(segment_ids), 500):
+                chunk = [int(x) for x in segment_ids[i : i + 500]]
+                for j in range(0, len(vocab), 400):
+                    conn.execute(
+                        delete(tags).where(
+                            tags.c.segment_id.in_(bindparam("ids", expanding=True)),
+                            tags.c.label.in_(bindparam("labels", expanding=True)),
+                        ),
+                        {"ids": chunk, "labels": vocab[j : j + 400]},
+                    )
+            if rows:
+                conn.execute(
+                    tags.insert(),
+                    [
+                        {"segment_id": int(sid), "label": label, "prob": float(p), "score": float(sc), "tagged_at": now}
+                        for sid, label, p, sc in rows
+                    ],
+                )
+        return len(rows)
+
+    def tags_of(self, segment_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+        """Saved tags of the given segments, most probable first."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        if not segment_ids or not self.has_tags_table():
+            return out
+        query = (
+            select(tags.c.segment_id, tags.c.label, tags.c.prob, tags.c.score)
+            .where(tags.c.segment_id.in_(bindparam("ids", expanding=True)))
+            .order_by(tags.c.segment_id, tags.c.prob.desc())
+        )
+        with self.engine.connect() as conn:
+            for i in range(0, len(segment_ids), 900):
+                chunk = [int(x) for x in segment_ids[i : i + 900]]
+                for r in conn.execute(query, {"ids": chunk}).mappings():
+                    out.setdefault(int(r["segment_id"]), []).append(
+                        {"label": r["label"], "prob": float(r["prob"]), "score": float(r["score"])}
+                    )
+        return out
+
+    def segment_ids_where(self, generation: int, condition: ColumnElement[bool] | None) -> np.ndarray:
+        """Sorted ids of the segments visible in `generation` that satisfy `condition` (over segments ⋈ videos).
+
+        `condition` is built by `xclip_search.filters` from whitelisted columns and bound parameters only.
+        """
+        query = select(segments.c.id).select_from(segments.join(videos, videos.c.id == segments.c.video_id))
+        query = query.where(live_at(generation))
+        if condition is not None:
+            query = query.where(condition)
+        with self.engine.connect() as conn:
+            return np.fromiter(conn.execute(query.order_by(segments.c.id)).scalars(), dtype=np.int64)
+
+    def video_segments(self, video_ids: Sequence[int], generation: int) -> dict[int, list[dict[str, Any]]]:
+        """Every segment (id, seq, start_s, end_s) of the given videos visible in `generation`, in time order."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        if not video_ids:
+            return out
+        query = (
+            select(segments.c.id, segments.c.video_id, segments.c.seq, segments.c.start_s, segments.c.end_s)
+            .where(segments.c.video_id.in_(bindparam("vids", expanding=True)), live_at(generation))
+            .order_by(segments.c.video_id, segments.c.seq)
+        )
+        keys = [str(c.key) for c in query.selected_columns]
+        with self.engine.connect() as conn:
+            for row in conn.execute(query, {"vids": [int(v) for v in video_ids]}).all():
+                r = dict(zip(keys, row, strict=True))
+                out.setdefault(int(r["video_id"]), []).append(r)
+        return out
+
+    def iter_segment_rows(self, generation: int, ids: np.ndarray | None = None, batch: int = 4096) -> Any:
+        """Live segments with their video's path, by id order, in batches (lists of dicts); `ids` restricts."""
+        base = select(
+            segments.c.id,
+            segments.c.video_id,
+            segments.c.seq,
+            segments.c.start_s,
+            segments.c.end_s,
+            segments.c.frame_start,
+            segments.c.frame_end,
+            videos.c.path,
+        ).join(videos, videos.c.id == segments.c.video_id)
+        if ids is not None:
+            for i in range(0, len(ids), 900):
+                chunk = [int(x) for x in ids[i : i + 900]]
+                query = base.where(segments.c.id.in_(bindparam("ids", expanding=True))).order_by(segments.c.id)
+                with self.engine.connect() as conn:
+                    rows = [dict(r) for r in conn.execute(query, {"ids": chunk}).mappings()]
+                if rows:
+                    yield rows
+            return
+        last = -1
+        while True:
+            query = base.where(live_at(generation), segments.c.id > last).order_by(segments.c.id).limit(batch)
+            with self.engine.connect() as conn:
+                rows = [dict(r) for r in conn.execute(query).mappings()]
+            if not rows:
+                return
+            last = int(rows[-1]["id"])
+            yield rows
+
+    def video_table(self, video_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Video rows (every column), by id; all of them when `video_ids` is None."""
+        query = select(videos).order_by(videos.c.id)
+        with self.engine.connect() as conn:
+            if video_ids is None:
+                return [dict(r) for r in conn.execute(query).mappings()]
+            out: list[dict[str, Any]] = []
+            ids = sorted({int(v) for v in video_ids})
+            for i in range(0, len(ids), 900):
+                q = query.where(videos.c.id.in_(bindparam("ids", expanding=True)))
+                out.extend(dict(r) for r in conn.execute(q, {"ids": ids[i : i + 900]}).mappings())
+            return out
+
+
+class Catalog(_QueryMixin):
     """A handle on the catalog database (one SQLAlchemy engine per process)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -435,11 +591,13 @@ class Catalog:
             .where(segments.c.id.in_(bindparam("ids", expanding=True)), live_at(generation))
         )
         out: dict[int, dict[str, Any]] = {}
+        keys = [str(c.key) for c in query.selected_columns]
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
                 chunk = [int(x) for x in ids[i : i + 900]]
-                for row in conn.execute(query, {"ids": chunk}).mappings():
-                    out[int(row["id"])] = dict(row)
+                # Plain tuples: building RowMappings costs ~8x more, and this runs on every search.
+                for row in conn.execute(query, {"ids": chunk}).all():
+                    out[int(row[0])] = dict(zip(keys, row, strict=True))
         return out
 
     def live_segment_ids(self, generation: int) -> np.ndarray:

@@ -8,6 +8,7 @@ retires its segments in the catalog, and the vectors stay until a compaction rew
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .manifest import ShardInfo
 VECTORS_DIR = "vectors"
 PARTS = ("ids", "v", "z")
 Z_DTYPES = ("float32", "float16")
+_MAX_OPEN_FDS = 256
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class VectorView:
     """The vectors of one published generation: lookup of ``v``/``Z`` rows by segment id across shards."""
 
     def __init__(self, store: VectorStore, shard_infos: Sequence[ShardInfo]) -> None:
+        self._fds: dict[tuple[int, str], int | None] = {}
         self.shards = [store.open_shard(info) for info in shard_infos]
         if self.shards:
             all_ids = np.concatenate([np.asarray(s.ids) for s in self.shards])
@@ -139,6 +142,7 @@ class VectorView:
         n = len(rows)
         if n == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, self.dim), np.float32)
+        self._advise(shard_idx, rows, ("v", "z"))
         first = self.shards[int(shard_idx[0])]
         v = np.empty((n, first.v.shape[1]), np.float32)
         z = np.empty((n, *first.z.shape[1:]), np.float32)
@@ -151,6 +155,76 @@ class VectorView:
             v[sel[order]] = shard.v[picked]
             z[sel[order]] = shard.z[picked]
         return v, z
+
+    def gather_v(self, ids: np.ndarray) -> np.ndarray:
+        """``v`` (n, D) float32 for the given segment ids, without touching ``Z`` (first-stage refinement)."""
+        shard_idx, rows = self.locate(ids)
+        self._advise(shard_idx, rows, ("v",))
+        v = np.empty((len(rows), self.dim), np.float32)
+        for s in np.unique(shard_idx):
+            sel = np.nonzero(shard_idx == s)[0]
+            order = np.argsort(rows[sel])
+            v[sel[order]] = self.shards[int(s)].v[rows[sel][order]]
+        return v
+
+    def prefetch_z(self, ids: np.ndarray) -> None:
+        """Ask the kernel to start reading the ``Z`` rows of `ids` now, asynchronously (ids it lacks are skipped)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0 or len(self._ids) == 0:
+            return
+        pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        known = self._ids[pos] == ids
+        self._advise(self._shard[pos[known]], self._row[pos[known]], ("z",))
+
+    def _advise(self, shard_idx: np.ndarray, rows: np.ndarray, parts: Sequence[str]) -> None:
+        """posix_fadvise(WILLNEED) for the given rows: the kernel queues all their reads at once.
+
+        Reading scattered rows through a memory map faults them in one at a time, one disk round trip each (on
+        the benchmark VM: ~7 ms a cold 50 KB row of Z, 1.5 s for a rerank of 200); queued together they take
+        one or two round trips. Cheap for rows already cached; a no-op where posix_fadvise is missing.
+        """
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is None or len(rows) == 0:
+            return
+        for s in np.unique(shard_idx):
+            shard = self.shards[int(s)]
+            picked = np.sort(rows[shard_idx == s])
+            for part in parts:
+                arr = shard.v if part == "v" else shard.z
+                fd = self._fd(int(s), part, arr)
+                if fd is None:
+                    continue
+                row_bytes = int(np.prod(arr.shape[1:])) * arr.dtype.itemsize
+                offset = int(getattr(arr, "offset", 0))
+                try:
+                    for r in picked.tolist():
+                        advise(fd, offset + r * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    return
+
+    def _fd(self, shard: int, part: str, arr: np.ndarray) -> int | None:
+        key = (shard, part)
+        if key not in self._fds:
+            while len(self._fds) >= _MAX_OPEN_FDS:  # many small shards: keep the most recently opened
+                old = self._fds.pop(next(iter(self._fds)))
+                if old is not None:
+                    os.close(old)
+            filename = getattr(arr, "filename", None)
+            try:
+                self._fds[key] = os.open(filename, os.O_RDONLY) if filename else None
+            except OSError:
+                self._fds[key] = None
+        return self._fds[key]
+
+    def close(self) -> None:
+        """Close the descriptors kept for read-ahead advice (the memory maps close with the arrays)."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            if fd is not None:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
     def iter_shards(self) -> Iterator[Shard]:
         yield from self.shards

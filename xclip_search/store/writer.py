@@ -31,6 +31,10 @@ from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
 from .vectors import VectorStore, VectorView
 
+ANN_POLICY_KEY = "ann_policy"
+# The most vectors of newer shards a trained ANN index leaves to the snapshot's exact scan (see publish_ann).
+TAIL_MAX = 100_000
+
 _OWN_ENTRIES = {MANIFEST_NAME, CATALOG_NAME, "vectors", "ann", "writer.lock", "thumbnails"}
 
 
@@ -226,18 +230,65 @@ class IndexWriter:
 
     # -- ANN ---------------------------------------------------------------------------------------------
 
-    def publish_ann(self, *, force: bool = False) -> AnnInfo | None:
-        """Rebuild the ANN cache over the live segments of the current generation, if it is out of date."""
+    def set_ann_policy(self, kind: str, memory_budget: int) -> None:
+        """Record which ANN kind and memory budget later runs (``index``) rebuild with."""
+        ann_store.check_kind(kind)
+        self.catalog.set_meta(ANN_POLICY_KEY, json.dumps({"kind": kind, "memory_budget": int(memory_budget)}))
+
+    def ann_policy(self) -> tuple[str, int]:
+        """The recorded (kind, memory budget), or auto with the default budget."""
+        raw = self.catalog.get_meta(ANN_POLICY_KEY)
+        if raw is None:
+            return "auto", ann_store.DEFAULT_MEMORY_BUDGET
+        doc = json.loads(raw)
+        return str(doc.get("kind", "auto")), int(doc.get("memory_budget", ann_store.DEFAULT_MEMORY_BUDGET))
+
+    def _ann_is_fresh_enough(self, current: AnnInfo) -> bool:
+        """A trained (non-flat) index may leave a small tail of newer shards to the snapshot's exact scan.
+
+        Retraining IVF-PQ over millions of vectors takes minutes; an ``index`` run that added a few videos
+        should not pay that. The tail is scanned exactly by every search, so it is kept below 10% of the index
+        and below `TAIL_MAX` vectors; likewise retired segments (over-fetched by every search).
+        """
+        if current.kind == "flat":
+            return False
+        tail = sum(s.count for s in self.manifest.shards if s.generation > current.generation)
+        retired = self.catalog.retired_since(current.generation, self.manifest.generation)
+        limit = min(TAIL_MAX, max(1, current.count // 10))
+        return tail <= limit and retired <= limit
+
+    def publish_ann(
+        self,
+        *,
+        force: bool = False,
+        kind: str | None = None,
+        memory_budget: int | None = None,
+        use_gpu: bool | None = None,
+    ) -> AnnInfo | None:
+        """Rebuild the ANN cache over the live segments of the current generation, if it is out of date.
+
+        `kind` and `memory_budget` default to the recorded policy (`set_ann_policy`), else auto and
+        `ann.DEFAULT_MEMORY_BUDGET`; `force` rebuilds even an up-to-date index (``reindex``).
+        """
         self.flush()
         current = self.manifest.ann
-        if current is not None and current.generation == self.manifest.generation and not force:
+        recorded_kind, recorded_budget = self.ann_policy()
+        kind = kind or recorded_kind
+        budget = memory_budget or recorded_budget
+        up_to_date = current is not None and (
+            current.generation == self.manifest.generation or self._ann_is_fresh_enough(current)
+        )
+        if current is not None and up_to_date and not force:
             return current
         generation = self.manifest.generation
         view = VectorView(self.vectors, self.manifest.shards)
         live = self.catalog.live_segment_ids(generation)
-        index = ann_store.build_flat(view.shards, live, self.identity.embed_dim)
+        dim = self.identity.embed_dim
+        plan = ann_store.plan_ann(len(live), dim, kind=kind, memory_budget=budget)
+        index = ann_store.build_index(plan, view.shards, live, dim, use_gpu=use_gpu)
         crash_point("ann-built")
-        info = ann_store.write_ann(self.dir, index, generation=generation, kind="flat", params={})
+        params = {**plan.params, "exact": plan.exact, "memory_bytes": plan.memory_bytes, "reason": plan.reason}
+        info = ann_store.write_ann(self.dir, index, generation=generation, kind=plan.kind, params=params)
         crash_point("ann-written")
         self.manifest = replace(self.manifest, ann=info, updated_at=now_iso())
         write_manifest(self.dir, self.manifest)
