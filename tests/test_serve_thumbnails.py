@@ -100,13 +100,13 @@ def test_garbage_collection_follows_the_shard_names(tmp_path: Path) -> None:
 
 
 def test_decode_frame_matches_sequential_decoding(playable_videos: dict[str, Path]) -> None:
-    from indexer.decoders import DECODERS
+    from indexer.decoders import DECODERS, read_frames
 
     for path in playable_videos.values():
         video = DECODERS["pyav"].open(str(path))
         try:
             for index in (0, 37, 99):
-                expected = video.frames([index])[0]
+                expected = read_frames(video, [index])[0]
                 assert np.array_equal(decode_frame(str(path), index, video.info.fps), expected), (path.name, index)
         finally:
             video.close()
