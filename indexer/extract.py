@@ -22,6 +22,7 @@ import numpy as np
 from xclip_search.errors import VideoError, VideoLimitError
 from xclip_search.pixels import PixelConfig, normalize, resize_and_crop
 from xclip_search.sampling import sample_frame_indices
+from xclip_search.thumbnails import make_thumbnail
 
 from .decoders import DEFAULT_DECODERS, FORWARD_ONLY, Decoder, VideoInfo, get_decoder
 from .probe import Limits, Probe, probe
@@ -38,6 +39,8 @@ class ExtractSpec:
     max_segments: int = DEFAULT_MAX_SEGMENTS
     decoders: tuple[str, ...] = DEFAULT_DECODERS
     limits: Limits = field(default_factory=Limits)
+    #: make a JPEG thumbnail of each segment's middle sampled frame, from the full-size decoded frame
+    thumbnails: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class ExtractSpec:
             "max_segments": self.max_segments,
             "decoders": list(self.decoders),
             "limits": self.limits.to_dict(),
+            "thumbnails": self.thumbnails,
         }
 
     @classmethod
@@ -71,16 +75,22 @@ class ExtractSpec:
             max_segments=int(d["max_segments"]),
             decoders=tuple(str(x) for x in d["decoders"]),
             limits=Limits.from_dict(d["limits"]),
+            thumbnails=bool(d.get("thumbnails", True)),
         )
 
 
 @dataclass(frozen=True)
 class SegmentCrops:
-    """One segment's T frames, resized and cropped: ``(T, h, w, 3)`` uint8. `attempt` counts decoder switches."""
+    """One segment's T frames, resized and cropped: ``(T, h, w, 3)`` uint8. `attempt` counts decoder switches.
+
+    `thumbnail` is a JPEG of the segment's representative frame at its full aspect ratio (None when disabled
+    or when encoding it failed: a thumbnail is never a reason to lose a segment).
+    """
 
     attempt: int
     plan: SegmentPlan
     crops: np.ndarray
+    thumbnail: bytes | None = None
 
 
 @dataclass
@@ -140,7 +150,8 @@ class Extraction:
                     info.num_frames, info.fps, self.spec.segment_seconds, max_segments=self.spec.max_segments
                 )
                 for plan in plans:
-                    yield SegmentCrops(attempt, plan, self._segment(video, plan))
+                    crops, thumb = self._segment(video, plan)
+                    yield SegmentCrops(attempt, plan, crops, thumb)
             except VideoLimitError:
                 raise
             except VideoError as exc:
@@ -161,18 +172,29 @@ class Extraction:
             return
         raise VideoError("; ".join(notes) if notes else "no decoder available")
 
-    def _segment(self, video: Any, plan: SegmentPlan) -> np.ndarray:
+    def _segment(self, video: Any, plan: SegmentPlan) -> tuple[np.ndarray, bytes | None]:
         indices = sample_frame_indices(plan.frame_start, plan.frame_end, self.spec.num_frames)
         unique = sorted(set(indices))
+        middle = indices[len(indices) // 2]  # = thumbnails.representative_frame_index, what the server falls back to
+        thumb: bytes | None = None
         # Each decoded frame is resized as soon as it arrives (one full-size frame in memory) and once even if
         # the segment repeats it (segments shorter than T frames do).
         crops = {}
         for i, frame in zip(unique, video.iter_frames(unique), strict=False):
             crops[i] = resize_and_crop(frame[None], self.spec.pixels)[0]
+            if i == middle and self.spec.thumbnails:
+                thumb = _thumbnail(frame)
             self._on_frame()
         if len(crops) != len(unique):
             raise VideoError(f"the decoder returned {len(crops)} of {len(unique)} frames")
-        return np.stack([crops[i] for i in indices])
+        return np.stack([crops[i] for i in indices]), thumb
+
+
+def _thumbnail(frame: np.ndarray) -> bytes | None:
+    try:
+        return make_thumbnail(frame)
+    except (ValueError, OSError):
+        return None
 
 
 class CropNormalizer:
@@ -208,6 +230,7 @@ class Extracted:
     pixels: np.ndarray
     notes: list[str] = field(default_factory=list)
     warnings: int = 0
+    thumbnails: list[bytes | None] = field(default_factory=list)
 
 
 def extract(path: str, spec: ExtractSpec) -> Extracted:
@@ -228,6 +251,7 @@ def extract(path: str, spec: ExtractSpec) -> Extracted:
         decoder=summary.decoder,
         segments=[s.plan for s in kept],
         pixels=CropNormalizer(spec.pixels)(np.stack([s.crops for s in kept])),
+        thumbnails=[s.thumbnail for s in kept],
         notes=summary.notes,
         warnings=summary.warnings,
     )

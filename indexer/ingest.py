@@ -56,6 +56,7 @@ class _Pending:
     plans: list[SegmentPlan] = field(default_factory=list)
     v: list[np.ndarray | None] = field(default_factory=list)
     z: list[np.ndarray | None] = field(default_factory=list)
+    thumbnails: list[bytes | None] = field(default_factory=list)
     done: FileDone | None = None
 
     @property
@@ -130,6 +131,7 @@ def ingest(
             p.plans.append(event.plan)
             p.v.append(None)
             p.z.append(None)
+            p.thumbnails.append(event.thumbnail)
             queue.append((p, len(p.plans) - 1, event.crops))
             while len(queue) >= settings.batch_size:
                 batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
@@ -215,7 +217,7 @@ def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: File
         reason=_note(done),
         warnings=done.warnings,
     )
-    writer.add(video, records, np.stack(p.v), np.stack(p.z))  # type: ignore[arg-type]
+    writer.add(video, records, np.stack(p.v), np.stack(p.z), thumbnails=p.thumbnails)  # type: ignore[arg-type]
     return len(records)
 
 

@@ -17,6 +17,8 @@ Workers that cannot start at all (a broken installation) stop the run with an er
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import queue
@@ -56,6 +58,7 @@ class SegmentReady:
     attempt: int
     plan: SegmentPlan
     crops: np.ndarray
+    thumbnail: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +318,8 @@ class DecodePool:
                         seq, f0, f1, s0, s1 = header["plan"]
                         plan = SegmentPlan(int(seq), int(f0), int(f1), float(s0), float(s1))
                         assert array is not None
-                        self._emit(out, SegmentReady(task.path, int(header["attempt"]), plan, array))
+                        thumb = _thumbnail_of(header)
+                        self._emit(out, SegmentReady(task.path, int(header["attempt"]), plan, array, thumb))
                         continue
                     w.task = None
                     w.deadline = float("inf")
@@ -372,6 +376,17 @@ class DecodePool:
         return FileFailed(task.path, status, reason, header.get("hash"), warnings)
 
 
+def _thumbnail_of(header: dict[str, Any]) -> bytes | None:
+    """The segment's JPEG thumbnail from a worker's header (base64); a damaged one is dropped, not fatal."""
+    text = header.get("thumb")
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
 def _inline(path: str, spec: ExtractSpec, mode: str) -> Iterator[PoolEvent]:
     """Decode in this process (``workers=0``): same events, no isolation; for tests and tiny jobs."""
     from xclip_search.errors import VideoError, VideoLimitError
@@ -389,7 +404,7 @@ def _inline(path: str, spec: ExtractSpec, mode: str) -> Iterator[PoolEvent]:
         for seg in job.segments():
             segments.append(seg)
         for seg in segments:
-            yield SegmentReady(path, seg.attempt, seg.plan, seg.crops)
+            yield SegmentReady(path, seg.attempt, seg.plan, seg.crops, seg.thumbnail)
         assert job.summary is not None
         yield FileDone(path, job.summary, job.probe.to_dict(), digest, job.summary.warnings)
     except VideoLimitError as exc:

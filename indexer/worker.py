@@ -14,6 +14,7 @@ is in an unknown state; the pool starts a fresh one.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import faulthandler
 import os
@@ -121,6 +122,8 @@ def _run_task(out: int, task: dict[str, Any], spec: Any, capture: _LogCapture) -
                 "attempt": seg.attempt,
                 "plan": [plan.seq, plan.frame_start, plan.frame_end, plan.start_s, plan.end_s],
             }
+            if seg.thumbnail is not None:
+                header["thumb"] = base64.b64encode(seg.thumbnail).decode("ascii")
             write_message(out, header, seg.crops)
         assert job.summary is not None
         finish("done", probe=job.probe.to_dict(), summary=job.summary.to_dict())

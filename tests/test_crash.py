@@ -114,6 +114,8 @@ def assert_clean(idx: Path) -> None:
     with Index.open(idx) as index:
         shards = {s.name for s in index.snapshot.manifest.shards}
     assert {p.name.split(".")[0] for p in (idx / "vectors").glob("*.npy")} == shards
+    # thumbnails follow their shard: a crash after writing them (before the commit) leaves nothing behind
+    assert {p.name.split(".")[0] for p in (idx / "thumbnails").iterdir()} == shards
 
 
 @pytest.fixture(scope="module")

@@ -112,9 +112,34 @@ def test_decode_frame_matches_sequential_decoding(playable_videos: dict[str, Pat
             video.close()
 
 
+def test_the_indexer_stores_thumbnails_that_match_the_decoded_frame(serve_index: Path, tmp_path: Path) -> None:
+    manifest = read_manifest(serve_index)
+    assert manifest.shards and all(thumbnail_paths(serve_index, s.name)[1].exists() for s in manifest.shards)
+    bare = tmp_path / "bare"
+    shutil.copytree(serve_index, bare)
+    shutil.rmtree(bare / THUMBNAILS_DIR)
+    with make_client(serve_index) as c:
+        videos = c.get("/api/videos", params={"status": "indexed"}).json()["videos"]
+        checked = 0
+        for video in videos:
+            for seg in c.get(f"/api/videos/{video['video_id']}").json()["segments"]:
+                stored = c.get(seg["thumbnail_url"]).content
+                decoded = thumbnail(bare, seg["segment_id"])  # PyAV, on demand: what the server falls back to
+                assert decoded is not None
+                a = np.asarray(Image.open(io.BytesIO(stored)), dtype=np.int16)
+                b = np.asarray(Image.open(io.BytesIO(decoded)), dtype=np.int16)
+                assert a.shape == b.shape, video["name"]
+                assert np.abs(a - b).mean() < 4.0, (video["name"], seg["segment_id"])  # decord vs PyAV, JPEG
+                checked += 1
+        text = c.get("/metrics").text
+        assert re.search(rf'xclip_search_thumbnails_total\{{source="stored"\}} {checked}\.0', text), text
+        assert 'source="decoded"' not in text
+
+
 def test_fallback_then_stored_thumbnails_through_the_api(serve_index: Path, tmp_path: Path) -> None:
     copy = tmp_path / "index"
     shutil.copytree(serve_index, copy)
+    shutil.rmtree(copy / THUMBNAILS_DIR)  # an index made before the indexer stored thumbnails
     with make_client(copy) as c:
         video = next(v for v in c.get("/api/videos", params={"status": "indexed"}).json()["videos"])
         segs = c.get(f"/api/videos/{video['video_id']}").json()["segments"]
@@ -139,7 +164,10 @@ def test_fallback_then_stored_thumbnails_through_the_api(serve_index: Path, tmp_
     assert thumbnail(copy, 424242) is None
 
 
-def test_thumbnail_function_decodes_when_nothing_is_stored(serve_index: Path) -> None:
+def test_thumbnail_function_decodes_when_nothing_is_stored(serve_index: Path, tmp_path: Path) -> None:
+    shutil.copytree(serve_index, tmp_path / "index")
+    serve_index = tmp_path / "index"
+    shutil.rmtree(serve_index / THUMBNAILS_DIR)
     manifest = read_manifest(serve_index)
     assert not thumbnail_paths(serve_index, manifest.shards[0].name)[1].exists()
     from xclip_search.store.catalog import Catalog

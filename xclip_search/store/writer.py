@@ -25,6 +25,8 @@ import numpy as np
 
 from ..checkpoint import ModelIdentity
 from ..errors import IndexCorruptError, IndexMismatchError, InvalidArgumentError
+from ..thumbnails import remove_unreferenced as remove_unreferenced_thumbnails
+from ..thumbnails import write_thumbnail_shard
 from . import ann as ann_store
 from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
@@ -65,6 +67,7 @@ class IndexWriter:
         self._lock: contextlib.ExitStack | None = None
         self._entries: list[BatchEntry] = []
         self._v: list[np.ndarray] = []
+        self._thumbs: list[bytes | None] = []
         self._z: list[np.ndarray] = []
         self._removed: list[str] = []
         self._updates: list[FileUpdate] = []
@@ -138,6 +141,7 @@ class IndexWriter:
             self._recover()
         referenced = {s.name for s in self.manifest.shards}
         self.vectors.remove_unreferenced(referenced)
+        remove_unreferenced_thumbnails(self.dir, referenced)
 
     def _catalog_shards(self) -> tuple[ShardInfo, ...]:
         return tuple(
@@ -172,10 +176,21 @@ class IndexWriter:
     def reserve_ids(self, count: int) -> int:
         return self.catalog.reserve_segment_ids(count)
 
-    def add(self, video: VideoRecord, segments: Sequence[SegmentRecord], v: np.ndarray, z: np.ndarray) -> None:
-        """Queue an indexed video with its segments (ids already reserved) and their vectors."""
+    def add(
+        self,
+        video: VideoRecord,
+        segments: Sequence[SegmentRecord],
+        v: np.ndarray,
+        z: np.ndarray,
+        *,
+        thumbnails: Sequence[bytes | None] | None = None,
+    ) -> None:
+        """Queue an indexed video with its segments (ids already reserved), their vectors and JPEG thumbnails."""
         if len(segments) != len(v) or len(segments) != len(z):
             raise ValueError("one v and one Z per segment")
+        if thumbnails is not None and len(thumbnails) != len(segments):
+            raise ValueError("one thumbnail (or None) per segment")
+        self._thumbs.extend(thumbnails if thumbnails is not None else [None] * len(segments))
         self._entries.append(BatchEntry(video=video, segments=list(segments)))
         self._v.append(np.asarray(v, np.float32))
         self._z.append(np.asarray(z, np.float32))
@@ -217,6 +232,8 @@ class IndexWriter:
             shard = self.vectors.write_shard(
                 generation, ids, np.concatenate(self._v), np.concatenate(self._z), z_dtype=self.z_dtype
             )
+            if any(t is not None for t in self._thumbs):
+                write_thumbnail_shard(self.dir, shard.name, self._thumbs)
         crash_point("shard-written")
         self.catalog.commit_batch(generation, self.run_id, self._entries, shard, self._removed, self._updates)
         crash_point("catalog-committed")
@@ -225,6 +242,7 @@ class IndexWriter:
         write_manifest(self.dir, self.manifest)
         crash_point("manifest-published")
         self._entries, self._v, self._z, self._removed, self._updates = [], [], [], [], []
+        self._thumbs = []
         self.changed = True
         return generation
 
