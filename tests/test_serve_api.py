@@ -4,6 +4,7 @@ health, metrics and the offline API docs; results must equal the library's own."
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,25 @@ def test_bad_tag_requests(client: TestClient, body: dict[str, Any], status: int)
     assert r.json()["error"]
 
 
-def test_saving_tags_is_reported_as_not_available(client: TestClient) -> None:
-    r = client.post("/api/tag", json={"labels": "a", "video_id": 1, "save": True})
-    assert r.status_code == 501 and "not available" in r.json()["error"] and r.json()["hint"]
+def test_saving_tags_stores_what_tagging_returns(serve_index: Path, tmp_path: Path) -> None:
+    shutil.copytree(serve_index, tmp_path / "index")
+    with make_client(tmp_path / "index") as c:
+        video_id = c.get("/api/videos", params={"status": "indexed"}).json()["videos"][0]["video_id"]
+        r = c.post("/api/tag", json={"labels": "red, blue, green", "video_id": video_id, "top": 2, "save": True})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["saved"] == 2 * len(body["segments"]) > 0
+        whole = c.post("/api/tag", json={"labels": ["dark", "bright"], "save": True, "limit": 5}).json()
+        assert whole["saved"] == 2 * whole["total"]
+        assert c.post("/api/tag", json={"labels": "a", "video_id": 424242, "save": True}).status_code == 404
+    with Index.open(tmp_path / "index") as index:
+        ids = [s["segment_id"] for s in body["segments"]]
+        saved = index.catalog.tags_of(ids)
+        for seg in body["segments"]:
+            got = {t["label"]: t["prob"] for t in saved[seg["segment_id"]] if t["label"] in ("red", "blue", "green")}
+            assert got == pytest.approx({t["label"]: t["prob"] for t in seg["labels"]}, rel=1e-6)
+        hits = index.search("something", where="tag=dark", top_k=3)
+        assert hits
 
 
 def test_videos_and_segments_metadata(client: TestClient, index: Index) -> None:

@@ -7,8 +7,9 @@ Model work (text encoding, rerank, tagging) runs on one dedicated thread: on a C
 compete for the same cores, the encoder's caches are not meant for concurrent writers, and torch keeps a single
 OpenMP thread team. Catalog reads and media run on the request threads.
 
-This module is also the adapter over what `Index` does not offer yet (search filters, query by example, stage
-timings, per-video tagging, saving tags); each such spot says so, and the routes never see the difference.
+This module also adds what only the server needs on top of `Index`: stage timings, the web form's filters,
+per-video tagging and paging of whole-index tagging; saving tags goes through the catalog's tags table, as
+``xclip-search tag --save`` does.
 """
 
 from __future__ import annotations
@@ -273,12 +274,27 @@ class IndexService:
             ]
         return {"generation": snap.generation, "total": total, "offset": offset, "results": results}
 
-    def save_tags(self, labels: Sequence[str], video_id: int | None) -> None:
-        """Adapter: the catalog has no tags table yet; the query-engine work adds ``tag --save``."""
-        raise UnsupportedError(
-            "Saving tags is not available in this version",
-            hint="Tag without save to see the probabilities; saving arrives with 'xclip-search tag --save'.",
-        )
+    def save_tags(self, labels: Sequence[str], video_id: int | None, *, top: int | None = None) -> int:
+        """Store the labels' probabilities (the `top` most probable per segment, else all) in the catalog's tags
+        table, for one video or for the whole index, as ``xclip-search tag --index DIR --save`` does; returns the
+        number of (segment, label) rows written. Earlier tags of the same labels on those segments are replaced,
+        so ``search --tag LABEL`` filters on the newest."""
+        labels = _check_labels(labels)
+        snap = self.pin()
+        if video_id is None:
+
+            def whole() -> int:
+                return sum(len(s.labels) for s in self.index.tag_index(labels, top=top, save=True))
+
+            return self._on_model_thread(whole)
+        segs = views.video_segments(snap.catalog, snap.generation, video_id)
+        if not segs:
+            raise NotFoundError(f"No indexed video with id {video_id} in this index")
+        ids = [int(s["id"]) for s in segs]
+        v, z = snap.vectors.gather(np.array(ids, dtype=np.int64))
+        per_segment = self._tag(v, z, labels, top)
+        rows = [(sid, t.label, t.prob, t.score) for sid, tags in zip(ids, per_segment, strict=True) for t in tags]
+        return snap.catalog.save_tags(labels, ids, rows)
 
     # -- metadata ------------------------------------------------------------------------------------------
 

@@ -17,9 +17,14 @@ router = APIRouter(prefix="/api", tags=["tag"])
 def tag(request: Request, body: TagBody) -> dict[str, Any]:
     service: IndexService = request.app.state.service
     labels = body.label_list()
+    saved = None
     if body.save:
         require_writer(request)
-        service.save_tags(labels, body.video_id)
+        saved = service.save_tags(labels, body.video_id, top=body.top)
     if body.video_id is not None:
-        return service.tag_video(body.video_id, labels, top=body.top)
-    return service.tag_index(labels, top=body.top, offset=body.offset, limit=body.limit)
+        out = service.tag_video(body.video_id, labels, top=body.top)
+    else:
+        out = service.tag_index(labels, top=body.top, offset=body.offset, limit=body.limit)
+    if saved is not None:
+        out["saved"] = saved
+    return out
