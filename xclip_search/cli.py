@@ -978,6 +978,15 @@ def serve_cmd(
     return 0
 
 
+def _register_commands() -> None:
+    from .cli_demo import demo_cmd
+
+    cli.add_command(demo_cmd)
+
+
+_register_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

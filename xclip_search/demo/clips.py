@@ -41,7 +41,6 @@ __all__ = [
     "make_scene_video",
     "random_spec",
     "render_clip",
-    "sample_indices",
     "shape_phrase",
     "write_mp4",
 ]
@@ -151,10 +150,7 @@ class ClipSpec:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> ClipSpec:
         """Inverse of :meth:`to_dict`."""
-        shapes = tuple(
-            ShapeSpec(**{**s, "rgb": tuple(s["rgb"])})  # type: ignore[arg-type]
-            for s in data["shapes"]
-        )
+        shapes = tuple(ShapeSpec(**{**s, "rgb": tuple(s["rgb"])}) for s in data["shapes"])
         bg = data["background"]
         background = BackgroundSpec(**{**bg, "rgb_a": tuple(bg["rgb_a"]), "rgb_b": tuple(bg["rgb_b"])})
         rest = {k: v for k, v in data.items() if k not in ("shapes", "background")}
@@ -237,9 +233,7 @@ def _jitter_rgb(rng: np.random.Generator, base: tuple[int, int, int]) -> tuple[i
     return tuple(int(v) for v in np.clip(np.array(base) + jitter, 0, 255))  # type: ignore[return-value]
 
 
-def _background_colour(
-    rng: np.random.Generator, avoid: Sequence[tuple[int, int, int]]
-) -> tuple[int, int, int]:
+def _background_colour(rng: np.random.Generator, avoid: Sequence[tuple[int, int, int]]) -> tuple[int, int, int]:
     """A random colour far from every colour in ``avoid`` (all colour words). Backgrounds are drawn from the
     whole RGB cube (darkened half of the time): greys, browns, purples, teals, pinks, oranges... so the model
     cannot rely on any one background, only on the shapes."""
@@ -254,7 +248,7 @@ def _background_colour(
 
 def _random_shape(rng: np.random.Generator, colour: str, shape: str, motion: str, scale: float) -> ShapeSpec:
     """A shape whose whole trajectory stays inside the frame (with a margin)."""
-    radius = float(rng.uniform(0.1, 0.17) * scale)
+    radius = float(rng.uniform(0.13, 0.21) * scale)
     travel = 0.0
     blink_cycles, blink_phase = 2.0, 0.0
     max_radius = radius
@@ -338,9 +332,7 @@ def random_spec(
     """
     n_frames = int(rng.integers(num_frames[0], num_frames[1] + 1))
     allowed_motions = tuple(motions) if motions is not None else MOTIONS
-    n_shapes = (
-        2 if (colour is None and shape is None and motion is None and rng.random() < two_shape_prob) else 1
-    )
+    n_shapes = 2 if (colour is None and shape is None and motion is None and rng.random() < two_shape_prob) else 1
     scale = (1.0 if n_shapes == 1 else 0.8) * size_scale
     shapes: list[ShapeSpec] = []
     for _attempt in range(100):
@@ -401,11 +393,12 @@ def _render_background(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
         from PIL import Image
 
         cells = rng.random((bg.texture_cells, bg.texture_cells)).astype(np.float32)
-        img = Image.fromarray((cells * 255).astype(np.uint8), mode="L").resize((size, size), Image.BICUBIC)
+        img = Image.fromarray((cells * 255).astype(np.uint8), mode="L").resize((size, size), Image.Resampling.BICUBIC)
         weight = np.asarray(img, dtype=np.float32) / 255.0
     else:
         raise ValueError(f"unknown background kind {bg.kind!r}")
-    return a[None, None, :] * (1.0 - weight[..., None]) + b[None, None, :] * weight[..., None]
+    out = a[None, None, :] * (1.0 - weight[..., None]) + b[None, None, :] * weight[..., None]
+    return out.astype(np.float32)
 
 
 def _shape_alpha(kind: str, cx: float, cy: float, r: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -448,12 +441,18 @@ def render_clip(spec: ClipSpec, indices: Sequence[int] | None = None) -> np.ndar
         for shape in spec.shapes:
             if not shape.visible((k + 0.5) / spec.num_frames):
                 continue
-            cx, cy, r = shape.centre_and_radius(u)
-            alpha = _shape_alpha(shape.shape, cx * size, cy * size, r * size, xx, yy)[..., None]
-            img = img * (1.0 - alpha) + np.array(shape.rgb, dtype=np.float32) * alpha
+            cx, cy, r = (v * size for v in shape.centre_and_radius(u))
+            # only the shape's bounding box (every shape lies within 1.3 r of its centre) is composited
+            x0, x1 = max(0, int(cx - 1.3 * r - 2)), min(size, int(cx + 1.3 * r + 3))
+            y0, y1 = max(0, int(cy - 1.3 * r - 2)), min(size, int(cy + 1.3 * r + 3))
+            if x0 >= x1 or y0 >= y1:
+                continue
+            alpha = _shape_alpha(shape.shape, cx, cy, r, xx[y0:y1, x0:x1], yy[y0:y1, x0:x1])[..., None]
+            box = img[y0:y1, x0:x1]
+            box += (np.array(shape.rgb, dtype=np.float32) - box) * alpha
         if spec.noise_std > 0:
             noise_rng = np.random.default_rng([spec.noise_seed, k])
-            img = img + noise_rng.normal(0.0, spec.noise_std, size=img.shape).astype(np.float32)
+            img += noise_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(spec.noise_std)
         frames[out] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return frames
 
@@ -466,16 +465,6 @@ def make_clip(rng: np.random.Generator, spec: ClipSpec | None = None) -> Clip:
 
 
 # ---------------------------------------------------------------------------------------- sampling and files
-
-
-def sample_indices(a: int, b: int, num_frames: int) -> list[int]:
-    """DESIGN.md's frame sampling for the segment ``[a, b)``: ``avg = (b - a) / T``,
-    ``idx_i = a + int(avg * i + avg / 2)``, clipped into ``[a, b)``. Training uses exactly what indexing
-    uses."""
-    if b <= a:
-        raise ValueError(f"empty segment [{a}, {b})")
-    avg = (b - a) / num_frames
-    return [min(max(a + int(avg * i + avg / 2), a), b - 1) for i in range(num_frames)]
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 12.0, crf: int = 23) -> None:
@@ -527,9 +516,7 @@ def make_scene_video(
     :func:`random_spec`.
     """
     if specs is None:
-        lo, hi = (
-            (frames_per_scene, frames_per_scene) if isinstance(frames_per_scene, int) else frames_per_scene
-        )
+        lo, hi = (frames_per_scene, frames_per_scene) if isinstance(frames_per_scene, int) else frames_per_scene
         specs = [random_spec(rng, num_frames=(lo, hi), size=size, **spec_kwargs) for _ in range(num_scenes)]
     if len({s.size for s in specs}) > 1:
         raise ValueError("all scenes must have the same frame size")

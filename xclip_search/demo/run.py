@@ -1,0 +1,220 @@
+"""``xclip-search demo``: the whole product on generated clips, offline, with answers that can be checked.
+
+A seeded library of short captioned clips and a few longer videos made of scenes (so that search returns time
+ranges) is written to disk, indexed with the bundled demonstration model through the ordinary indexer, searched
+through the ordinary `Index` API, and new clips the index never saw are tagged with an open vocabulary. Every
+clip's caption is known, so each result is printed next to the truth: the demo shows what the model gets wrong
+as plainly as what it gets right.
+
+The library is a pure function of the seed; a second run reuses the files and the index (nothing is re-encoded).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import clips as gen
+
+SEED = 20261121
+SEGMENT_SECONDS = 2.0  # one scene of a scene video; single clips (16-32 frames at 12 fps) stay one segment
+FPS = 12.0
+SCENE_FRAMES = 24
+LABELS = gen.MOTIONS  # zero-shot tagging vocabulary: the seven motions
+TRUTH_FILE = "captions.json"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What is really in one time range of one library file."""
+
+    start: float
+    end: float
+    caption: str
+
+
+@dataclass
+class DemoOptions:
+    out_dir: Path
+    model: str = "demo"
+    seed: int = SEED
+    clips: int = 18
+    scene_videos: int = 3
+    scenes: int = 4
+    new_clips: int = 7
+    top_k: int = 3
+    device: str | None = None
+
+
+@dataclass
+class DemoReport:
+    """What the demo did; `to_dict` is the ``demo --json`` shape."""
+
+    library: Path
+    index: Path
+    model: str
+    indexed: dict[str, Any]
+    searches: list[dict[str, Any]] = field(default_factory=list)
+    tagging: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "library": str(self.library),
+            "index": str(self.index),
+            "model": self.model,
+            "indexed": self.indexed,
+            "searches": self.searches,
+            "tagging": self.tagging,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+
+# -- the library ---------------------------------------------------------------------------------------------
+
+
+def build_library(directory: Path, opts: DemoOptions) -> dict[str, list[Truth]]:
+    """Write the clips and scene videos (once; they are a function of the seed) and return the ground truth."""
+    directory.mkdir(parents=True, exist_ok=True)
+    truth_path = directory / TRUTH_FILE
+    if truth_path.is_file():
+        recorded = json.loads(truth_path.read_text())
+        if recorded.get("seed") == opts.seed and all((directory / name).is_file() for name in recorded["files"]):
+            return {name: [Truth(**t) for t in rows] for name, rows in recorded["files"].items()}
+    rng = np.random.default_rng(opts.seed)
+    truth: dict[str, list[Truth]] = {}
+    for i in range(opts.clips):
+        clip = gen.make_clip(rng)
+        name = f"clip-{i + 1:02d}.mp4"
+        gen.write_mp4(directory / name, clip.frames, fps=FPS)
+        truth[name] = [Truth(0.0, len(clip.frames) / FPS, clip.caption)]
+    for i in range(opts.scene_videos):
+        video = gen.make_scene_video(rng, opts.scenes, fps=FPS, frames_per_scene=SCENE_FRAMES, two_shape_prob=0.0)
+        name = f"scenes-{i + 1}.mp4"
+        gen.write_mp4(directory / name, video.frames, fps=FPS)
+        truth[name] = [Truth(s.start, s.end, s.caption) for s in video.scenes]
+    rows = {name: [t.__dict__ for t in ts] for name, ts in truth.items()}
+    truth_path.write_text(json.dumps({"seed": opts.seed, "fps": FPS, "files": rows}, indent=1) + "\n")
+    return truth
+
+
+def new_clips(directory: Path, opts: DemoOptions) -> dict[str, str]:
+    """Clips the index never saw (another seed), one shape each, for tagging: file name -> caption."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(opts.seed + 1)
+    out: dict[str, str] = {}
+    for i in range(opts.new_clips):
+        spec = gen.random_spec(rng, two_shape_prob=0.0, motion=LABELS[i % len(LABELS)])
+        clip = gen.make_clip(rng, spec)
+        name = f"new-{i + 1}.mp4"
+        if not (directory / name).is_file():
+            gen.write_mp4(directory / name, clip.frames, fps=FPS)
+        out[name] = clip.caption
+    return out
+
+
+def pick_queries(truth: dict[str, list[Truth]]) -> list[tuple[str, str]]:
+    """(query, how a result is judged): scenes inside longer videos, a whole clip, and one motion word alone."""
+    scene_files = [name for name in truth if name.startswith("scenes-")]
+    clip_files = [name for name in truth if name.startswith("clip-")]
+    queries: list[tuple[str, str]] = []
+    for k, name in enumerate(scene_files[:2]):
+        scenes = truth[name]
+        queries.append((scenes[(k + 2) % len(scenes)].caption, "exact"))
+    single = [n for n in clip_files if " and " not in truth[n][0].caption]
+    if single:
+        queries.append((truth[single[0]][0].caption, "exact"))
+    queries.append(("blinking", "contains"))
+    return queries
+
+
+def caption_at(truth: list[Truth], start: float, end: float) -> str:
+    """The caption of the scene covering the middle of ``[start, end]``."""
+    middle = (start + end) / 2
+    for t in truth:
+        if t.start <= middle < t.end:
+            return t.caption
+    return truth[-1].caption
+
+
+def judge(query: str, how: str, caption: str) -> bool:
+    if how == "exact":
+        return caption == query
+    return query in caption
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+
+
+def run_demo(opts: DemoOptions, *, progress: Any = None, say: Callable[[str], None] | None = None) -> DemoReport:
+    """Generate, index, search and tag; see the module docstring."""
+    from indexer import IndexOptions, run_index
+    from indexer.embed import embed_files
+
+    from ..checkpoint import resolve_checkpoint
+    from ..index import Index
+    from ..tagging import tags_to_json
+
+    note = say or (lambda _message: None)
+    resolve_checkpoint(opts.model)  # a bad --model fails here, before anything is generated
+    out = opts.out_dir.expanduser().resolve()
+    library, index_dir = out / "library", out / "index"
+    seconds: dict[str, float] = {}
+
+    started = time.perf_counter()
+    note(f"Generating the demo library in {library} ...")
+    truth = build_library(library, opts)
+    fresh = new_clips(out / "new-clips", opts)
+    seconds["generate"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    note(f"Indexing it with the '{opts.model}' model into {index_dir} ...")
+    report = run_index(
+        [str(library)],
+        index_dir,
+        model=opts.model,
+        options=IndexOptions(segment_seconds=SEGMENT_SECONDS, device=opts.device),
+        progress=progress,
+    )
+    seconds["index"] = time.perf_counter() - started
+    indexed = {k: v for k, v in report.to_dict().items() if k in ("indexed", "unchanged", "failed", "segments")}
+
+    result = DemoReport(library=library, index=index_dir, model=opts.model, indexed=indexed)
+    with Index.open(index_dir, device=opts.device) as index:
+        started = time.perf_counter()
+        for query, how in pick_queries(truth):
+            hits = index.search(query, top_k=opts.top_k)
+            rows = []
+            for hit in hits:
+                name = Path(hit.path).name
+                caption = caption_at(truth[name], hit.best_start, hit.best_end)
+                rows.append(
+                    {**hit.to_dict(), "best_start": round(hit.best_start, 3), "best_end": round(hit.best_end, 3)}
+                    | {"caption": caption, "correct": judge(query, how, caption)}
+                )
+            result.searches.append({"query": query, "judged_by": how, "results": rows})
+        seconds["search"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        paths = [str(out / "new-clips" / name) for name in fresh]
+        checkpoint = index.checkpoint
+        for item in embed_files(paths, checkpoint, segment_seconds=0):
+            if item.embeddings is None or item.extracted is None:
+                continue
+            tags = index.tag_embeddings(item.embeddings.v, item.embeddings.z, list(LABELS), top=3)
+            spans = [(s.start_s, s.end_s) for s in item.extracted.segments]
+            for row in tags_to_json(item.path, spans, tags):
+                caption = fresh[Path(item.path).name]
+                row["caption"] = caption
+                row["correct"] = bool(row["labels"]) and row["labels"][0]["label"] in caption
+                result.tagging.append(row)
+        result.tagging.sort(key=lambda r: r["path"])
+        seconds["tag"] = time.perf_counter() - started
+    result.seconds = seconds
+    return result
