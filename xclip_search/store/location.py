@@ -74,7 +74,9 @@ def without_password(url: str) -> str:
         parsed: URL = make_url(url)
     except ArgumentError:
         return "<unparseable URL>"
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    # URL.set(password=None) keeps the password (None means "unchanged" there): build the URL again without it.
+    bare = URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query)
+    return bare.render_as_string(hide_password=False)
 
 
 def default_url(index_dir: Path) -> str:

@@ -35,8 +35,8 @@ def glob_to_regex(pattern: str) -> str:
                 j += 1
             while j < n and pattern[j] != "]":
                 j += 1
-            if j >= n:  # no closing bracket: SQLite matches nothing for it; a literal '[' is the closest
-                out.append("\\[")
+            if j >= n:  # no closing bracket: SQLite's GLOB matches nothing at all
+                return "a^"
             else:
                 body = pattern[i + 1 : j]
                 negate = body.startswith("^")
