@@ -291,3 +291,74 @@ def test_concurrent_writers_share_one_catalog(tmp_path: Path, pg_url: str, monke
     assert snap.coarse(q, 3)[0].segment_id == live[0].id  # search works on the shared index
     assert manifest.ann is not None
     catalog.close()
+
+
+# -- two real indexer processes -----------------------------------------------------------------------------
+
+
+def _live_rows(directory: Path) -> list[tuple[str, int, float, float]]:
+    snap = Snapshot.open(directory)
+    try:
+        rows = [r for batch in snap.catalog.iter_segment_rows(snap.generation) for r in batch]
+        return sorted((r["path"], r["seq"], r["start_s"], r["end_s"]) for r in rows)
+    finally:
+        snap.catalog.close()
+
+
+@pytest.mark.slow  # three model runs: ~1 min on the shared 2-core machine
+def test_two_indexers_over_overlapping_folders_share_a_postgresql_catalog(
+    tmp_path: Path, library: Path, tiny_ckpt: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`index lib` and `index lib/sub lib/bikes.mp4` at once into one directory and one PostgreSQL catalog:
+    the same live segments as one sequential run on SQLite, each file once, ids unique, search works."""
+    from click.testing import CliRunner
+
+    from xclip_search.cli import cli
+
+    monkeypatch.delenv("XCLIP_SEARCH_CATALOG", raising=False)
+    common = ["--model", str(tiny_ckpt), "--segment-seconds", "1", "--commit-every", "1", "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}
+    shared = tmp_path / "shared"
+    runs = [[str(library)], [str(library / "sub"), str(library / "bikes.mp4")]]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "xclip_search",
+                "index",
+                *paths,
+                "--index",
+                str(shared),
+                "--catalog",
+                pg_url,
+                *common,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for paths in runs
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [3, 0], outs  # exit 3: lib holds a fake .mp4 that fails
+    reference = tmp_path / "reference"
+    subprocess.run(
+        [sys.executable, "-m", "xclip_search", "index", str(library), "--index", str(reference), *common],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    monkeypatch.setenv("PGPASSWORD", make_url(pg_url).password or "")
+    assert _live_rows(shared) == _live_rows(reference)  # nothing lost, nothing live twice
+    catalog = Catalog.open(shared)
+    with catalog.engine.connect() as conn:
+        paths = conn.execute(select(videos.c.path)).scalars().all()
+    catalog.close()
+    assert len(paths) == len(set(paths)) == 6  # 4 generated videos, bikes.mp4 and the fake .mp4, once each
+    ids = np.concatenate([np.asarray(s.ids) for s in Snapshot.open(shared).vectors.shards])
+    assert len(np.unique(ids)) == len(ids)
+    result = CliRunner().invoke(cli, ["search", "a video", "--index", str(shared), "--top-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["results"]) == 3
