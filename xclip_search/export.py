@@ -182,9 +182,9 @@ def _write_segments(
 
 
 def _video_schema(pa: Any, rows: list[dict[str, Any]]) -> Any:
-    from .store.catalog import videos
-
     from sqlalchemy import Float, Integer
+
+    from .store.catalog import videos
 
     def arrow_type(sql_type: Any) -> Any:  # BIGINT (64-bit columns) is an Integer too
         return (
