@@ -58,6 +58,8 @@ class IndexOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S
     memory_mb: int = DEFAULT_MEMORY_MB
     decoders: tuple[str, ...] = DEFAULT_DECODERS
+    # SQLAlchemy URL of the catalog (PostgreSQL for a shared index); None: the one the index records.
+    catalog_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ def run_index(
 
     with contextlib.ExitStack() as stack:
         # An existing index is locked before the walk; a new one once the model that names it is loaded.
-        writer = stack.enter_context(IndexWriter(index_path, identity)) if identity is not None else None
+        writer = _writer(stack, index_path, identity, opts) if identity is not None else None
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
@@ -182,7 +184,7 @@ def run_index(
                 check_model(identity, checkpoint.identity, index_path)
         if writer is None:
             assert checkpoint is not None
-            writer = stack.enter_context(IndexWriter(index_path, checkpoint.identity))
+            writer = _writer(stack, index_path, checkpoint.identity, opts)
         writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
         try:
@@ -204,15 +206,20 @@ def run_index(
     return report
 
 
+def _writer(stack: contextlib.ExitStack, index_path: Path, identity: ModelIdentity, opts: IndexOptions) -> IndexWriter:
+    return stack.enter_context(IndexWriter(index_path, identity, catalog_url=opts.catalog_url))
+
+
 def _flush_after_interrupt(writer: IndexWriter) -> None:
     """Keep every video that was completely encoded, unless Ctrl-C landed inside a commit.
 
     If the catalog already holds a generation the manifest does not name, the interrupted commit went through
     its SQL transaction; publishing it is the next writer's recovery (roll forward), and committing the same
-    batch again would be wrong. Anything else that fails here is left to that recovery as well.
+    batch again would be wrong. Anything else that fails here is left to that recovery as well. On a shared
+    catalog the flush itself rolls forward first and drops files already committed, so it always runs.
     """
     try:
-        if writer.catalog.latest_generation() == writer.manifest.generation:
+        if writer.shared or writer.catalog.latest_generation() == writer.manifest.generation:
             writer.flush()
     except Exception:  # best effort on the way out; the next run recovers from whatever state this leaves
         return

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,53 @@ def serve_index(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path, playa
     index_dir = root / "index"
     run_index([str(lib)], index_dir, model=str(tiny_ckpt), options=IndexOptions(segment_seconds=1, workers=0))
     return index_dir
+
+
+# -- catalog backends ---------------------------------------------------------------------------------------
+# PostgreSQL tests run against the server named by XCLIP_SEARCH_TEST_PG_URL (CI starts Debian's postgresql);
+# without it they skip, unless XCLIP_SEARCH_REQUIRE_PG=1 (CI), where a missing server is a failure.
+PG_URL_ENV = "XCLIP_SEARCH_TEST_PG_URL"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        if os.environ.get("XCLIP_SEARCH_REQUIRE_PG") == "1":
+            pytest.fail(f"XCLIP_SEARCH_REQUIRE_PG=1 but {PG_URL_ENV} is not set")
+        pytest.skip(f"no PostgreSQL server ({PG_URL_ENV} is not set)")
+    return url
+
+
+@pytest.fixture()
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A catalog URL on a fresh, empty schema of the test server (dropped afterwards): tests never share rows."""
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from xclip_search.store.location import normalize_url
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(pg_server_url))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = make_url(normalize_url(pg_server_url)).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Run a test once per catalog backend: PostgreSQL through XCLIP_SEARCH_CATALOG (child processes too)."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("XCLIP_SEARCH_CATALOG", raising=False)
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("XCLIP_SEARCH_CATALOG", url)
+    return url

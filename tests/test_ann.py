@@ -256,3 +256,45 @@ def test_gpu_build_needs_a_gpu(big: tuple[Path, list[Video]]) -> None:
     plan = ann_store.plan_ann(3000, D, kind="ivfpq")
     with pytest.raises(DependencyError, match="no GPU"):
         ann_store.build_index(plan, snap.vectors.shards, snap.live_ids(), D, use_gpu=True)
+
+
+def test_chunked_build_equals_the_all_in_memory_build(big: tuple[Path, list[Video]]) -> None:
+    """IVF-PQ filled 97 rows at a time from the memory-mapped shards is the same index as one filled at once."""
+    import faiss
+
+    snap = Snapshot.open(big[0])
+    shards, live = snap.vectors.shards, snap.live_ids()
+    plan = ann_store.plan_ann(len(live), D, kind="ivfpq")
+    whole_report, chunked_report = ann_store.BuildReport(), ann_store.BuildReport()
+    whole = ann_store.build_index(plan, shards, live, D, chunk=10**9, report=whole_report)
+    chunked = ann_store.build_index(plan, shards, live, D, chunk=97, report=chunked_report)
+    assert whole_report.chunks == len(shards) and whole_report.vectors == len(live) == 3000
+    assert chunked_report.chunks >= 3000 // 97 and chunked_report.largest_chunk <= 97
+    assert chunked_report.trained_on == whole_report.trained_on == plan.params["train_size"]
+    assert bytes(faiss.serialize_index(chunked)) == bytes(faiss.serialize_index(whole))
+    queries = np.stack([unit(v.v[0]) for v in big[1][:20]])
+    assert np.array_equal(chunked.search(queries, 10)[1], whole.search(queries, 10)[1])
+
+
+def test_info_says_how_the_ann_index_was_built(
+    big: tuple[Path, list[Video]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from xclip_search.cli import cli
+
+    directory = tmp_path / "copy"
+    shutil.copytree(big[0], directory)
+    monkeypatch.setenv("XCLIP_SEARCH_ANN_CHUNK", "500")
+    result = CliRunner().invoke(cli, ["reindex", "--index", str(directory), "--ann", "ivfpq", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(CliRunner().invoke(cli, ["info", "--index", str(directory), "--json"]).stdout)
+    build = info["ann"]["build"]
+    assert build["kind"] == "ivfpq" and build["vectors"] == 3000 and build["chunk_size"] == 500
+    assert build["chunks"] >= 6 and build["largest_chunk"] <= 500 and 0 < build["trained_on"] <= 3000
+    assert build["seconds"] > 0 and "build" not in info["ann"]["params"]
+    assert info["catalog"]["backend"] == "sqlite"
+    human = CliRunner().invoke(cli, ["info", "--index", str(directory)]).stdout
+    assert f"trained on {build['trained_on']} of 3000 vectors" in human and "chunk(s) of up to 500" in human

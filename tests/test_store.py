@@ -18,6 +18,9 @@ from xclip_search.store.manifest import read_manifest
 from xclip_search.store.snapshot import Snapshot
 from xclip_search.store.writer import IndexWriter
 
+# Every test here runs on SQLite and on PostgreSQL (skipped without a test server, see conftest).
+pytestmark = pytest.mark.usefixtures("catalog_backend")
+
 D, N = 8, 4
 IDENTITY = ModelIdentity(
     source="tiny", revision=None, config_hash="abc", num_frames=8, image_size=32, embed_dim=D, num_tokens=N
@@ -190,7 +193,14 @@ def test_other_model_is_refused(tmp_path: Path) -> None:
         pass
 
 
-def test_second_writer_is_refused_while_one_writes(tmp_path: Path) -> None:
+def test_second_writer_is_refused_while_one_writes(tmp_path: Path, catalog_backend: str | None) -> None:
+    if catalog_backend is not None:  # a shared catalog takes several writers, serialised per commit
+        with IndexWriter(tmp_path, IDENTITY) as one, IndexWriter(tmp_path, IDENTITY) as two:
+            add_video(one, "/v/a.mp4", 2, seed=1)
+            add_video(two, "/v/b.mp4", 2, seed=2)
+            assert (one.flush(), two.flush()) == (1, 2)
+        assert Snapshot.open(tmp_path).live_ids().tolist() == [1, 2, 3, 4]
+        return
     with IndexWriter(tmp_path, IDENTITY), pytest.raises(IndexBusyError), IndexWriter(tmp_path, IDENTITY):
         pass
 

@@ -185,6 +185,14 @@ def cli() -> None:
     help="Publish progress every N segments (and at least every 30 s): what an interruption can lose.",
 )
 @click.option("--dry-run", is_flag=True, help="Walk and probe only: show what would be indexed, with time and disk.")
+@click.option(
+    "--catalog",
+    "catalog_url",
+    default=None,
+    metavar="URL",
+    help="Keep the catalog in this database (postgresql://USER@HOST/DB, shared by several indexers and servers); "
+    "recorded without the password [default: catalog.sqlite in the index].",
+)
 @device_option
 @click.option(
     "--dtype",
@@ -210,6 +218,7 @@ def index_cmd(
     max_duration: float,
     commit_every: int,
     dry_run: bool,
+    catalog_url: str | None,
     device: str | None,
     dtype: str | None,
     as_json: bool,
@@ -247,6 +256,7 @@ def index_cmd(
         memory_mb=worker_memory,
         limits=Limits(max_pixels=max_pixels, max_duration_s=max_duration),
         commit_every=commit_every,
+        catalog_url=catalog_url,
     )
     if dry_run:
         return _dry_run([str(p) for p in paths], target, model, options, as_json)
@@ -792,8 +802,9 @@ def reindex_cmd(index_dir: Path | None, ann_kind: str | None, ann_memory: str | 
             "generation": info.generation,
             "bytes": size,
             "memory_bytes": int(info.params.get("memory_bytes", size)),
-            "params": {k: v for k, v in info.params.items() if k not in ("memory_bytes", "reason")},
+            "params": {k: v for k, v in info.params.items() if k not in ("memory_bytes", "reason", "build")},
             "reason": info.params.get("reason"),
+            "build": info.params.get("build"),
         },
     }
     if as_json:
@@ -811,10 +822,18 @@ def _ann_line(ann: dict[str, Any] | None) -> str:
         "ivfpq": f"IVF{p.get('nlist')},PQ{p.get('m')}, nprobe {p.get('nprobe')}, refine x{p.get('refine')}",
         "hnsw": f"HNSW{p.get('M')}, efSearch {p.get('efSearch')}",
     }.get(ann["type"], "exact")
-    return (
+    line = (
         f"{ann['type']} ({detail}), {ann['count']} vectors, {format_bytes(ann['bytes'])} on disk, "
         f"~{format_bytes(ann.get('memory_bytes', ann['bytes']))} in memory"
     )
+    build = ann.get("build")
+    if build:
+        trained = f"trained on {build['trained_on']} of {build['vectors']} vectors, " if build["trained_on"] else ""
+        line += (
+            f"; built in {build['seconds']:.1f} s ({trained}added in {build['chunks']} chunk(s) "
+            f"of up to {build['chunk_size']})"
+        )
+    return line
 
 
 # -- export -----------------------------------------------------------------------------------------------
@@ -898,6 +917,7 @@ def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
             f"{format_bytes(data['bytes']['total'])} (vectors {format_bytes(data['bytes']['vectors'])}, "
             f"catalog {format_bytes(data['bytes']['catalog'])})",
         ),
+        ("catalog", f"{data['catalog']['url']} ({data['catalog']['backend']})"),
         ("generation", data["generation"]),
         ("updated", data["updated_at"]),
     ]

@@ -56,3 +56,7 @@ class VideoLimitError(VideoError):
 
 class DependencyError(XClipSearchError):
     """An optional dependency needed for this operation is not installed."""
+
+
+class CatalogError(XClipSearchError):
+    """The catalog database cannot be reached, is newer than this code, or belongs to another index."""

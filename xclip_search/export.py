@@ -182,10 +182,20 @@ def _write_segments(
 
 
 def _video_schema(pa: Any, rows: list[dict[str, Any]]) -> Any:
+    from sqlalchemy import Float, Integer
+
     from .store.catalog import videos
 
-    types = {"INTEGER": pa.int64(), "FLOAT": pa.float64()}
-    fields = [(c.name, types.get(str(c.type).split("(")[0], pa.string())) for c in videos.columns]
+    def arrow_type(sql_type: Any) -> Any:  # BIGINT (64-bit columns) is an Integer too
+        return (
+            pa.int64()
+            if isinstance(sql_type, Integer)
+            else pa.float64()
+            if isinstance(sql_type, Float)
+            else pa.string()
+        )
+
+    fields = [(c.name, arrow_type(c.type)) for c in videos.columns]
     return pa.schema(fields)
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, tru
 
 from .errors import InvalidArgumentError
 from .store.catalog import segments, tags, videos
+from .store.sqlglob import glob_match
 
 MAX_FILTERS = 64
 MAX_FILTER_CHARS = 2000
@@ -229,8 +230,8 @@ def _sql(c: Condition) -> ColumnElement[bool]:
         ).correlate(segments)
         return has if c.op == "=" else not_(has)
     if c.op == "~":
-        # SQLite's GLOB is case-sensitive with * ? [...], like shell patterns on a POSIX file system.
-        return col.op("GLOB")(c.value)
+        # GLOB: case-sensitive with * ? [...], like shell patterns on a POSIX file system (a regex on PostgreSQL).
+        return glob_match(col, c.value)
     if c.op == "^=":
         return func.substr(col, 1, len(c.value)) == c.value
     result: ColumnElement[bool] = {

@@ -278,7 +278,11 @@ class Index:
             if (self.directory / "vectors").is_dir()
             else 0
         )
-        catalog_bytes = sum(p.stat().st_size for p in self.directory.glob("catalog.sqlite*") if p.is_file())
+        catalog_bytes = (
+            self.catalog.size_bytes()
+            if self.catalog.shared
+            else sum(p.stat().st_size for p in self.directory.glob("catalog.sqlite*") if p.is_file())
+        )
         ann_bytes = (
             (self.directory / m.ann.file).stat().st_size if m.ann and (self.directory / m.ann.file).exists() else 0
         )
@@ -303,8 +307,10 @@ class Index:
                 "generation": m.ann.generation,
                 "bytes": ann_bytes,
                 "memory_bytes": int(m.ann.params.get("memory_bytes", ann_bytes)),
-                "params": {k: v for k, v in m.ann.params.items() if k not in ("memory_bytes", "reason")},
+                "params": {k: v for k, v in m.ann.params.items() if k not in ("memory_bytes", "reason", "build")},
                 "reason": m.ann.params.get("reason"),
+                # How it was built (kind, trained on N of M vectors, chunks, seconds); absent before this existed.
+                "build": m.ann.params.get("build"),
                 "tail_segments": sum(s.count for s in m.shards if s.generation > m.ann.generation),
             },
             "bytes": {
@@ -314,6 +320,7 @@ class Index:
                 "total": vector_bytes + catalog_bytes + ann_bytes,
             },
             "shards": len(m.shards),
+            "catalog": {"backend": self.catalog.engine.dialect.name, "url": self.catalog.location.display},
             "created_at": m.created_at,
             "updated_at": m.updated_at,
             "last_run": None

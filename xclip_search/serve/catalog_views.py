@@ -144,7 +144,8 @@ def list_videos(
         params["status"] = status
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.append(videos.c.path.like(bindparam("name"), escape="\\"))
+        # ilike: case-insensitive on both backends (SQLite's LIKE already is, PostgreSQL's is not).
+        where.append(videos.c.path.ilike(bindparam("name"), escape="\\"))
         params["name"] = f"%{escaped}%"
     live_count = (
         select(func.count())

@@ -22,7 +22,9 @@ indexes on the GPU when one is present; the published file is always a CPU index
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,9 @@ FLAT_MAX = 25_000
 # of a thousand vectors costs microseconds.
 TRAINED_MIN = 1000
 DEFAULT_MEMORY_BUDGET = 1 << 30
+# Vectors read from the shards and added to the index at a time: the build holds one chunk (128 MiB at D = 512)
+# plus the training sample, never the whole vector data. ``XCLIP_SEARCH_ANN_CHUNK`` overrides it (tests).
+ADD_CHUNK = 65536
 # Per-vector overheads FAISS adds on top of the codes: the id (8 bytes) in an inverted list; IndexIDMap2 keeps
 # the id twice (a vector and a hash map, ~40 bytes an entry).
 _IDMAP_BYTES = 48
@@ -177,8 +182,46 @@ def gpu_count() -> int:
         return 0
 
 
+def add_chunk() -> int:
+    """Rows per added chunk: `ADD_CHUNK`, or ``$XCLIP_SEARCH_ANN_CHUNK``."""
+    raw = os.environ.get("XCLIP_SEARCH_ANN_CHUNK")
+    if not raw:
+        return ADD_CHUNK
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidArgumentError(f"Invalid XCLIP_SEARCH_ANN_CHUNK ({raw}). It must be a positive row count.")
+    return value
+
+
+@dataclass
+class BuildReport:
+    """How an ANN index was built, recorded with it (``info`` shows it): a large build should be explainable."""
+
+    kind: str = ""
+    vectors: int = 0  # M: live vectors added
+    trained_on: int = 0  # N: vectors in the training sample (0 for untrained kinds)
+    chunks: int = 0
+    chunk_size: int = 0
+    largest_chunk: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "vectors": self.vectors,
+            "trained_on": self.trained_on,
+            "chunks": self.chunks,
+            "chunk_size": self.chunk_size,
+            "largest_chunk": self.largest_chunk,
+            "seconds": round(self.seconds, 3),
+        }
+
+
 def iter_live(
-    shards: Sequence[Shard], live_ids: np.ndarray, chunk: int = 65536
+    shards: Sequence[Shard], live_ids: np.ndarray, chunk: int = ADD_CHUNK
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, v float32) of the live rows of `shards`, in chunks of at most `chunk` rows."""
     live = np.asarray(live_ids, dtype=np.int64)
@@ -206,9 +249,46 @@ def _training_sample(shards: Sequence[Shard], live_ids: np.ndarray, size: int, s
 
 
 def build_index(
-    plan: AnnPlan, shards: Sequence[Shard], live_ids: np.ndarray, dim: int, *, use_gpu: bool | None = None
+    plan: AnnPlan,
+    shards: Sequence[Shard],
+    live_ids: np.ndarray,
+    dim: int,
+    *,
+    use_gpu: bool | None = None,
+    chunk: int = ADD_CHUNK,
+    report: BuildReport | None = None,
 ) -> Any:
-    """Build the planned index over the live rows of `shards` (unit vectors, so scores are cosines)."""
+    """Build the planned index over the live rows of `shards` (unit vectors, so scores are cosines).
+
+    Trained kinds learn from a uniform sample of the live vectors (``train_size``); then every kind is filled
+    `chunk` rows at a time, read by memory map from the shards, so the vector data is never in memory at once.
+    `report`, when given, records the sample size, the chunks and the time.
+    """
+    report = report if report is not None else BuildReport()
+    started = time.perf_counter()
+    report.kind, report.chunk_size = plan.kind, int(chunk)
+    index = _build(plan, shards, live_ids, dim, use_gpu, chunk, report)
+    report.seconds = time.perf_counter() - started
+    return index
+
+
+def _fill(index: Any, shards: Sequence[Shard], live_ids: np.ndarray, chunk: int, report: BuildReport) -> None:
+    for ids, v in iter_live(shards, live_ids, chunk):
+        index.add_with_ids(v, ids)
+        report.chunks += 1
+        report.vectors += len(ids)
+        report.largest_chunk = max(report.largest_chunk, len(ids))
+
+
+def _build(
+    plan: AnnPlan,
+    shards: Sequence[Shard],
+    live_ids: np.ndarray,
+    dim: int,
+    use_gpu: bool | None,
+    chunk: int,
+    report: BuildReport,
+) -> Any:
     faiss = _faiss()
     if plan.kind == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -235,6 +315,7 @@ def build_index(
         index.own_fields = True
         quantizer.this.disown()
         sample = _training_sample(shards, live_ids, int(p["train_size"]))
+        report.trained_on = len(sample)
         if len(sample) < int(p["nlist"]):
             raise InvalidArgumentError(f"An IVF index with {p['nlist']} lists needs more vectors than {len(sample)}")
         available = gpu_count() > 0
@@ -244,15 +325,15 @@ def build_index(
                 hint="Install the gpu extra (faiss-gpu in place of faiss-cpu) on a CUDA machine, or build on CPU.",
             )
         if available and use_gpu is not False:  # pragma: no cover - needs faiss-gpu and a GPU
-            return _build_ivf_on_gpu(index, sample, shards, live_ids)
+            return _build_ivf_on_gpu(index, sample, shards, live_ids, chunk, report)
         index.train(sample)
-    for ids, v in iter_live(shards, live_ids):
-        index.add_with_ids(v, ids)
+        del sample
+    _fill(index, shards, live_ids, chunk, report)
     return index
 
 
 def _build_ivf_on_gpu(
-    index: Any, sample: np.ndarray, shards: Sequence[Shard], live_ids: np.ndarray
+    index: Any, sample: np.ndarray, shards: Sequence[Shard], live_ids: np.ndarray, chunk: int, report: BuildReport
 ) -> Any:  # pragma: no cover
     """Train and fill an IVF index on GPU 0, returning the CPU copy that gets published."""
     faiss = _faiss()
@@ -261,8 +342,7 @@ def _build_ivf_on_gpu(
     options.useFloat16LookupTables = True  # PQ with many sub-quantizers needs them on the GPU
     gpu_index = faiss.index_cpu_to_gpu(resources, 0, index, options)
     gpu_index.train(sample)
-    for ids, v in iter_live(shards, live_ids):
-        gpu_index.add_with_ids(v, ids)
+    _fill(gpu_index, shards, live_ids, chunk, report)
     return faiss.index_gpu_to_cpu(gpu_index)
 
 
@@ -300,12 +380,18 @@ def search_params(index: Any, info: AnnInfo | None, k: int, selector: Any = None
 # -- publishing and loading -----------------------------------------------------------------------------------
 
 
-def write_ann(index_dir: Path, index: Any, *, generation: int, kind: str, params: dict[str, Any]) -> AnnInfo:
-    """Publish the FAISS index as ``ann/<generation>.faiss`` (temp file, fsync, rename) and describe it."""
+def write_ann(
+    index_dir: Path, index: Any, *, generation: int, kind: str, params: dict[str, Any], suffix: str = ""
+) -> AnnInfo:
+    """Publish the FAISS index as ``ann/<generation><suffix>.faiss`` (temp file, fsync, rename), describe it.
+
+    Writers sharing a catalog add a unique `suffix`: a rebuild at the same generation never overwrites the
+    file a reader may be opening.
+    """
     faiss = _faiss()
     directory = index_dir / ANN_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"{generation:08d}.faiss"
+    name = f"{generation:08d}{suffix}.faiss"
 
     def write(f: BinaryIO) -> None:
         faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))

@@ -1,21 +1,26 @@
-"""The catalog: videos, segments, shards, generations and runs in SQL (SQLite by default, through SQLAlchemy).
+"""The catalog: videos, segments, shards, generations and runs in SQL (SQLite by default, PostgreSQL shared).
 
 Rows are versioned by generation instead of updated in place: a segment carries the generation that added it
 and, once replaced or pruned, the generation that removed it. A reader pinned to the manifest's generation
 ``g`` sees ``gen_added <= g < gen_removed`` and so never observes a half-published batch, even while a writer
 commits the next one. Every value reaches SQL as a bound parameter.
+
+The schema is the same on both backends (see `migrations`); where the catalog lives is `location`'s business.
+On PostgreSQL several writers share one catalog, so each commit runs under `commit_lock` (an advisory lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     Column,
     ColumnElement,
     Engine,
@@ -36,16 +41,22 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from ..errors import IndexCorruptError
+from ..errors import CatalogError, IndexCorruptError
+from . import migrations
+from .location import CATALOG_NAME, CatalogLocation, is_default, resolve
 from .manifest import ShardInfo, now_iso
 
-CATALOG_NAME = "catalog.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = migrations.LATEST
+
+# 64-bit where values need it (nanosecond times, inodes, sizes, segment ids): BIGINT on PostgreSQL, while on
+# SQLite it stays INTEGER (already 64-bit there, and the only type an autoincrementing rowid alias accepts).
+Big = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData()
 
@@ -68,15 +79,15 @@ videos = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("path", Text, nullable=False, unique=True),
-    Column("size", Integer),
-    Column("mtime_ns", Integer),
-    Column("content_hash", String(64)),
+    Column("size", Big),
+    Column("mtime_ns", Big),
+    Column("content_hash", Text),  # "<scheme>:<sha256>": longer than a bare digest
     Column("duration_s", Float),
     Column("fps", Float),
     Column("num_frames", Integer),
     Column("width", Integer),
     Column("height", Integer),
-    Column("codec", String(32)),
+    Column("codec", Text),
     Column("status", String(16), nullable=False),
     Column("reason", Text),
     Column("warnings", Integer, nullable=False, default=0),
@@ -85,18 +96,15 @@ videos = Table(
     Column("run_id", Integer),
     Column("generation", Integer, nullable=False),
     # Device and inode (as signed 64-bit) recognise a renamed or moved file without reading it.
-    Column("dev", Integer),
-    Column("inode", Integer),
+    Column("dev", Big),
+    Column("inode", Big),
     sqlite_autoincrement=True,
 )
-
-# Columns added after schema version 1 was first released; `_create_schema` adds them to older catalogs.
-_ADDED_VIDEO_COLUMNS = {"dev": "INTEGER", "inode": "INTEGER"}
 
 segments = Table(
     "segments",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("id", Big, primary_key=True, autoincrement=False),
     Column("video_id", Integer, ForeignKey("videos.id"), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("start_s", Float, nullable=False),
@@ -132,7 +140,7 @@ generations = Table(
 
 # Segment ids are reserved before their vectors are written (the ids go into the shard files and the ANN), so
 # they come from a counter rather than from the INSERT; ids lost to a crash are simply never used.
-id_counter = Table("id_counter", metadata, Column("name", String(32), primary_key=True), Column("next", Integer))
+id_counter = Table("id_counter", metadata, Column("name", String(32), primary_key=True), Column("next", Big))
 
 # Labels saved by `tag --index DIR --save`: what search filters on with --tag. A tag belongs to a segment; saving
 # a vocabulary again replaces that vocabulary's labels on the segments it tagged. Probabilities are relative to
@@ -140,7 +148,7 @@ id_counter = Table("id_counter", metadata, Column("name", String(32), primary_ke
 tags = Table(
     "tags",
     metadata,
-    Column("segment_id", Integer, ForeignKey("segments.id"), primary_key=True),
+    Column("segment_id", Big, ForeignKey("segments.id"), primary_key=True),
     Column("label", Text, primary_key=True),
     Column("prob", Float, nullable=False),
     Column("score", Float, nullable=False),
@@ -366,45 +374,102 @@ class _QueryMixin:
 class Catalog(_QueryMixin):
     """A handle on the catalog database (one SQLAlchemy engine per process)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, location: CatalogLocation | None = None) -> None:
         self.engine = engine
+        self.location = location or CatalogLocation(engine.url.render_as_string(hide_password=False))
 
     @classmethod
     def open(cls, index_dir: Path, *, url: str | None = None, create: bool = False) -> Catalog:
-        """Open the catalog of `index_dir` (or a SQLAlchemy `url`), creating the schema if asked."""
-        if url is None:
-            path = index_dir / CATALOG_NAME
-            if not create and not path.is_file():
-                raise IndexCorruptError(f"{index_dir} has a manifest but no {CATALOG_NAME}")
-            url = f"sqlite:///{path}"
-        engine = create_engine(url, future=True)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        catalog = cls(engine)
-        if create:
-            catalog._create_schema()
+        """Open the catalog of `index_dir` (see `location.resolve`), migrating it, creating it if asked."""
+        location = resolve(Path(index_dir), url)
+        if is_default(location, Path(index_dir)) and not create and not (Path(index_dir) / CATALOG_NAME).is_file():
+            raise IndexCorruptError(f"{index_dir} has a manifest but no {CATALOG_NAME}")
+        catalog = cls.connect(location, create=create)
+        if location.index_id is not None:
+            found = catalog.get_meta("index_id")
+            if found is not None and found != location.index_id:
+                catalog.close()
+                raise CatalogError(
+                    f"The catalog at {location.display} belongs to another index than {index_dir}",
+                    hint="Point XCLIP_SEARCH_CATALOG (or --catalog) at the database this index was built with.",
+                )
         return catalog
 
-    def _create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            present = {c["name"] for c in inspect(conn).get_columns("videos")}
-            for name, sql_type in _ADDED_VIDEO_COLUMNS.items():
-                if name not in present:
-                    conn.exec_driver_sql(f"ALTER TABLE videos ADD COLUMN {name} {sql_type}")
-            if conn.execute(select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first() is None:
-                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                conn.execute(id_counter.insert().values(name="segments", next=1))
+    @classmethod
+    def connect(cls, location: CatalogLocation, *, create: bool = False) -> Catalog:
+        """Open the database at `location` and bring its schema to the latest version."""
+        shared = location.shared
+        engine = create_engine(location.url, pool_pre_ping=shared)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            migrations.migrate(engine, metadata, create=create, where=location.display)
+        except OperationalError as exc:
+            engine.dispose()
+            first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+            raise CatalogError(
+                f"Cannot open the catalog at {location.display}: {first}",
+                hint="Check that the database server is running and the password is set (PGPASSWORD, ~/.pgpass)."
+                if shared
+                else None,
+            ) from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, location)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other machines may write to this catalog concurrently (PostgreSQL)."""
+        return self.engine.dialect.name != "sqlite"
+
+    @contextlib.contextmanager
+    def commit_lock(self) -> Iterator[None]:
+        """Serialise commits of writers sharing this catalog: a PostgreSQL session advisory lock.
+
+        Held on its own connection from the generation number's choice to the manifest's publication, so
+        generations, segment rows and manifests of concurrent writers never interleave. A writer that dies
+        loses its connection and with it the lock. On SQLite the writer's ``flock`` on the index directory
+        already excludes every other writer, so this is a no-op.
+        """
+        if not self.shared:
+            yield
+            return
+        key = text("hashtext('xclip-search:commit:' || current_schema())")
+        with self.engine.connect() as conn:
+            conn.execute(select(func.pg_advisory_lock(key)))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+                conn.commit()
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def size_bytes(self) -> int:
+        """Bytes the catalog's tables and indexes take in a PostgreSQL database (0 elsewhere; see `Index.info`)."""
+        if not self.shared:
+            return 0
+        query = text(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     # -- writer side -------------------------------------------------------------------------------------
 
     def reserve_segment_ids(self, count: int) -> int:
-        """Reserve `count` consecutive segment ids; returns the first."""
+        """Reserve `count` consecutive segment ids; returns the first.
+
+        The counter row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer), so two
+        writers sharing a catalog never get overlapping ranges.
+        """
         with self.engine.begin() as conn:
-            start = conn.execute(select(id_counter.c.next).where(id_counter.c.name == "segments")).scalar_one()
+            query = select(id_counter.c.next).where(id_counter.c.name == "segments").with_for_update()
+            start = conn.execute(query).scalar_one()
             conn.execute(update(id_counter).where(id_counter.c.name == "segments").values(next=start + count))
         return int(start)
 
@@ -442,6 +507,13 @@ class Catalog(_QueryMixin):
         with self.engine.begin() as conn:
             conn.execute(generations.insert().values(gen=generation, created_at=now, run_id=run_id))
             for u in updates:
+                if (
+                    u.path != u.old_path
+                    and conn.execute(
+                        select(videos.c.id).where(videos.c.path == u.path, videos.c.status != REMOVED)
+                    ).first()
+                ):
+                    continue  # another writer sharing the catalog recorded the new path first
                 conn.execute(
                     update(videos)
                     .where(videos.c.path == u.old_path)
@@ -508,6 +580,28 @@ class Catalog(_QueryMixin):
                     .values(status=REMOVED, updated_at=now, generation=generation),
                     {"ids": ids},
                 )
+
+    def already_indexed(self, records: Sequence[VideoRecord]) -> set[str]:
+        """Paths among `records` that the catalog already holds as indexed, with the same stamps.
+
+        A writer re-checks its batch with this under `commit_lock`: when two runs sharing a catalog both
+        picked up a file, the second to commit finds the first's row and drops its copy instead of replacing
+        it (a sequential run would have called the file unchanged). The test is the one `indexer.changes`
+        uses: same size and mtime, same device and inode when recorded, same content hash when both know one.
+        """
+        wanted = {r.path: r for r in records}
+        found: set[str] = set()
+        for path, row in self.videos_by_path(list(wanted)).items():
+            rec = wanted[path]
+            if row["status"] != INDEXED or (row["size"], row["mtime_ns"]) != (rec.size, rec.mtime_ns):
+                continue
+            known = row.get("inode") is not None and rec.inode is not None
+            if known and (row.get("dev"), row["inode"]) != (signed64(rec.dev), signed64(rec.inode)):
+                continue
+            if row.get("content_hash") and rec.content_hash and row["content_hash"] != rec.content_hash:
+                continue
+            found.add(path)
+        return found
 
     @staticmethod
     def _upsert_video(conn: Connection, rec: VideoRecord, generation: int, run_id: int | None, now: str) -> int:

@@ -10,12 +10,18 @@ A crash before step 2 leaves an unreferenced shard that the next writer deletes;
 a catalog one generation ahead, which the next writer rolls forward by publishing its manifest (the shard is
 already durable). Readers only ever follow the manifest, so they see the previous generation or the new one.
 The ANN cache is rebuilt after a run and published the same way.
+
+On SQLite one writer holds the index (a ``flock`` on the directory, for the whole run). On a shared PostgreSQL
+catalog several writers, on several machines, add to one index: each commit (generation number, shard file,
+catalog transaction, manifest) runs under the catalog's advisory lock and starts from the manifest and
+catalog as the previous holder left them, and drops the files another writer committed first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,12 +30,13 @@ from types import TracebackType
 import numpy as np
 
 from ..checkpoint import ModelIdentity
-from ..errors import IndexCorruptError, IndexMismatchError, InvalidArgumentError
+from ..errors import CatalogError, IndexCorruptError, IndexMismatchError, InvalidArgumentError
 from ..thumbnails import remove_unreferenced as remove_unreferenced_thumbnails
 from ..thumbnails import write_thumbnail_shard
 from . import ann as ann_store
 from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
+from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
 from .vectors import VectorStore, VectorView
 
@@ -37,7 +44,7 @@ ANN_POLICY_KEY = "ann_policy"
 # The most vectors of newer shards a trained ANN index leaves to the snapshot's exact scan (see publish_ann).
 TAIL_MAX = 100_000
 
-_OWN_ENTRIES = {MANIFEST_NAME, CATALOG_NAME, "vectors", "ann", "writer.lock", "thumbnails"}
+_OWN_ENTRIES = {MANIFEST_NAME, CATALOG_NAME, LOCATION_FILE, "vectors", "ann", "writer.lock", "thumbnails"}
 
 
 def check_model(recorded: ModelIdentity, wanted: ModelIdentity, index_dir: Path) -> None:
@@ -57,18 +64,28 @@ def check_model(recorded: ModelIdentity, wanted: ModelIdentity, index_dir: Path)
 
 
 class IndexWriter:
-    """Adds, replaces and retires videos in an index; use as a context manager (it holds the writer lock)."""
+    """Adds, replaces and retires videos in an index; use as a context manager (it holds the writer lock).
 
-    def __init__(self, index_dir: Path, identity: ModelIdentity, *, z_dtype: str = "float32") -> None:
+    `catalog_url` names the catalog database for a new index (or the same one again, with its password);
+    by default the catalog the directory records, else ``catalog.sqlite`` in it (see `location`).
+    """
+
+    def __init__(
+        self, index_dir: Path, identity: ModelIdentity, *, z_dtype: str = "float32", catalog_url: str | None = None
+    ) -> None:
         self.dir = Path(index_dir)
+        self.catalog_url = catalog_url
+        # Paths dropped from a batch because another writer sharing the catalog committed them first.
+        self.dropped: list[str] = []
         self.identity = identity
         self.z_dtype = z_dtype
         self.vectors = VectorStore(self.dir)
         self._lock: contextlib.ExitStack | None = None
         self._entries: list[BatchEntry] = []
         self._v: list[np.ndarray] = []
-        self._thumbs: list[bytes | None] = []
+        self._thumbs: list[list[bytes | None]] = []  # per add(), like _v and _z
         self._z: list[np.ndarray] = []
+        self._owners: list[BatchEntry] = []  # the entry each item of _v and _z belongs to
         self._removed: list[str] = []
         self._updates: list[FileUpdate] = []
         self.catalog: Catalog
@@ -80,11 +97,13 @@ class IndexWriter:
 
     def __enter__(self) -> IndexWriter:
         self._prepare_directory()
+        location = resolve(self.dir, self.catalog_url)
         stack = contextlib.ExitStack()
-        stack.enter_context(writer_lock(self.dir))
+        if not location.shared:
+            stack.enter_context(writer_lock(self.dir))
         self._lock = stack
         try:
-            self._open()
+            self._open(location)
         except BaseException:
             stack.close()
             raise
@@ -113,11 +132,26 @@ class IndexWriter:
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def _open(self) -> None:
+    @property
+    def shared(self) -> bool:
+        """Whether other writers may commit to this index concurrently (a PostgreSQL catalog)."""
+        return self.catalog.shared
+
+    def _open(self, location: CatalogLocation) -> None:
+        self.catalog = Catalog.open(self.dir, url=self.catalog_url, create=True)
+        try:
+            with self.catalog.commit_lock():
+                self._open_locked(location)
+        except BaseException:
+            self.catalog.close()
+            raise
+
+    def _open_locked(self, location: CatalogLocation) -> None:
+        # Under the commit lock (or the flock): no other writer is publishing a file right now.
         for sub in (self.dir, self.dir / "vectors", self.dir / "ann"):
             remove_stale_temporaries(sub)
         fresh = not (self.dir / MANIFEST_NAME).exists()
-        self.catalog = Catalog.open(self.dir, create=True)
+        self._check_location(location, fresh)
         recorded = self.catalog.get_meta("model")
         if recorded is None:
             self.catalog.set_meta("model", json.dumps(self.identity.to_dict(), sort_keys=True))
@@ -142,6 +176,28 @@ class IndexWriter:
         referenced = {s.name for s in self.manifest.shards}
         self.vectors.remove_unreferenced(referenced)
         remove_unreferenced_thumbnails(self.dir, referenced)
+
+    def _check_location(self, location: CatalogLocation, fresh: bool) -> None:
+        """Tie the directory and its catalog together with an index id (recorded in both), or refuse a mix."""
+        catalog_id = self.catalog.get_meta("index_id")
+        recorded = read_recorded(self.dir)
+        default = is_default(location, self.dir)
+        foreign = recorded is None or recorded["index_id"] != catalog_id
+        if fresh and location.shared and catalog_id is not None and foreign and self.catalog.latest_generation() > 0:
+            raise CatalogError(
+                f"The catalog at {location.display} already holds another index; {self.dir} has no manifest",
+                hint="Give each index its own database (or schema), or use the index directory it belongs to.",
+            )
+        if not fresh and recorded is None and not default:
+            raise CatalogError(
+                f"The index at {self.dir} keeps its catalog in {CATALOG_NAME}; it cannot move to {location.display}",
+                hint="Leave out --catalog (and XCLIP_SEARCH_CATALOG) for this index, or build a new one.",
+            )
+        if catalog_id is None:
+            catalog_id = uuid.uuid4().hex
+            self.catalog.set_meta("index_id", catalog_id)
+        if fresh and not default:
+            record(self.dir, location.url, catalog_id)
 
     def _catalog_shards(self) -> tuple[ShardInfo, ...]:
         return tuple(
@@ -190,8 +246,10 @@ class IndexWriter:
             raise ValueError("one v and one Z per segment")
         if thumbnails is not None and len(thumbnails) != len(segments):
             raise ValueError("one thumbnail (or None) per segment")
-        self._thumbs.extend(thumbnails if thumbnails is not None else [None] * len(segments))
-        self._entries.append(BatchEntry(video=video, segments=list(segments)))
+        entry = BatchEntry(video=video, segments=list(segments))
+        self._entries.append(entry)
+        self._owners.append(entry)
+        self._thumbs.append(list(thumbnails) if thumbnails is not None else [None] * len(segments))
         self._v.append(np.asarray(v, np.float32))
         self._z.append(np.asarray(z, np.float32))
 
@@ -219,6 +277,35 @@ class IndexWriter:
         """Commit what is queued as one new generation; returns the generation now published."""
         if not self.pending:
             return self.manifest.generation
+        with self.catalog.commit_lock():
+            return self._flush_locked()
+
+    def _refresh(self) -> None:
+        """Start from what the last writer published (shared catalogs; the caller holds the commit lock)."""
+        if self.catalog.shared:
+            self.manifest = read_manifest(self.dir)
+            self._recover()
+
+    def _drop_committed_elsewhere(self) -> None:
+        """Leave out of the batch the files another writer indexed, identical, since this run looked."""
+        if not self._entries:
+            return
+        done = self.catalog.already_indexed([e.video for e in self._entries])
+        if not done:
+            return
+        self.dropped.extend(e.video.path for e in self._entries if e.video.path in done)
+        self._entries = [e for e in self._entries if e.video.path not in done]
+        kept = [k for k, owner in enumerate(self._owners) if owner.video.path not in done]
+        self._owners = [self._owners[k] for k in kept]
+        self._v = [self._v[k] for k in kept]
+        self._z = [self._z[k] for k in kept]
+        self._thumbs = [self._thumbs[k] for k in kept]
+
+    def _flush_locked(self) -> int:
+        self._refresh()
+        self._drop_committed_elsewhere()
+        if not self.pending:
+            return self.manifest.generation
         generation = self.manifest.generation + 1
         shard: ShardInfo | None = None
         segs = [s for e in self._entries for s in e.segments]
@@ -232,8 +319,9 @@ class IndexWriter:
             shard = self.vectors.write_shard(
                 generation, ids, np.concatenate(self._v), np.concatenate(self._z), z_dtype=self.z_dtype
             )
-            if any(t is not None for t in self._thumbs):
-                write_thumbnail_shard(self.dir, shard.name, self._thumbs)
+            thumbs = [t for per_video in self._thumbs for t in per_video]
+            if any(t is not None for t in thumbs):
+                write_thumbnail_shard(self.dir, shard.name, thumbs)
         crash_point("shard-written")
         self.catalog.commit_batch(generation, self.run_id, self._entries, shard, self._removed, self._updates)
         crash_point("catalog-committed")
@@ -242,7 +330,7 @@ class IndexWriter:
         write_manifest(self.dir, self.manifest)
         crash_point("manifest-published")
         self._entries, self._v, self._z, self._removed, self._updates = [], [], [], [], []
-        self._thumbs = []
+        self._owners, self._thumbs = [], []
         self.changed = True
         return generation
 
@@ -289,6 +377,9 @@ class IndexWriter:
         `ann.DEFAULT_MEMORY_BUDGET`; `force` rebuilds even an up-to-date index (``reindex``).
         """
         self.flush()
+        if self.shared:
+            with self.catalog.commit_lock():
+                self._refresh()
         current = self.manifest.ann
         recorded_kind, recorded_budget = self.ann_policy()
         kind = kind or recorded_kind
@@ -303,13 +394,31 @@ class IndexWriter:
         live = self.catalog.live_segment_ids(generation)
         dim = self.identity.embed_dim
         plan = ann_store.plan_ann(len(live), dim, kind=kind, memory_budget=budget)
-        index = ann_store.build_index(plan, view.shards, live, dim, use_gpu=use_gpu)
+        report = ann_store.BuildReport()
+        # Built outside the commit lock (minutes for a large IVF-PQ): the shards it reads are immutable.
+        index = ann_store.build_index(
+            plan, view.shards, live, dim, use_gpu=use_gpu, chunk=ann_store.add_chunk(), report=report
+        )
         crash_point("ann-built")
-        params = {**plan.params, "exact": plan.exact, "memory_bytes": plan.memory_bytes, "reason": plan.reason}
-        info = ann_store.write_ann(self.dir, index, generation=generation, kind=plan.kind, params=params)
-        crash_point("ann-written")
-        self.manifest = replace(self.manifest, ann=info, updated_at=now_iso())
-        write_manifest(self.dir, self.manifest)
-        crash_point("ann-published")
-        ann_store.remove_unreferenced(self.dir, keep=info.file)
+        params = {
+            **plan.params,
+            "exact": plan.exact,
+            "memory_bytes": plan.memory_bytes,
+            "reason": plan.reason,
+            "build": report.to_dict(),
+        }
+        with self.catalog.commit_lock():
+            self._refresh()
+            newer = self.manifest.ann
+            if self.shared and newer is not None and newer.generation >= generation and not force:
+                return newer  # another writer published one at least as new meanwhile
+            suffix = f"-{uuid.uuid4().hex[:8]}" if self.shared else ""
+            info = ann_store.write_ann(
+                self.dir, index, generation=generation, kind=plan.kind, params=params, suffix=suffix
+            )
+            crash_point("ann-written")
+            self.manifest = replace(self.manifest, ann=info, updated_at=now_iso())
+            write_manifest(self.dir, self.manifest)
+            crash_point("ann-published")
+            ann_store.remove_unreferenced(self.dir, keep=info.file)
         return info
