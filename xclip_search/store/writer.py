@@ -29,7 +29,7 @@ from . import ann as ann_store
 from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
-from .vectors import VectorStore, VectorView
+from .vectors import VectorStore, VectorView, WrittenParts
 
 ANN_POLICY_KEY = "ann_policy"
 # The most vectors of newer shards a trained ANN index leaves to the snapshot's exact scan (see publish_ann).
@@ -217,8 +217,33 @@ class IndexWriter:
             shard = self.vectors.write_shard(
                 generation, ids, np.concatenate(self._v), np.concatenate(self._z), z_dtype=self.z_dtype
             )
+        return self._commit(generation, shard, self._entries)
+
+    def commit_written(self, parts: WrittenParts, entries: Sequence[BatchEntry]) -> int:
+        """Commit, with whatever is queued, a shard whose ``v`` and ``Z`` another process already wrote.
+
+        The distributed indexer's workers write `parts` into this index's ``vectors/``; only this writer (the
+        one committer) assigns segment ids, so it writes the ids file, then the catalog transaction, then the
+        manifest: the same crash-safe order as `flush`. Each segment's ``row`` is its row in `parts`, and the
+        segments must cover every row once. Returns the generation now published.
+        """
+        if self._v:  # queued vectors go into their own shard first
+            self.flush()
+        generation = self.manifest.generation + 1
+        ids = np.full(parts.count, -1, dtype=np.int64)
+        for e in entries:
+            for s in e.segments:
+                if not 0 <= s.row < parts.count or ids[s.row] != -1:
+                    raise ValueError(f"segment row {s.row} is outside shard {parts.name} or given twice")
+                ids[s.row] = s.id
+        if (ids < 0).any():
+            raise ValueError(f"shard {parts.name} has rows no segment refers to")
+        shard = self.vectors.complete_shard(parts, generation, ids)
+        return self._commit(generation, shard, [*self._entries, *entries])
+
+    def _commit(self, generation: int, shard: ShardInfo | None, entries: Sequence[BatchEntry]) -> int:
         crash_point("shard-written")
-        self.catalog.commit_batch(generation, self.run_id, self._entries, shard, self._removed, self._updates)
+        self.catalog.commit_batch(generation, self.run_id, entries, shard, self._removed, self._updates)
         crash_point("catalog-committed")
         shards = (*self.manifest.shards, shard) if shard else self.manifest.shards
         self.manifest = replace(self.manifest, generation=generation, shards=shards, updated_at=now_iso())
