@@ -6,6 +6,7 @@ All Ray tests share one cluster (it takes seconds to start). They skip when Ray 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -16,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from indexer import IndexOptions, run_index
+from xclip_search.cli import cli as main_cli
 from xclip_search.index import Index
 from xclip_search.store.manifest import read_manifest
 
@@ -117,6 +120,9 @@ def test_rerun_with_ray_does_nothing_new(ray_cluster: None, tmp_path: Path, tiny
     again = run_index_ray([ray_library], idx, options=OPTS)
     assert again.to_dict() == {**first.to_dict(), "indexed": 0, "failed": 0, "segments": 0, "unchanged": 6}
     assert again.known_failed == 1  # not retried without --retry-failed, as on one machine
+    cli = CliRunner().invoke(main_cli, ["index", str(ray_library), "--index", str(idx), "--ray", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout)["unchanged"] == 6
     assert (videos(idx), segments(idx), sorted(p.name for p in (idx / "vectors").iterdir())) == before
 
 

@@ -185,6 +185,22 @@ def cli() -> None:
     help="Publish progress every N segments (and at least every 30 s): what an interruption can lose.",
 )
 @click.option("--dry-run", is_flag=True, help="Walk and probe only: show what would be indexed, with time and disk.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Decode and embed on a Ray cluster (pip install 'xclip-search[ray]'): ADDRESS of its head, or none to "
+    "join the cluster on this machine or start one. Videos and --index must be on a filesystem all nodes share.",
+)
+@click.option(
+    "--ray-decoders",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray decode actors [default: the cluster's CPUs not used for embedding].",
+)
 @device_option
 @click.option(
     "--dtype",
@@ -210,6 +226,8 @@ def index_cmd(
     max_duration: float,
     commit_every: int,
     dry_run: bool,
+    ray_address: str | None,
+    ray_decoders: int | None,
     device: str | None,
     dtype: str | None,
     as_json: bool,
@@ -226,6 +244,7 @@ def index_cmd(
       xclip-search index ~/Videos --prune --json        # nightly: new, changed, moved and deleted files
       xclip-search index clips/ --index my-index --model ./my-xclip-checkpoint
       xclip-search index clips/ --dry-run               # what would be indexed, time and disk estimate
+      xclip-search index /shared/videos --index /shared/idx --ray 10.0.0.1:6379   # on a Ray cluster
     """
     from indexer import IndexOptions, run_index
     from indexer.probe import Limits
@@ -252,7 +271,20 @@ def index_cmd(
         return _dry_run([str(p) for p in paths], target, model, options, as_json)
     progress = BarProgress(enabled=not as_json)
     try:
-        report = run_index([str(p) for p in paths], target, model=model, options=options, progress=progress)
+        if ray_address is not None:
+            from indexer.distributed import RayOptions, run_index_ray
+
+            ray_options = RayOptions(address=ray_address, decode_workers=ray_decoders)
+            report = run_index_ray(
+                [str(p) for p in paths],
+                target,
+                model=model,
+                options=options,
+                ray_options=ray_options,
+                progress=progress,
+            )
+        else:
+            report = run_index([str(p) for p in paths], target, model=model, options=options, progress=progress)
     finally:
         progress.close()
     if as_json:
