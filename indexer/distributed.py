@@ -74,7 +74,7 @@ class RayOptions:
     """How a run uses the cluster; `None` means chosen from the cluster's resources."""
 
     address: str | None = None  # None or "auto": a cluster running on this machine, else a new local one
-    decode_workers: int | None = None  # default: the cluster's CPUs not taken by CPU embedding actors
+    decode_workers: int | None = None  # default: the cluster's CPUs not taken by the embedding actors
     embed_workers: int | None = None  # default: one per GPU, else one CPU actor
     files_per_shard: int = 16
     retries: int = 1  # times a batch is tried again on a fresh actor after its worker died
@@ -226,7 +226,7 @@ def _distribute(
         cpus = max(1, int(resources.get("CPU", 1)))
         embed_n = ropts.embed_workers or max(1, gpus)
         embed_n = min(embed_n, -(-len(todo) // ropts.files_per_shard))
-        decode_n = ropts.decode_workers or max(1, cpus - (0 if gpus else embed_n))
+        decode_n = ropts.decode_workers or max(1, cpus - embed_n)  # each embedding actor holds one CPU too
         decode_n = min(decode_n, len(todo))
         shape = read_model_shape(str(checkpoint.directory), None)
         res = resolve_resources(shape, on_gpu=gpus > 0, workers=1, batch_size=opts.batch_size, threads=None)

@@ -199,7 +199,7 @@ def cli() -> None:
     "--ray-decoders",
     type=click.IntRange(min=1),
     default=None,
-    help="Ray decode actors [default: the cluster's CPUs not used for embedding].",
+    help="Ray decode actors [default: the cluster's CPUs not held by embedding actors].",
 )
 @device_option
 @click.option(
