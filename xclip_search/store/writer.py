@@ -9,7 +9,9 @@ One batch becomes one generation in four durable steps:
 A crash before step 2 leaves an unreferenced shard that the next writer deletes; a crash between 2 and 3 leaves
 a catalog one generation ahead, which the next writer rolls forward by publishing its manifest (the shard is
 already durable). Readers only ever follow the manifest, so they see the previous generation or the new one.
-The ANN cache is rebuilt after a run and published the same way.
+The ANN cache is rebuilt after a run and published the same way. A shard whose ``v`` and ``Z`` another process
+wrote (a distributed indexer's worker) goes through the same steps (`commit_written`): this writer adds its ids
+file, then commits and publishes it; until then it is unreferenced and deleted like any other.
 """
 
 from __future__ import annotations
