@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import os
 import queue
@@ -130,6 +131,7 @@ class DecodePool:
         self._thread: threading.Thread | None = None
         self._live: list[WorkerProcess] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._spawner: concurrent.futures.ThreadPoolExecutor | None = None
         self._next_id = 0
 
     def __enter__(self) -> DecodePool:
@@ -149,6 +151,9 @@ class DecodePool:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        if self._spawner is not None:
+            self._spawner.shutdown()
+            self._spawner = None
 
     # -- consumer side --------------------------------------------------------------------------------------
 
@@ -227,7 +232,13 @@ class DecodePool:
     def _spawn(self, sel: selectors.BaseSelector) -> WorkerProcess:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="xclip-search-workers-")
-        w = WorkerProcess(Path(self._tmp.name), self._env())
+        if self._spawner is None:
+            self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="decode-spawner")
+        # A worker's death signal (PR_SET_PDEATHSIG) fires when the *thread* that started it ends. Each `run`
+        # has its own supervisor thread, so workers are started by one long-lived thread instead: they survive
+        # from one `run` to the next (warm_up, the distributed decode stage's one file per call).
+        tmp, env = Path(self._tmp.name), self._env()
+        w = self._spawner.submit(WorkerProcess, tmp, env).result()
         self._live.append(w)
         sel.register(w.rfd, selectors.EVENT_READ, w)
         return w

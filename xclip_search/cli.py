@@ -193,6 +193,22 @@ def cli() -> None:
     help="Keep the catalog in this database (postgresql://USER@HOST/DB, shared by several indexers and servers); "
     "recorded without the password [default: catalog.sqlite in the index].",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Decode and embed on a Ray cluster (pip install 'xclip-search[ray]'): ADDRESS of its head, or none to "
+    "join the cluster on this machine or start one. Videos and --index must be on a filesystem all nodes share.",
+)
+@click.option(
+    "--ray-decoders",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray decode actors [default: the cluster's CPUs not held by embedding actors].",
+)
 @device_option
 @click.option(
     "--dtype",
@@ -219,6 +235,8 @@ def index_cmd(
     commit_every: int,
     dry_run: bool,
     catalog_url: str | None,
+    ray_address: str | None,
+    ray_decoders: int | None,
     device: str | None,
     dtype: str | None,
     as_json: bool,
@@ -235,6 +253,7 @@ def index_cmd(
       xclip-search index ~/Videos --prune --json        # nightly: new, changed, moved and deleted files
       xclip-search index clips/ --index my-index --model ./my-xclip-checkpoint
       xclip-search index clips/ --dry-run               # what would be indexed, time and disk estimate
+      xclip-search index /shared/videos --index /shared/idx --ray 10.0.0.1:6379   # on a Ray cluster
     """
     from indexer import IndexOptions, run_index
     from indexer.probe import Limits
@@ -262,7 +281,20 @@ def index_cmd(
         return _dry_run([str(p) for p in paths], target, model, options, as_json)
     progress = BarProgress(enabled=not as_json)
     try:
-        report = run_index([str(p) for p in paths], target, model=model, options=options, progress=progress)
+        if ray_address is not None:
+            from indexer.distributed import RayOptions, run_index_ray
+
+            ray_options = RayOptions(address=ray_address, decode_workers=ray_decoders)
+            report = run_index_ray(
+                [str(p) for p in paths],
+                target,
+                model=model,
+                options=options,
+                ray_options=ray_options,
+                progress=progress,
+            )
+        else:
+            report = run_index([str(p) for p in paths], target, model=model, options=options, progress=progress)
     finally:
         progress.close()
     if as_json:

@@ -37,6 +37,29 @@ class Shard:
     z: np.ndarray
 
 
+@dataclass(frozen=True)
+class WrittenParts:
+    """``v`` and ``Z`` of a shard written by another process (a distributed worker), still without ids.
+
+    The committer completes it (`VectorStore.complete_shard`) once it has assigned the segment ids; until a
+    catalog row names it, the next writer that opens the index deletes it like any other unreferenced file.
+    """
+
+    name: str
+    count: int
+    sha256: dict[str, str]
+    z_dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "count": self.count, "sha256": dict(self.sha256), "z_dtype": self.z_dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> WrittenParts:
+        sums = d["sha256"]
+        assert isinstance(sums, dict)
+        return cls(str(d["name"]), int(str(d["count"])), {str(k): str(v) for k, v in sums.items()}, str(d["z_dtype"]))
+
+
 class VectorStore:
     """The ``vectors/`` directory of an index."""
 
@@ -65,6 +88,36 @@ class VectorStore:
         sums = {part: _write_array(self.path(name, part), arr) for part, arr in arrays.items()}
         fsync_dir(self.root)
         return ShardInfo(name=name, count=n, generation=generation, sha256=sums, z_dtype=z_dtype)
+
+    def write_parts(self, v: np.ndarray, z: np.ndarray, *, z_dtype: str = "float32") -> WrittenParts:
+        """Write ``v`` and ``Z`` of a new shard durably, under a unique name, without its ids (see `WrittenParts`)."""
+        if z_dtype not in Z_DTYPES:
+            raise ValueError(f"Invalid z_dtype ({z_dtype}). Supported values are {', '.join(Z_DTYPES)}.")
+        if v.shape[0] != z.shape[0]:
+            raise ValueError("v and z must have the same number of rows")
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"w-{uuid.uuid4().hex[:16]}"
+        sums = {
+            "v": _write_array(self.path(name, "v"), np.ascontiguousarray(v, dtype=np.float32)),
+            "z": _write_array(self.path(name, "z"), np.ascontiguousarray(z, dtype=np.dtype(z_dtype))),
+        }
+        fsync_dir(self.root)
+        return WrittenParts(name=name, count=int(v.shape[0]), sha256=sums, z_dtype=z_dtype)
+
+    def complete_shard(self, parts: WrittenParts, generation: int, ids: np.ndarray) -> ShardInfo:
+        """Add the ids to a shard another process wrote, after checking its files have the announced rows."""
+        if len(ids) != parts.count:
+            raise ValueError(f"shard {parts.name} holds {parts.count} rows; got {len(ids)} ids")
+        for part in ("v", "z"):
+            try:
+                rows = np.load(self.path(parts.name, part), mmap_mode="r", allow_pickle=False).shape[0]
+            except (OSError, ValueError) as exc:
+                raise IndexCorruptError(f"Vector shard {parts.name} written by a worker is unreadable: {exc}") from exc
+            if rows != parts.count:
+                raise IndexCorruptError(f"Vector shard {parts.name} holds {rows} rows; the worker said {parts.count}")
+        sums = {**parts.sha256, "ids": _write_array(self.path(parts.name, "ids"), np.ascontiguousarray(ids, np.int64))}
+        fsync_dir(self.root)
+        return ShardInfo(name=parts.name, count=parts.count, generation=generation, sha256=sums, z_dtype=parts.z_dtype)
 
     def open_shard(self, info: ShardInfo) -> Shard:
         """Memory-map a shard, checking that its files exist and have the recorded shapes."""

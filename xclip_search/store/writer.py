@@ -15,6 +15,10 @@ On SQLite one writer holds the index (a ``flock`` on the directory, for the whol
 catalog several writers, on several machines, add to one index: each commit (generation number, shard file,
 catalog transaction, manifest) runs under the catalog's advisory lock and starts from the manifest and
 catalog as the previous holder left them, and drops the files another writer committed first.
+
+A shard whose ``v`` and ``Z`` another process wrote (a distributed indexer's worker) goes through the same steps
+(`commit_written`): this writer adds its ids file, then commits and publishes it; until then it is unreferenced
+and deleted like any other.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecor
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
-from .vectors import VectorStore, VectorView
+from .vectors import VectorStore, VectorView, WrittenParts
 
 ANN_POLICY_KEY = "ann_policy"
 # The most vectors of newer shards a trained ANN index leaves to the snapshot's exact scan (see publish_ann).
@@ -322,8 +326,35 @@ class IndexWriter:
             thumbs = [t for per_video in self._thumbs for t in per_video]
             if any(t is not None for t in thumbs):
                 write_thumbnail_shard(self.dir, shard.name, thumbs)
+        return self._commit(generation, shard, self._entries)
+
+    def commit_written(self, parts: WrittenParts, entries: Sequence[BatchEntry]) -> int:
+        """Commit, with whatever is queued, a shard whose ``v`` and ``Z`` another process already wrote.
+
+        The distributed indexer's workers write `parts` into this index's ``vectors/``; only this writer (the
+        one committer) assigns segment ids, so it writes the ids file, then the catalog transaction, then the
+        manifest: the same crash-safe order as `flush`, under the same commit lock. Each segment's ``row`` is its
+        row in `parts`, and the segments must cover every row once. Returns the generation now published.
+        """
+        if self._v:  # queued vectors go into their own shard first
+            self.flush()
+        ids = np.full(parts.count, -1, dtype=np.int64)
+        for e in entries:
+            for s in e.segments:
+                if not 0 <= s.row < parts.count or ids[s.row] != -1:
+                    raise ValueError(f"segment row {s.row} is outside shard {parts.name} or given twice")
+                ids[s.row] = s.id
+        if (ids < 0).any():
+            raise ValueError(f"shard {parts.name} has rows no segment refers to")
+        with self.catalog.commit_lock():
+            self._refresh()
+            generation = self.manifest.generation + 1
+            shard = self.vectors.complete_shard(parts, generation, ids)
+            return self._commit(generation, shard, [*self._entries, *entries])
+
+    def _commit(self, generation: int, shard: ShardInfo | None, entries: Sequence[BatchEntry]) -> int:
         crash_point("shard-written")
-        self.catalog.commit_batch(generation, self.run_id, self._entries, shard, self._removed, self._updates)
+        self.catalog.commit_batch(generation, self.run_id, entries, shard, self._removed, self._updates)
         crash_point("catalog-committed")
         shards = (*self.manifest.shards, shard) if shard else self.manifest.shards
         self.manifest = replace(self.manifest, generation=generation, shards=shards, updated_at=now_iso())

@@ -1,0 +1,128 @@
+"""The pieces of ``index --ray`` that need no Ray: shards written by another process and committed by the one
+writer, decode workers that outlive a pool run, and a single-machine path that never imports Ray."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.extract import ExtractSpec
+from indexer.modelspec import read_model_shape
+from indexer.pool import DecodePool, FileDone, FileFailed
+from xclip_search.checkpoint import ModelIdentity
+from xclip_search.store.catalog import BatchEntry, SegmentRecord, VideoRecord
+from xclip_search.store.manifest import read_manifest
+from xclip_search.store.snapshot import Snapshot
+from xclip_search.store.vectors import VectorStore
+from xclip_search.store.writer import IndexWriter
+
+from .conftest import REAL_CLIP
+
+IDENTITY = ModelIdentity(
+    source="/models/tiny",
+    revision=None,
+    config_hash="abc",
+    num_frames=8,
+    image_size=32,
+    embed_dim=8,
+    num_tokens=4,
+)
+
+
+def entry(path: str, rows: list[int], first_id: int) -> BatchEntry:
+    segs = [SegmentRecord(seq=k, start_s=k, end_s=k + 1.0, frame_start=k, frame_end=k + 1) for k in range(len(rows))]
+    for k, (s, row) in enumerate(zip(segs, rows, strict=True)):
+        s.id, s.row = first_id + k, row
+    return BatchEntry(VideoRecord(path=path, size=1, mtime_ns=1, status="indexed"), segs)
+
+
+def parts_on_disk(index_dir: Path) -> list[str]:
+    return sorted(p.name for p in (index_dir / "vectors").glob("*.npy"))
+
+
+def test_a_shard_written_elsewhere_is_committed_and_readable(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((3, 8)).astype(np.float32)
+    z = rng.standard_normal((3, 4, 8)).astype(np.float32)
+    idx = tmp_path / "idx"
+    with IndexWriter(idx, IDENTITY) as writer:
+        parts = VectorStore(idx).write_parts(v, z)  # as a worker would, while the writer holds the lock
+        first = writer.reserve_ids(3)
+        # Two videos; the second's segment sits in row 0: ids follow the rows each segment names.
+        writer.record(VideoRecord(path="/lib/broken.mp4", size=1, mtime_ns=1, status="failed", reason="bad"))
+        generation = writer.commit_written(
+            parts, [entry("/lib/a.mp4", [1, 2], first), entry("/lib/b.mp4", [0], first + 2)]
+        )
+    manifest = read_manifest(idx)
+    assert manifest.generation == generation == 1
+    assert [s.name for s in manifest.shards] == [parts.name]
+    snap = Snapshot.open(idx)
+    try:
+        got_v, got_z = snap.vectors.gather(np.array([first, first + 1, first + 2]))
+        np.testing.assert_array_equal(got_v, v[[1, 2, 0]])
+        np.testing.assert_array_equal(got_z, z[[1, 2, 0]])
+        assert snap.catalog.status_counts() == {"indexed": 2, "failed": 1}
+    finally:
+        snap.vectors.close()
+        snap.catalog.close()
+
+
+def test_rows_must_be_covered_once(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    v, z = np.ones((2, 8), np.float32), np.ones((2, 4, 8), np.float32)
+    with IndexWriter(idx, IDENTITY) as writer:
+        parts = VectorStore(idx).write_parts(v, z)
+        with pytest.raises(ValueError, match="rows no segment"):
+            writer.commit_written(parts, [entry("/lib/a.mp4", [0], 1)])
+        with pytest.raises(ValueError, match="given twice"):
+            writer.commit_written(parts, [entry("/lib/a.mp4", [0, 0], 1)])
+
+
+def test_uncommitted_worker_shards_are_removed_by_the_next_writer(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    v, z = np.ones((2, 8), np.float32), np.ones((2, 4, 8), np.float32)
+    with IndexWriter(idx, IDENTITY) as writer:
+        kept = VectorStore(idx).write_parts(v, z)
+        writer.commit_written(kept, [entry("/lib/a.mp4", [0, 1], writer.reserve_ids(2))])
+        VectorStore(idx).write_parts(v, z)  # a worker's shard whose commit never came (the driver died)
+    assert len(parts_on_disk(idx)) == 5
+    with IndexWriter(idx, IDENTITY):
+        pass
+    assert parts_on_disk(idx) == sorted(f"{kept.name}.{p}.npy" for p in ("ids", "v", "z"))
+
+
+def test_decode_workers_survive_from_one_run_to_the_next(tiny_ckpt: Path) -> None:
+    """Workers die with the thread that started them (PR_SET_PDEATHSIG); each run has its own thread."""
+    shape = read_model_shape(str(tiny_ckpt), None)
+    spec = ExtractSpec(num_frames=shape.num_frames, pixels=shape.pixels, segment_seconds=5.0)
+    with DecodePool(spec, 1) as pool:
+        pids = []
+        for _ in range(3):
+            events = list(pool.run([str(REAL_CLIP)]))
+            assert isinstance(events[-1], FileDone), events[-1]
+            assert not any(isinstance(e, FileFailed) for e in events)
+            pids.append([w.proc.pid for w in pool._live])
+        assert len(pids[0]) == 1 and pids[0] == pids[1] == pids[2]
+
+
+def test_single_machine_index_does_not_import_ray(tmp_path: Path, tiny_ckpt: Path) -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from xclip_search.cli import cli\n"
+        "r = CliRunner().invoke(cli, ['index', sys.argv[1], '--index', sys.argv[2], '--model', sys.argv[3],"
+        " '--workers', '0', '--json'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REAL_CLIP), str(tmp_path / "idx"), str(tiny_ckpt)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
