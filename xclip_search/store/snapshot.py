@@ -54,7 +54,7 @@ class Snapshot:
     def open(cls, index_dir: Path, catalog: Catalog | None = None) -> Snapshot:
         """Open the latest published generation (retrying once if a writer replaced files meanwhile)."""
         index_dir = Path(index_dir)
-        for attempt in range(3):
+        for attempt in range(5):
             manifest = read_manifest(index_dir)
             cat = catalog or Catalog.open(index_dir)
             try:
@@ -62,10 +62,14 @@ class Snapshot:
                 snap.ann_index()
                 return snap
             except IndexCorruptError:
-                # A writer may have published a newer generation and removed the old ANN file between our
-                # manifest read and the file open; a re-read settles that, a real fault persists.
-                if attempt == 2 or read_manifest(index_dir).generation == manifest.generation:
+                # A writer may have published a newer generation or a rebuilt ANN file (same generation) and
+                # removed the old file between our manifest read and the file open; a re-read settles that, a
+                # real fault persists.
+                latest = read_manifest(index_dir)
+                if attempt == 4 or (latest.generation == manifest.generation and latest.ann == manifest.ann):
                     raise
+                if catalog is None:
+                    cat.close()
         raise AssertionError("unreachable")
 
     @property
