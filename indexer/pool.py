@@ -281,13 +281,14 @@ class DecodePool:
 
         try:
             while not self._stop.is_set():
-                starting = [w for w in self._live if not w.ready]
-                if not remaining and not starting:
-                    break
-                # Keep enough workers: replace those that died, were recycled or were killed.
+                # Keep enough workers: replace those that died, were recycled or were killed (with no paths,
+                # `warm_up`: start them all, then wait until they are ready).
                 target = min(self.workers, remaining) if paths else self.workers
                 while len(self._live) < target:
                     self._spawn(sel)
+                starting = [w for w in self._live if not w.ready]
+                if not remaining and not starting:
+                    break
                 for w in self._live:
                     if w.ready and w.task is None and pending:
                         task = pending.popleft()

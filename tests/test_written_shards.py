@@ -109,6 +109,18 @@ def test_decode_workers_survive_from_one_run_to_the_next(tiny_ckpt: Path) -> Non
         assert len(pids[0]) == 1 and pids[0] == pids[1] == pids[2]
 
 
+def test_warm_up_starts_every_worker_and_a_run_reuses_them(tiny_ckpt: Path) -> None:
+    shape = read_model_shape(str(tiny_ckpt), None)
+    spec = ExtractSpec(num_frames=shape.num_frames, pixels=shape.pixels, segment_seconds=5.0)
+    with DecodePool(spec, 2) as pool:
+        pool.warm_up()
+        warm = sorted(w.proc.pid for w in pool._live)
+        assert len(warm) == 2 and all(w.ready for w in pool._live)
+        events = list(pool.run([str(REAL_CLIP)]))
+        assert isinstance(events[-1], FileDone), events[-1]
+        assert set(w.proc.pid for w in pool._live) <= set(warm)
+
+
 def test_single_machine_index_does_not_import_ray(tmp_path: Path, tiny_ckpt: Path) -> None:
     code = (
         "import sys\n"
