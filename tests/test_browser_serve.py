@@ -130,3 +130,59 @@ def test_search_watch_tag_in_a_browser(browser: Any, serve_index: Path) -> None:
         context.close()
     assert not outside, outside
     assert not console_errors, console_errors
+
+
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A small demo library (two 4-scene videos, four clips) indexed with the bundled demonstration model."""
+    from indexer import IndexOptions, run_index
+    from xclip_search.demo.run import SEGMENT_SECONDS, DemoOptions, build_library
+
+    root = tmp_path_factory.mktemp("demo-browser")
+    truth = build_library(root / "library", DemoOptions(out_dir=root, clips=4, scene_videos=2, scenes=4))
+    run_index(
+        [str(root / "library")], root / "index", model="demo", options=IndexOptions(segment_seconds=SEGMENT_SECONDS)
+    )
+    return root / "index", truth
+
+
+def test_the_demo_index_finds_a_scene_and_plays_it(browser: Any, demo_index: tuple[Path, dict[str, Any]]) -> None:
+    """On the demo model, a scene's caption finds that scene inside a longer video, and the player starts there."""
+    from xclip_search import Index
+
+    index_dir, truth = demo_index
+    scenes = [(name, t) for name, ts in truth.items() if name.startswith("scenes-") for t in ts if t.start > 0]
+    with Index.open(index_dir) as index:
+        found = [
+            (name, t)
+            for name, t in scenes
+            if (hit := index.search(t.caption, top_k=1, per_video=False)[0]).path.endswith(name)
+            and hit.start == pytest.approx(t.start, abs=0.01)
+        ]
+    # the demonstration model puts the right scene first for most captions (a quality floor, not a UI check)
+    assert len(found) >= len(scenes) // 2, (len(found), len(scenes))
+    name, scene = found[0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve_in_thread(ServeSettings(index_dir=index_dir, port=0, warm=True)) as url:
+        context = browser.new_context(viewport={"width": 1360, "height": 1000})
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#index-counts .count")
+        page.check("#all-segments")
+        page.fill("#q", scene.caption)
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results[data-kind=search] .card", timeout=60_000)
+        first = page.locator("#results .card").first
+        assert first.locator(".name").text_content() == name
+        assert float(first.get_attribute("data-start")) == pytest.approx(scene.start, abs=0.01)
+        first.click()
+        page.wait_for_function(
+            "(start) => { const v = document.getElementById('video');"
+            " return v.readyState >= 2 && !v.paused && v.currentTime >= start; }",
+            arg=scene.start,
+            timeout=30_000,
+        )
+        t = page.evaluate("() => document.getElementById('video').currentTime")
+        assert scene.start <= t < scene.end
+        page.screenshot(path=str(ARTIFACTS / "test-browser-demo.png"), full_page=True)
+        context.close()
