@@ -8,12 +8,13 @@ from typing import Any
 
 import click
 
-from .console import BarProgress, echo_json, format_time
+from ..console import BarProgress, echo_json, format_time
+from .base import cli
 
 DEFAULT_DIR = "xclip-search-demo"
 
 
-@click.command("demo")
+@cli.command("demo")
 @click.option(
     "--dir",
     "out_dir",
@@ -41,7 +42,7 @@ def demo_cmd(out_dir: Path, model: str, top_k: int, device: str | None, as_json:
       xclip-search search "yellow triangle moving up" --index xclip-search-demo/index   # afterwards
       xclip-search serve --index xclip-search-demo/index                                 # and in a browser
     """
-    from .demo.run import DemoOptions, run_demo
+    from ..demo.run import DemoOptions, run_demo
 
     opts = DemoOptions(out_dir=out_dir, model=model, top_k=top_k, device=device)
     say = None if as_json else (lambda message: click.echo(message, err=True))

@@ -1,0 +1,288 @@
+"""``index`` and ``failures``: building an index and accounting for every file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..console import BarProgress, echo_json, format_bytes, format_time, table
+from ..defaults import default_index_dir
+from ..errors import InvalidArgumentError
+from .base import cli, device_option, index_option, json_option
+
+# -- index ------------------------------------------------------------------------------------------------
+
+
+@cli.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@index_option()
+@click.option(
+    "--model",
+    default=None,
+    help="Hub id, save_pretrained directory, or 'demo' [default: the index's "
+    "model, or microsoft/xclip-base-patch32 for a new index].",
+)
+@click.option(
+    "--segment-seconds",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Length of the searchable moments; 0 = one segment per whole video.",
+)
+@click.option(
+    "--max-segments",
+    type=click.IntRange(min=1),
+    default=360,
+    show_default=True,
+    help="Cap on segments per video (longer windows beyond it).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decode worker processes; 0 decodes in-process, without isolation [default: from the cores and model].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Segments per model call [default: 8 for small models, 16 for X-CLIP base on CPU, 32 on GPU].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Model (torch) threads on CPU [default: from the cores and model].",
+)
+@click.option("--prune", is_flag=True, help="Drop indexed videos whose files disappeared under the given paths.")
+@click.option("--retry-failed", is_flag=True, help="Try files that failed or were skipped before again.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds a decoder may go without progress on a file before it is killed and the file marked failed.",
+)
+@click.option(
+    "--worker-memory",
+    type=click.IntRange(min=256),
+    default=2048,
+    show_default=True,
+    help="Address-space limit per decode worker, in MB.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=7680 * 4320,
+    show_default=True,
+    help="Skip videos with larger frames (width x height), before decoding.",
+)
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=6 * 3600.0,
+    show_default=True,
+    help="Skip videos longer than this many seconds, before decoding.",
+)
+@click.option(
+    "--commit-every",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Publish progress every N segments (and at least every 30 s): what an interruption can lose.",
+)
+@click.option("--dry-run", is_flag=True, help="Walk and probe only: show what would be indexed, with time and disk.")
+@click.option(
+    "--catalog",
+    "catalog_url",
+    default=None,
+    metavar="URL",
+    help="Keep the catalog in this database (postgresql://USER@HOST/DB, shared by several indexers and servers); "
+    "recorded without the password [default: catalog.sqlite in the index].",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Decode and embed on a Ray cluster (pip install 'xclip-search[ray]'): ADDRESS of its head, or none to "
+    "join the cluster on this machine or start one. Videos and --index must be on a filesystem all nodes share.",
+)
+@click.option(
+    "--ray-decoders",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray decode actors [default: the cluster's CPUs not held by embedding actors].",
+)
+@device_option
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default=None,
+    help="Model precision (float16/bfloat16 on CUDA only) [default: float32].",
+)
+@json_option
+def index_cmd(
+    paths: tuple[Path, ...],
+    index_dir: Path | None,
+    model: str | None,
+    segment_seconds: float,
+    max_segments: int,
+    workers: int | None,
+    batch_size: int | None,
+    threads: int | None,
+    prune: bool,
+    retry_failed: bool,
+    timeout_s: float,
+    worker_memory: int,
+    max_pixels: int,
+    max_duration: float,
+    commit_every: int,
+    dry_run: bool,
+    catalog_url: str | None,
+    ray_address: str | None,
+    ray_decoders: int | None,
+    device: str | None,
+    dtype: str | None,
+    as_json: bool,
+) -> int:
+    """Index the videos in PATHS (files or folders, searched recursively).
+
+    Re-running skips unchanged files, re-indexes changed ones, follows moved files without decoding them,
+    and resumes an interrupted run. Each file is decoded in a worker process with a timeout and a memory
+    limit, so a broken file costs that file only. Exit code 3 when some files failed.
+
+    \b
+    Examples:
+      xclip-search index ~/Videos
+      xclip-search index ~/Videos --prune --json        # nightly: new, changed, moved and deleted files
+      xclip-search index clips/ --index my-index --model ./my-xclip-checkpoint
+      xclip-search index clips/ --dry-run               # what would be indexed, time and disk estimate
+      xclip-search index /shared/videos --index /shared/idx --ray 10.0.0.1:6379   # on a Ray cluster
+    """
+    from indexer import IndexOptions, run_index
+    from indexer.probe import Limits
+
+    target = index_dir or default_index_dir()
+    if segment_seconds < 0:
+        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). Use 0 or a positive number.")
+    options = IndexOptions(
+        segment_seconds=segment_seconds,
+        max_segments=max_segments,
+        workers=workers,
+        batch_size=batch_size,
+        torch_threads=threads,
+        prune=prune,
+        retry_failed=retry_failed,
+        device=device,
+        dtype=dtype,
+        timeout_s=timeout_s,
+        memory_mb=worker_memory,
+        limits=Limits(max_pixels=max_pixels, max_duration_s=max_duration),
+        commit_every=commit_every,
+        catalog_url=catalog_url,
+    )
+    if dry_run:
+        return _dry_run([str(p) for p in paths], target, model, options, as_json)
+    progress = BarProgress(enabled=not as_json)
+    try:
+        if ray_address is not None:
+            from indexer.distributed import RayOptions, run_index_ray
+
+            ray_options = RayOptions(address=ray_address, decode_workers=ray_decoders)
+            report = run_index_ray(
+                [str(p) for p in paths],
+                target,
+                model=model,
+                options=options,
+                ray_options=ray_options,
+                progress=progress,
+            )
+        else:
+            report = run_index([str(p) for p in paths], target, model=model, options=options, progress=progress)
+    finally:
+        progress.close()
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        d = report.to_dict()
+        click.echo(
+            f"Indexed {d['indexed']} video(s) ({d['segments']} segments), {d['unchanged']} unchanged, "
+            f"{d['moved']} moved, {d['failed']} failed, {d['skipped']} skipped, {d['removed']} removed "
+            f"in {report.seconds:.1f} s -> {Path(target).resolve()}"
+        )
+        for o in report.failures[:20]:
+            click.echo(f"  {o.status}: {o.path}: {o.reason}", err=True)
+        if len(report.failures) > 20:
+            click.echo(f"  ... and {len(report.failures) - 20} more (xclip-search failures)", err=True)
+        if report.known_failed:
+            click.echo(
+                f"  {report.known_failed} unchanged file(s) failed in an earlier run "
+                "(xclip-search failures; --retry-failed tries them again)",
+                err=True,
+            )
+    return report.exit_code
+
+
+def _dry_run(paths: list[str], target: Path, model: str | None, options: Any, as_json: bool) -> int:
+    from indexer.dryrun import dry_run
+
+    report = dry_run(paths, target, model=model, options=options)
+    if as_json:
+        echo_json(report.to_dict())
+        return 0
+    c = report.counts
+    click.echo(
+        f"Would index {c['to_index']} file(s) (~{report.segments} segments); {c['unchanged']} unchanged, "
+        f"{c['moved']} moved, {c['removed']} removed, {c['skipped']} skipped, {c['failed']} failed."
+    )
+    for f in report.files:
+        detail = f.get("reason") or f.get("from") or (f"{f['segments']} segment(s)" if "segments" in f else "")
+        click.echo(f"  {f['action']}: {f['path']}" + (f" ({detail})" if detail else ""))
+    if report.seconds is not None:
+        b = report.basis
+        click.echo(
+            f"Estimate: {format_time(report.seconds)} and {format_bytes(report.bytes)} on this machine "
+            f"({b['workers']} worker(s), {b['threads']} model thread(s); decoding "
+            f"{b['decode_seconds_per_segment']:.3f} s and the model {b['model_seconds_per_segment']:.3f} s "
+            "per segment, measured just now)."
+        )
+    return 0
+
+
+# -- failures ---------------------------------------------------------------------------------------------
+
+
+@cli.command("failures")
+@index_option()
+@json_option
+def failures_cmd(index_dir: Path | None, as_json: bool) -> int:
+    """List the files that failed or were skipped, with the decoder's reason.
+
+    \b
+    Examples:
+      xclip-search failures
+      xclip-search failures --index my-index --json
+      xclip-search index ~/Videos --retry-failed      # then try them again
+    """
+    from ..index import Index
+
+    with Index.open(index_dir) as index:
+        rows = index.failures()
+    items = [
+        {"path": r["path"], "status": r["status"], "reason": r["reason"], "warnings": r.get("warnings", 0)}
+        for r in rows
+    ]
+    if as_json:
+        echo_json({"failures": items})
+        return 0
+    if not items:
+        click.echo("No failed or skipped files.")
+        return 0
+    table([(f["status"], f["path"], f["reason"] or "") for f in items], ["status", "path", "reason"])
+    return 0

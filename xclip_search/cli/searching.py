@@ -1,0 +1,181 @@
+"""``search`` and ``similar``: ranked, time-stamped moments for a text or an example video."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..console import echo_json, format_time, table
+from ..errors import InvalidArgumentError
+from .base import cli, device_option, filter_options, index_option, json_option
+
+# -- search -----------------------------------------------------------------------------------------------
+
+
+def _hits_table(hits: Sequence[Any]) -> None:
+    rows = [(h.rank, f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path) for h in hits]
+    table(rows, ["#", "score", "time", "path"])
+
+
+@cli.command("search")
+@click.argument("query")
+@index_option()
+@click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
+@click.option(
+    "--candidates",
+    type=int,
+    default=None,
+    help="First-stage candidates re-ranked exactly (more = better recall, slower) [default: 100].",
+)
+@click.option("--no-rerank", is_flag=True, help="Rank by the first-stage cosine only (no video-specific prompts).")
+@click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
+@click.option("--min-score", type=float, default=None, help="Leave out results scoring below this.")
+@click.option("--no-merge", is_flag=True, help="Report each video's best segment alone (no merged time range).")
+@filter_options
+@device_option
+@json_option
+def search_cmd(
+    query: str,
+    index_dir: Path | None,
+    top_k: int,
+    candidates: int | None,
+    no_rerank: bool,
+    all_segments: bool,
+    min_score: float | None,
+    no_merge: bool,
+    where: Any,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """Find the moments that match QUERY, best first.
+
+    One hit per video: its best segment, widened over adjacent segments that match about as well.
+
+    \b
+    Examples:
+      xclip-search search "someone slicing bread"
+      xclip-search search "red circle moving left" --top-k 3 --json
+      xclip-search search "a goal" --filter "duration>=60" --path-prefix ~/Videos/football --tag soccer
+    """
+    from ..index import Index
+
+    if not query.strip():
+        raise InvalidArgumentError("Empty query", hint="Type what happens in the video, e.g. 'a dog catching a ball'.")
+    with Index.open(index_dir, device=device) as index:
+        hits = index.search(
+            query,
+            top_k=top_k,
+            candidates=candidates,
+            rerank=not no_rerank,
+            per_video=not all_segments,
+            where=where,
+            min_score=min_score,
+            merge=not no_merge,
+        )
+    if as_json:
+        echo_json({"query": query, "results": [h.to_dict() for h in hits]})
+        return 0
+    if not hits:
+        click.echo("No results." if where or min_score is not None else "No results (the index is empty).")
+        return 0
+    _hits_table(hits)
+    return 0
+
+
+# -- similar ----------------------------------------------------------------------------------------------
+
+
+@cli.command("similar")
+@click.argument("example", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@index_option()
+@click.option("--video-id", type=int, default=None, help="Use this indexed video as the example instead of a file.")
+@click.option("--at", type=float, default=None, help="Use the segment at this time (seconds), not the whole video.")
+@click.option(
+    "--segment-seconds",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Window length used to find --at in an example file.",
+)
+@click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
+@click.option("--candidates", type=int, default=None, help="First-stage candidates [default: 100].")
+@click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
+@click.option("--min-score", type=float, default=None, help="Leave out results below this cosine.")
+@click.option("--include-source", is_flag=True, help="Keep the example's own video in the results.")
+@filter_options
+@device_option
+@json_option
+def similar_cmd(
+    example: Path | None,
+    index_dir: Path | None,
+    video_id: int | None,
+    at: float | None,
+    segment_seconds: float,
+    top_k: int,
+    candidates: int | None,
+    all_segments: bool,
+    min_score: float | None,
+    include_source: bool,
+    where: Any,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """Find moments that look like an example video (query by example), ranked by cos(v_example, v).
+
+    \b
+    Examples:
+      xclip-search similar clip.mp4 --top-k 5
+      xclip-search similar long.mp4 --at 95 --json            # the 10 s window around 1:35
+      xclip-search similar --video-id 42 --at 30 --all-segments
+    """
+    from ..index import Index
+
+    if (example is None) == (video_id is None):
+        raise InvalidArgumentError(
+            "Pass exactly one of EXAMPLE (a video file) or --video-id",
+            hint="xclip-search similar clip.mp4, or xclip-search similar --video-id 42",
+        )
+    if segment_seconds <= 0:
+        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). It must be positive.")
+    with Index.open(index_dir, device=device) as index:
+        if video_id is not None:
+            ex = index.example(video_id, at=at)
+        else:
+            ex = _embed_example(index, example, at, segment_seconds)  # type: ignore[arg-type]
+        hits = index.similar(
+            ex,
+            top_k=top_k,
+            candidates=candidates,
+            per_video=not all_segments,
+            where=where,
+            min_score=min_score,
+            include_source=include_source,
+        )
+    if as_json:
+        echo_json({"example": ex.source, "results": [h.to_dict() for h in hits]})
+        return 0
+    if not hits:
+        click.echo("No results.")
+        return 0
+    _hits_table(hits)
+    return 0
+
+
+def _embed_example(index: Any, path: Path, at: float | None, segment_seconds: float) -> Any:
+    from indexer.embed import embed_files
+
+    from ..errors import VideoError
+    from ..example import example_from_embedding
+
+    encoder, _ = index._components()
+    seconds = 0.0 if at is None else segment_seconds
+    absolute = os.path.abspath(path)
+    item = next(iter(embed_files([absolute], index.checkpoint, segment_seconds=seconds, encoder=encoder)))
+    if item.embeddings is None or item.extracted is None:
+        raise VideoError(f"Cannot read the example video {path}: {item.error or 'unknown error'}")
+    spans = [(float(s.start_s), float(s.end_s)) for s in item.extracted.segments]
+    return example_from_embedding(path, spans, item.embeddings.v, at=at, snapshot=index.snapshot)

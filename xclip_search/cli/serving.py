@@ -1,0 +1,78 @@
+"""``serve``: the HTTP API and web page."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..console import echo_json
+from ..defaults import default_index_dir
+from .base import cli, device_option, index_option, json_option
+
+# -- serve ------------------------------------------------------------------------------------------------
+
+
+@cli.command("serve")
+@index_option()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but localhost serves other machines (set a --token then).",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port; 0 picks a free one."
+)
+@click.option(
+    "--token",
+    default=None,
+    envvar="XCLIP_SEARCH_TOKEN",
+    show_envvar=True,
+    help="Bearer token required for write operations (saving tags, re-indexing) [default: $XCLIP_SEARCH_TOKEN].",
+)
+@device_option
+@json_option
+def serve_cmd(
+    index_dir: Path | None, host: str, port: int, token: str | None, device: str | None, as_json: bool
+) -> int:
+    """Open a web page (and HTTP API) to search, watch and tag an index.
+
+    The page shows results as thumbnails, plays each video from the matching moment, tags a video with any
+    labels and lists the index's counts and failures. The API is described at /openapi.json and /docs.
+    Searches always see a complete published index, also while 'xclip-search index' adds videos.
+
+    \b
+    Examples:
+      xclip-search serve                                  # then open http://127.0.0.1:8765/
+      xclip-search serve --index my-index --port 9000
+      xclip-search serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+    """
+    try:
+        from ..serve.app import ServeSettings
+        from ..serve.runner import run_server
+    except ImportError as exc:
+        from ..errors import DependencyError
+
+        raise DependencyError(
+            f"The web server needs extra packages ({exc.name} is missing)",
+            hint="pip install 'xclip-search[serve]'",
+        ) from exc
+    from ..serve.security import is_loopback
+
+    settings = ServeSettings(
+        index_dir=index_dir or default_index_dir(), host=host, port=port, token=token, device=device
+    )
+
+    def ready(url: str) -> None:
+        if as_json:
+            echo_json({"url": url, "index": str(Path(settings.index_dir).resolve()), "token": bool(token)})
+            sys.stdout.flush()
+        else:
+            click.echo(f"Serving {Path(settings.index_dir).resolve()} at {url}  (Ctrl+C to stop)", err=True)
+            if not is_loopback(host) and not token:
+                click.echo("Warning: listening beyond localhost without --token; write operations are off.", err=True)
+
+    run_server(settings, on_ready=ready)
+    return 0
