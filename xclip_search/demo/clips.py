@@ -405,7 +405,8 @@ def _render_background(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
         weight = np.asarray(img, dtype=np.float32) / 255.0
     else:
         raise ValueError(f"unknown background kind {bg.kind!r}")
-    return a[None, None, :] * (1.0 - weight[..., None]) + b[None, None, :] * weight[..., None]
+    out = a[None, None, :] * (1.0 - weight[..., None]) + b[None, None, :] * weight[..., None]
+    return out.astype(np.float32)
 
 
 def _shape_alpha(kind: str, cx: float, cy: float, r: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -448,12 +449,18 @@ def render_clip(spec: ClipSpec, indices: Sequence[int] | None = None) -> np.ndar
         for shape in spec.shapes:
             if not shape.visible((k + 0.5) / spec.num_frames):
                 continue
-            cx, cy, r = shape.centre_and_radius(u)
-            alpha = _shape_alpha(shape.shape, cx * size, cy * size, r * size, xx, yy)[..., None]
-            img = img * (1.0 - alpha) + np.array(shape.rgb, dtype=np.float32) * alpha
+            cx, cy, r = (v * size for v in shape.centre_and_radius(u))
+            # only the shape's bounding box (every shape lies within 1.3 r of its centre) is composited
+            x0, x1 = max(0, int(cx - 1.3 * r - 2)), min(size, int(cx + 1.3 * r + 3))
+            y0, y1 = max(0, int(cy - 1.3 * r - 2)), min(size, int(cy + 1.3 * r + 3))
+            if x0 >= x1 or y0 >= y1:
+                continue
+            alpha = _shape_alpha(shape.shape, cx, cy, r, xx[y0:y1, x0:x1], yy[y0:y1, x0:x1])[..., None]
+            box = img[y0:y1, x0:x1]
+            box += (np.array(shape.rgb, dtype=np.float32) - box) * alpha
         if spec.noise_std > 0:
             noise_rng = np.random.default_rng([spec.noise_seed, k])
-            img = img + noise_rng.normal(0.0, spec.noise_std, size=img.shape).astype(np.float32)
+            img += noise_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(spec.noise_std)
         frames[out] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return frames
 
