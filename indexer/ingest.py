@@ -1,0 +1,235 @@
+"""The decode -> encode -> commit loop of an indexing run.
+
+Decode workers stream segments (cropped uint8 frames) through the pool while this thread runs the model:
+segments from any number of files fill one model batch, so decoding, inference and writing overlap. A file is
+committed once its last segment is encoded, and the queued files become a published generation every
+`commit_every` segments or `commit_seconds` seconds, whichever comes first: an interruption loses at most that
+much work, and the next run resumes from what was committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xclip_search.checkpoint import Checkpoint
+from xclip_search.encoder import XClipEncoder
+from xclip_search.store.catalog import FAILED, INDEXED, SegmentRecord, VideoRecord
+from xclip_search.store.fsio import crash_point
+from xclip_search.store.writer import IndexWriter
+
+from .extract import CropNormalizer, ExtractSpec
+from .pool import FileDone, FileFailed, PoolEvent, SegmentReady
+from .segments import SegmentPlan
+from .walk import FoundFile
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """The knobs of the loop (resolved from `IndexOptions`)."""
+
+    batch_size: int
+    commit_every: int
+    commit_seconds: float
+
+
+@dataclass
+class Finished:
+    """What happened to one file in the loop (the pipeline turns it into a `FileOutcome`)."""
+
+    path: str
+    status: str
+    reason: str | None = None
+    segments: int = 0
+    warnings: int = 0
+
+
+@dataclass
+class _Pending:
+    """A file whose segments are being decoded and encoded (the segments of its current decoder attempt)."""
+
+    found: FoundFile
+    attempt: int = 0
+    plans: list[SegmentPlan] = field(default_factory=list)
+    v: list[np.ndarray | None] = field(default_factory=list)
+    z: list[np.ndarray | None] = field(default_factory=list)
+    done: FileDone | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.done is not None and all(x is not None for x in self.v)
+
+
+def ingest(
+    writer: IndexWriter,
+    checkpoint: Checkpoint,
+    spec: ExtractSpec,
+    todo: list[FoundFile],
+    events: Iterator[PoolEvent],
+    settings: IngestSettings,
+    on_file: Callable[[Finished], None],
+    on_segments: Callable[[int], None],
+) -> None:
+    """Encode and commit every file in `todo` from the pool's `events`; reports each file once via `on_file`."""
+    encoder = XClipEncoder(checkpoint)
+    to_pixels = CropNormalizer(spec.pixels)
+    by_path = {f.path: f for f in todo}
+    pending: dict[str, _Pending] = {}
+    queue: list[tuple[_Pending, int, np.ndarray]] = []  # (file, segment slot, crops) waiting for a model batch
+    last_flush = time.monotonic()
+    ids = _SegmentIds(writer, settings.commit_every)
+
+    def maybe_flush() -> None:
+        nonlocal last_flush
+        due = time.monotonic() - last_flush >= settings.commit_seconds
+        if writer.pending_segments >= settings.commit_every or (due and writer.pending):
+            writer.flush()
+            last_flush = time.monotonic()
+
+    ids = _SegmentIds(writer, settings.commit_every)
+
+    def commit(p: _Pending) -> None:
+        del pending[p.found.path]
+        done = p.done
+        assert done is not None and done.summary is not None
+        if len(p.plans) != done.summary.segments:  # cannot happen unless the protocol is broken; never store it
+            _record_failure(writer, p.found, FileFailed(p.found.path, FAILED, "segments lost between processes"))
+            on_file(Finished(p.found.path, FAILED, "segments lost between processes"))
+            return
+        n = _commit_video(writer, ids, p, done)
+        on_file(Finished(p.found.path, INDEXED, _note(done), segments=n, warnings=done.warnings))
+        maybe_flush()
+
+    def run_batch(items: list[tuple[_Pending, int, np.ndarray]]) -> None:
+        pixels = to_pixels(np.stack([crops for _, _, crops in items]))
+        emb = encoder.encode_videos(pixels)
+        crash_point("batch-encoded")
+        on_segments(len(items))
+        touched: list[_Pending] = []
+        for row, (p, slot, _) in enumerate(items):
+            p.v[slot] = emb.v[row]
+            p.z[slot] = emb.z[row]
+            if p not in touched:
+                touched.append(p)
+        for p in touched:
+            if p.complete and pending.get(p.found.path) is p:
+                commit(p)
+
+    for event in events:
+        if isinstance(event, SegmentReady):
+            p = pending.get(event.path)
+            if p is None or event.attempt > p.attempt:
+                if p is not None:  # the worker switched decoders midway: start this file over
+                    queue = [item for item in queue if item[0] is not p]
+                p = pending[event.path] = _Pending(by_path[event.path], attempt=event.attempt)
+            elif event.attempt < p.attempt:
+                continue
+            p.plans.append(event.plan)
+            p.v.append(None)
+            p.z.append(None)
+            queue.append((p, len(p.plans) - 1, event.crops))
+            while len(queue) >= settings.batch_size:
+                batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
+                run_batch(batch)
+        elif isinstance(event, FileDone):
+            p = pending.get(event.path) or pending.setdefault(event.path, _Pending(by_path[event.path]))
+            p.done = event
+            if p.complete:
+                commit(p)
+        else:
+            _record_failure(writer, by_path[event.path], event)
+            stale = pending.pop(event.path, None)
+            if stale is not None:
+                queue = [item for item in queue if item[0] is not stale]
+            on_file(Finished(event.path, event.status, event.reason, warnings=event.warnings))
+            maybe_flush()
+    while queue:
+        batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
+        run_batch(batch)
+
+
+def _note(done: FileDone) -> str | None:
+    """The reason column of an indexed file: which decoder failed first, and the first decoder warnings."""
+    parts = list(done.summary.notes) if done.summary else []
+    if done.warnings:
+        first = f": {done.log[0]}" if done.log else ""
+        parts.append(f"{done.warnings} decoder warning(s){first}")
+    return "; ".join(parts) or None
+
+
+class _SegmentIds:
+    """Hands out segment ids reserved in blocks: one catalog transaction (and fsync) per block, not per video.
+
+    Ids reserved but unused when a run ends or crashes are simply never used (see the catalog's id counter).
+    """
+
+    def __init__(self, writer: IndexWriter, block: int) -> None:
+        self._writer = writer
+        self._block = block
+        self._next = self._end = 0
+
+    def take(self, count: int) -> int:
+        if self._end - self._next < count:
+            size = max(count, self._block)
+            self._next = self._writer.reserve_ids(size)
+            self._end = self._next + size
+        first = self._next
+        self._next += count
+        return first
+
+
+def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: FileDone) -> int:
+    assert done.summary is not None
+    summary = done.summary
+    first = ids.take(len(p.plans))
+    records = [
+        SegmentRecord(
+            seq=plan.seq,
+            start_s=plan.start_s,
+            end_s=plan.end_s,
+            frame_start=plan.frame_start,
+            frame_end=plan.frame_end,
+            id=first + k,
+        )
+        for k, plan in enumerate(p.plans)
+    ]
+    f = p.found
+    info = summary.info
+    video = VideoRecord(
+        path=f.path,
+        size=f.size,
+        mtime_ns=f.mtime_ns,
+        dev=f.dev,
+        inode=f.inode,
+        status=INDEXED,
+        content_hash=done.content_hash,
+        duration_s=summary.duration_s,
+        fps=info.fps,
+        num_frames=info.num_frames,
+        width=info.width,
+        height=info.height,
+        codec=summary.codec,
+        reason=_note(done),
+        warnings=done.warnings,
+    )
+    writer.add(video, records, np.stack(p.v), np.stack(p.z))  # type: ignore[arg-type]
+    return len(records)
+
+
+def _record_failure(writer: IndexWriter, f: FoundFile, event: FileFailed) -> None:
+    writer.record(
+        VideoRecord(
+            path=f.path,
+            size=f.size,
+            mtime_ns=f.mtime_ns,
+            dev=f.dev,
+            inode=f.inode,
+            status=event.status if event.status != INDEXED else FAILED,
+            reason=event.reason,
+            content_hash=event.content_hash,
+            warnings=event.warnings,
+        )
+    )

@@ -1,0 +1,325 @@
+"""The indexing run: walk -> classify against the catalog -> decode (workers) -> encode (batched) -> commit.
+
+A run first decides, from stat fields alone where it can, what each file needs (see `changes`): unchanged
+files cost a ``stat`` and a catalog lookup, moved files a catalog update, so a re-run over an unchanged library
+does not even load the model. Only new and changed files go through the decode -> encode -> commit loop
+(`ingest`). Every file the walk sees ends with exactly one status in the report: indexed, unchanged, moved,
+skipped (with the reason) or failed (with the decoder's message); the run exits with 3 when any failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
+from xclip_search.errors import CheckpointError, InvalidArgumentError
+from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
+from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
+from xclip_search.store.writer import IndexWriter, check_model
+
+from .changes import RunPlan, classify
+from .decoders import DEFAULT_DECODERS
+from .extract import ExtractSpec
+from .modelspec import read_model_shape
+from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
+from .probe import Limits
+from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS
+from .tuning import likely_gpu, resolve_resources
+from .walk import walk
+
+if TYPE_CHECKING:
+    from .ingest import Finished
+
+UNCHANGED, MOVED, REMOVED = "unchanged", "moved", "removed"
+
+
+@dataclass
+class IndexOptions:
+    """Knobs of an indexing run; `None` means chosen from the machine and the model (see `tuning`)."""
+
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS
+    max_segments: int = DEFAULT_MAX_SEGMENTS
+    workers: int | None = None
+    batch_size: int | None = None
+    torch_threads: int | None = None
+    commit_every: int = 256
+    commit_seconds: float = 30.0
+    prune: bool = False
+    retry_failed: bool = False
+    device: str | None = None
+    dtype: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+    decoders: tuple[str, ...] = DEFAULT_DECODERS
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: str
+    status: str
+    reason: str | None = None
+    segments: int = 0
+    warnings: int = 0
+
+
+@dataclass
+class IndexReport:
+    """What a run did; `to_dict` is the ``index --json`` shape (DESIGN.md §4, plus ``moved`` and ``skipped``)."""
+
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    known_failed: int = 0  # unchanged files that failed in an earlier run (not retried)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def segments(self) -> int:
+        return sum(o.segments for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status in (FAILED, SKIPPED)]
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.count(FAILED) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "indexed": self.count(INDEXED),
+            "unchanged": self.count(UNCHANGED),
+            "failed": self.count(FAILED),
+            "removed": self.count(REMOVED),
+            "segments": self.segments,
+            "moved": self.count(MOVED),
+            "skipped": self.count(SKIPPED),
+        }
+
+
+class Progress(Protocol):
+    """Receives progress events; the command line draws a bar from them, the library passes none."""
+
+    def start(self, total_files: int) -> None:
+        """`total_files` files are about to be decoded and encoded."""
+
+    def file_done(self, outcome: FileOutcome) -> None: ...
+
+    def segments_encoded(self, count: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total_files: int) -> None:
+        pass
+
+    def file_done(self, outcome: FileOutcome) -> None:
+        pass
+
+    def segments_encoded(self, count: int) -> None:
+        pass
+
+
+def validate_options(opts: IndexOptions) -> None:
+    if opts.batch_size is not None and opts.batch_size < 1:
+        raise InvalidArgumentError(f"Invalid batch size ({opts.batch_size}). It must be at least 1.")
+    if opts.commit_every < 1 or opts.commit_seconds <= 0:
+        raise InvalidArgumentError("The commit interval must be at least 1 segment and more than 0 seconds.")
+    if opts.timeout_s <= 0:
+        raise InvalidArgumentError(f"Invalid timeout ({opts.timeout_s}). It must be more than 0 seconds.")
+    if opts.memory_mb < 256:
+        raise InvalidArgumentError(f"Invalid worker memory limit ({opts.memory_mb} MB). It must be at least 256 MB.")
+
+
+def run_index(
+    paths: Sequence[str | os.PathLike[str]],
+    index_dir: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Index the videos under `paths` into `index_dir` (created if needed) and return what happened."""
+    opts = options or IndexOptions()
+    prog = progress or _NoProgress()
+    if not paths:
+        raise InvalidArgumentError("No paths to index", hint="Pass one or more video files or folders.")
+    validate_options(opts)
+    index_path = Path(index_dir).expanduser().resolve()
+    started = time.monotonic()
+    report = IndexReport()
+    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+
+    checkpoint: Checkpoint | None = None
+    identity: ModelIdentity | None = None
+    model_ref, revision = model or DEFAULT_MODEL, None
+    if (index_path / MANIFEST_NAME).exists():
+        identity = read_manifest(index_path).model
+        if model is not None and not _names_recorded_model(model, identity):
+            checkpoint = load_checkpoint(model, device=opts.device, dtype=opts.dtype)
+            check_model(identity, checkpoint.identity, index_path)
+        model_ref, revision = identity.source, identity.revision
+
+    with contextlib.ExitStack() as stack:
+        # An existing index is locked before the walk; a new one once the model that names it is loaded.
+        writer = stack.enter_context(IndexWriter(index_path, identity)) if identity is not None else None
+        rows = writer.catalog.videos_by_path() if writer is not None else {}
+        plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        prog.start(len(plan.todo))
+        run: _Encoding | None = None
+        if plan.todo:
+            # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
+            run = _Encoding.start(stack, plan, opts, checkpoint.directory if checkpoint else model_ref, revision)
+        if checkpoint is None and (run is not None or writer is None):
+            checkpoint = load_checkpoint(model_ref, revision=revision, device=opts.device, dtype=opts.dtype)
+            if identity is not None:
+                check_model(identity, checkpoint.identity, index_path)
+        if writer is None:
+            assert checkpoint is not None
+            writer = stack.enter_context(IndexWriter(index_path, checkpoint.identity))
+        writer.run_id = writer.catalog.start_run(roots)
+        status = "interrupted"
+        try:
+            _apply_plan(writer, plan, rows, report)
+            if run is not None:
+                assert checkpoint is not None
+                run.encode(writer, checkpoint, report, prog)
+            writer.flush()
+            ann = writer.manifest.ann
+            if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
+                writer.publish_ann()
+            status = "finished"
+        except KeyboardInterrupt:
+            _flush_after_interrupt(writer)
+            raise
+        finally:
+            writer.catalog.finish_run(writer.run_id, status, report.to_dict())
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _flush_after_interrupt(writer: IndexWriter) -> None:
+    """Keep every video that was completely encoded, unless Ctrl-C landed inside a commit.
+
+    If the catalog already holds a generation the manifest does not name, the interrupted commit went through
+    its SQL transaction; publishing it is the next writer's recovery (roll forward), and committing the same
+    batch again would be wrong. Anything else that fails here is left to that recovery as well.
+    """
+    try:
+        if writer.catalog.latest_generation() == writer.manifest.generation:
+            writer.flush()
+    except Exception:  # best effort on the way out; the next run recovers from whatever state this leaves
+        return
+
+
+def _names_recorded_model(model: str, identity: ModelIdentity) -> bool:
+    """Whether `--model` names the model the index records, so loading it can wait until a file needs it.
+
+    A nightly run passes the same --model every time; loading weights (and importing torch) just to compare
+    identities would make a run over an unchanged library take seconds instead of a fraction of one. The full
+    check still runs when the model is loaded.
+    """
+    if model == identity.source:
+        return True
+    path = Path(model).expanduser()
+    return path.is_dir() and str(path.resolve()) == identity.source
+
+
+def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, Any]], report: IndexReport) -> None:
+    """Record what needs no decoding: walk issues, moves, refreshed stamps, removals, unchanged files."""
+    for issue in plan.issues:
+        row = rows.get(issue.path)
+        changed = row is None or (row["status"], row["reason"]) != (issue.status, issue.reason)
+        if issue.is_file and changed:
+            writer.record(VideoRecord(path=issue.path, size=0, mtime_ns=0, status=issue.status, reason=issue.reason))
+        report.outcomes.append(FileOutcome(issue.path, issue.status, issue.reason))
+    for update in plan.refreshed:
+        writer.update_file(update)
+    for update in plan.moved:
+        writer.update_file(update)
+        report.outcomes.append(FileOutcome(update.path, MOVED, f"from {update.old_path}"))
+    writer.remove(plan.removed)
+    report.outcomes.extend(FileOutcome(path, REMOVED) for path in plan.removed)
+    report.outcomes.extend(FileOutcome(f.path, UNCHANGED) for f in plan.unchanged)
+    report.known_failed = plan.known_failed
+
+
+@dataclass
+class _Encoding:
+    """The files to decode and encode: a decode pool already running, waiting for the model."""
+
+    plan: RunPlan
+    opts: IndexOptions
+    spec: ExtractSpec
+    workers: int
+    threads: int | None
+    batch_size: int
+    events: Iterator[PoolEvent]
+
+    @classmethod
+    def start(
+        cls, stack: contextlib.ExitStack, plan: RunPlan, opts: IndexOptions, model_ref: str | Path, revision: str | None
+    ) -> _Encoding:
+        shape = read_model_shape(str(model_ref), revision)
+        res = resolve_resources(
+            shape,
+            on_gpu=likely_gpu(opts.device),
+            workers=opts.workers,
+            batch_size=opts.batch_size,
+            threads=opts.torch_threads,
+        )
+        spec = ExtractSpec(
+            num_frames=shape.num_frames,
+            pixels=shape.pixels,
+            segment_seconds=opts.segment_seconds,
+            max_segments=opts.max_segments,
+            decoders=opts.decoders,
+            limits=opts.limits,
+        )
+        workers = min(res.workers, len(plan.todo))
+        pool = stack.enter_context(
+            DecodePool(spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
+        )
+        events = pool.start([f.path for f in plan.todo])
+        return cls(plan, opts, spec, workers, res.threads, res.batch_size, events)
+
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, report: IndexReport, prog: Progress) -> None:
+        from .ingest import IngestSettings, ingest  # imports torch: only when something needs encoding
+
+        if checkpoint.num_frames != self.spec.num_frames or checkpoint.pixels != self.spec.pixels:
+            raise CheckpointError(
+                f"{checkpoint.directory}: config.json and the loaded model disagree on frames or pixels",
+                hint="Re-save the checkpoint with save_pretrained.",
+            )
+        threads = self.threads if checkpoint.device.type == "cpu" else None
+        settings = IngestSettings(
+            batch_size=self.batch_size, commit_every=self.opts.commit_every, commit_seconds=self.opts.commit_seconds
+        )
+
+        def on_file(done: Finished) -> None:
+            outcome = FileOutcome(done.path, done.status, done.reason, done.segments, done.warnings)
+            report.outcomes.append(outcome)
+            prog.file_done(outcome)
+
+        with _torch_threads(threads):
+            ingest(writer, checkpoint, self.spec, self.plan.todo, self.events, settings, on_file, prog.segments_encoded)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the model with `n` intra-op threads for the duration of the run, then restore the setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,132 @@
+"""The web page in a real browser (headless Debian Chromium driven by Playwright): search, see thumbnails, click a
+result and watch the video play from the moment found; tag a video; find similar moments. Offline: any request
+that leaves the server's origin fails the test.
+
+Chromium comes from Debian (``apt-get install chromium``), never from ``playwright install``. Without it this
+test fails, so CI cannot pass by skipping; set ``XCLIP_SEARCH_SKIP_BROWSER=1`` to skip it on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xclip_search.serve import ServeSettings, serve_in_thread
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = os.environ.get("XCLIP_SEARCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if os.environ.get("XCLIP_SEARCH_SKIP_BROWSER") == "1":
+        pytest.skip("XCLIP_SEARCH_SKIP_BROWSER=1")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or XCLIP_SEARCH_SKIP_BROWSER=1)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("The playwright package is missing: pip install -e '.[dev]'")
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def play_card(page: Any, suffix: str) -> dict[str, float]:
+    """Click the first result of a file ending in `suffix` that starts after 0 s; return what the player did."""
+    card = page.locator(f"#results .card:has(.name:text-matches('{suffix}$'))").filter(
+        has_not=page.locator(".time:text-is('0:00.0–0:01.0')")
+    )
+    first = card.first
+    start = float(first.get_attribute("data-start"))
+    assert start > 0
+    first.click()
+    page.wait_for_function(
+        "(start) => { const v = document.getElementById('video');"
+        " return v.readyState >= 2 && !v.paused && v.currentTime >= start; }",
+        arg=start,
+        timeout=30_000,
+    )
+    state = page.evaluate(
+        "() => { const v = document.getElementById('video');"
+        " return {t: v.currentTime, paused: v.paused, w: v.videoWidth, d: v.duration, err: v.error && v.error.code}; }"
+    )
+    return {"start": start, **state}
+
+
+def test_search_watch_tag_in_a_browser(browser: Any, serve_index: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    settings = ServeSettings(index_dir=serve_index, port=0, warm=True)
+    with serve_in_thread(settings) as url:
+        context = browser.new_context(viewport={"width": 1360, "height": 1000})
+        page = context.new_page()
+        outside: list[str] = []
+        console_errors: list[str] = []
+
+        def only_this_server(route: Any) -> None:
+            if route.request.url.startswith(url) or route.request.url.startswith("data:"):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_this_server)
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console_errors.append(str(e)))
+
+        page.goto(url)
+        page.wait_for_selector("#index-counts .count")
+        assert "3 videos" in page.text_content("#summary")
+        page.wait_for_selector("#results[data-kind=library] .card")  # the library is shown before any search
+
+        page.check("#all-segments")
+        page.fill("#q", "a square moving to the right")
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results[data-kind=search] .card", timeout=60_000)
+        assert page.locator("#results .card").count() == 12
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#results .card img')].every(i => i.complete && i.naturalWidth > 0)",
+            timeout=60_000,
+        )
+        assert "12 results" in page.text_content("#status")
+
+        for suffix in (".mp4", ".webm"):  # H.264 and VP9 both play in Debian's Chromium
+            played = play_card(page, suffix)
+            assert played["err"] is None and played["w"] > 0 and not played["paused"], played
+            assert played["start"] <= played["t"] < played["start"] + 1.5, played
+            assert played["d"] == pytest.approx(4.0, abs=0.1)
+        assert page.locator("#moments button").count() == 4
+        assert page.locator("#moments button.current").count() == 1
+
+        page.fill("#tag-labels", "walking, spinning, jumping")
+        page.click("#tag-form button[type=submit]")
+        page.wait_for_selector("#tag-results .bar")
+        values = [float(v.strip("%")) for v in page.locator("#tag-results .bar-value").all_text_contents()]
+        assert len(values) == 3 and sum(values) == pytest.approx(100, abs=0.2)
+        assert values == sorted(values, reverse=True)
+
+        page.click("#similar")
+        page.wait_for_selector("#results[data-kind=similar] .card")
+
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / "test-browser-serve.png"), full_page=True)
+        context.close()
+    assert not outside, outside
+    assert not console_errors, console_errors

@@ -1,0 +1,117 @@
+"""X-CLIP's two towers as the index needs them: per segment ``v`` and ``Z``, per text ``t``.
+
+`encode_videos` follows `XCLIPModel.forward` step by step but stops before the text meets the video, keeping
+the two things the prompted score needs later: the MIT-pooled video embedding ``v`` (stored unit-norm, since
+only its direction enters a cosine) and the prompt context ``Z`` (the frame-averaged, projected patch tokens,
+already through the prompt generator's layer norm, which does not depend on the text).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint
+from .errors import InvalidArgumentError
+
+MAX_TEXT_TOKENS = 77
+
+
+@dataclass(frozen=True)
+class VideoEmbeddings:
+    """``v``: (B, D) float32 unit vectors; ``z``: (B, N, D) float32 prompt contexts."""
+
+    v: np.ndarray
+    z: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.v.shape[0])
+
+
+class XClipEncoder:
+    """Batched video and text encoding with one loaded checkpoint; text embeddings cached per string."""
+
+    def __init__(self, checkpoint: Checkpoint, *, text_cache_size: int = 4096) -> None:
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model
+        self.device = checkpoint.device
+        self.dtype = checkpoint.dtype
+        self.num_frames = checkpoint.num_frames
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_size = text_cache_size
+
+    @torch.inference_mode()
+    def encode_videos(self, pixel_values: np.ndarray | torch.Tensor) -> VideoEmbeddings:
+        """Pixel values ``(B, T, 3, H, W)`` to per-segment ``v`` and ``Z`` (see the module docstring)."""
+        pixels = torch.as_tensor(pixel_values)
+        if pixels.ndim != 5 or pixels.shape[1] != self.num_frames:
+            raise InvalidArgumentError(
+                f"Expected pixel values of shape (B, {self.num_frames}, 3, H, W), got {tuple(pixels.shape)}"
+            )
+        m = self.model
+        batch, frames, channels, height, width = pixels.shape
+        flat = pixels.reshape(-1, channels, height, width).to(self.device, self.dtype)
+        vision = m.vision_model(pixel_values=flat)
+        cls = m.visual_projection(vision.pooler_output).view(batch, frames, -1)
+        v = m.mit(cls).pooler_output
+        patches = m.prompts_visual_layernorm(vision.last_hidden_state[:, 1:, :])
+        patches = patches @ m.prompts_visual_projection
+        z = patches.view(batch, frames, -1, v.shape[-1]).mean(dim=1)
+        z = m.prompts_generator.layernorm(z)
+        v = v / v.norm(p=2, dim=-1, keepdim=True)
+        return VideoEmbeddings(
+            v=v.float().cpu().numpy(),
+            z=z.float().cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def _encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
+        tok = self.checkpoint.tokenizer
+        # A single text is not padded: the text tower is causal and reads the end token, so padding changes
+        # nothing but costs ~2.5x on CPU. Batches pad to their longest member only.
+        enc = tok(
+            list(texts),
+            padding=len(texts) > 1,
+            truncation=True,
+            max_length=MAX_TEXT_TOKENS,
+            return_tensors="pt",
+        )
+        m = self.model
+        out = m.text_model(
+            input_ids=enc["input_ids"].to(self.device),
+            attention_mask=enc["attention_mask"].to(self.device),
+        )
+        t = m.text_projection(out.pooler_output)
+        return np.asarray(t.float().cpu().numpy(), dtype=np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Projected text embeddings ``t`` (L, D), not normalized: the prompt generator reads them raw."""
+        if isinstance(texts, str):
+            texts = [texts]
+        cleaned = [_check_text(t) for t in texts]
+        missing = [t for t in dict.fromkeys(cleaned) if t not in self._text_cache]
+        if missing:
+            for text, emb in zip(missing, self._encode_uncached(missing), strict=True):
+                self._text_cache[text] = emb
+                while len(self._text_cache) > self._text_cache_size:
+                    self._text_cache.popitem(last=False)
+        rows = []
+        for text in cleaned:
+            self._text_cache.move_to_end(text)
+            rows.append(self._text_cache[text])
+        return np.stack(rows).astype(np.float32, copy=False)
+
+
+def _check_text(text: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"Expected text, got {type(text).__name__}")
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidArgumentError(
+            "Empty query text", hint="Type what happens in the video, e.g. 'a dog catching a ball'."
+        )
+    return stripped

@@ -1,0 +1,58 @@
+"""One error hierarchy for the whole project.
+
+Every failure a user can cause or fix is an `XClipSearchError` subclass carrying a one-line message and,
+where one helps, a hint that says what to do. The command line prints ``Error: <message>`` and the hint and
+exits with `exit_code`; library callers catch `XClipSearchError` and never see a bare `RuntimeError`.
+"""
+
+from __future__ import annotations
+
+
+class XClipSearchError(Exception):
+    """Root of every error raised on purpose by xclip-search."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgumentError(XClipSearchError):
+    """A parameter is outside what the operation supports (empty query, no labels, k < 1, ...)."""
+
+
+class CheckpointError(XClipSearchError):
+    """A model checkpoint cannot be found, read, or trusted (pickled weights only, bad config)."""
+
+
+class IndexNotFoundError(XClipSearchError):
+    """The index directory does not exist or holds no published index."""
+
+
+class IndexMismatchError(XClipSearchError):
+    """The index was built by another model (or format) than the one asked for."""
+
+
+class IndexCorruptError(XClipSearchError):
+    """A published file of the index fails its checksum or cannot be parsed."""
+
+
+class IndexBusyError(XClipSearchError):
+    """Another process holds the index's writer lock."""
+
+
+class VideoError(XClipSearchError):
+    """A video file cannot be probed, decoded or sampled. Recorded per file; never stops an indexing run."""
+
+
+class VideoLimitError(VideoError):
+    """A video exceeds a configured limit (frame size, duration, frame count); recorded as skipped, not failed."""
+
+
+class DependencyError(XClipSearchError):
+    """An optional dependency needed for this operation is not installed."""

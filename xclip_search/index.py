@@ -1,0 +1,326 @@
+"""`Index`: the Python API over one index directory (search, tag, info). The command line is a shell over it.
+
+    from xclip_search import Index
+    with Index.open("my-index") as index:
+        for hit in index.search("a dog catching a frisbee", top_k=5):
+            print(hit.path, hit.start, hit.end, hit.score)
+
+The model that built the index is loaded lazily on the first call that needs it, from what the manifest
+records (hub id and revision, local directory, or the bundled demo model); a checkpoint whose configuration
+differs from the recorded one is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .defaults import default_index_dir
+from .errors import IndexMismatchError
+from .store.catalog import Catalog
+from .store.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from .example import Example
+    from .export import ExportReport
+    from .filters import SearchFilter
+    from .search import SearchEngine, SearchHit
+    from .tagging import LabelScore, SegmentTags
+
+    Where = SearchFilter | str | Iterable[str] | None
+
+
+class Index:
+    """A published index opened for reading; see the module docstring."""
+
+    def __init__(
+        self, directory: Path, snapshot: Snapshot, *, device: str | None = None, model: str | None = None
+    ) -> None:
+        self.directory = directory
+        self.snapshot = snapshot
+        self._device = device
+        self._model_override = model
+        self._checkpoint: Checkpoint | None = None
+        self._engine: Any = None
+        self._tagger: Any = None
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        model: str | None = None,
+    ) -> Index:
+        """Open the latest published generation of the index at `directory` (default: `default_index_dir`).
+
+        `model` overrides where the model is loaded from (for an index whose local checkpoint moved); it must
+        have the recorded configuration.
+        """
+        path = Path(directory) if directory is not None else default_index_dir()
+        path = path.expanduser().resolve()
+        return cls(path, Snapshot.open(path), device=device, model=model)
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.snapshot.catalog.close()
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.snapshot.catalog
+
+    @property
+    def generation(self) -> int:
+        return self.snapshot.generation
+
+    def refresh(self) -> bool:
+        """Move to the newest published generation; returns True if there was one."""
+        latest = Snapshot.open(self.directory, catalog=self.catalog)
+        if latest.generation == self.snapshot.generation and latest.manifest == self.snapshot.manifest:
+            return False
+        self.snapshot = latest
+        self._engine = None
+        return True
+
+    # -- model -------------------------------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        if self._checkpoint is None:
+            recorded = self.snapshot.manifest.model
+            source = self._model_override or recorded.source
+            ckpt = load_checkpoint(source, revision=recorded.revision, device=self._device)
+            if ckpt.identity.config_hash != recorded.config_hash:
+                raise IndexMismatchError(
+                    f"{source} is not the model that built {self.directory} (configuration differs)",
+                    hint=f"The index was built with {recorded.source}.",
+                )
+            self._checkpoint = ckpt
+        return self._checkpoint
+
+    def _components(self) -> tuple[Any, Any]:
+        from .encoder import XClipEncoder
+        from .prompting import PromptScorer
+
+        if self._tagger is None:
+            from .tagging import Tagger
+
+            encoder = XClipEncoder(self.checkpoint)
+            self._tagger = Tagger(encoder, PromptScorer(self.checkpoint.model))
+        return self._tagger.encoder, self._tagger.scorer
+
+    # -- operations --------------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> SearchEngine:
+        """The search engine over the current snapshot (built on first use)."""
+        from .search import SearchEngine
+
+        encoder, scorer = self._components()
+        if self._engine is None or self._engine.snapshot is not self.snapshot:
+            self._engine = SearchEngine(self.snapshot, encoder, scorer)
+        engine: SearchEngine = self._engine
+        return engine
+
+    def search(
+        self,
+        query: str,
+        *,
+        top_k: int = 10,
+        candidates: int | None = None,
+        rerank: bool = True,
+        per_video: bool = True,
+        where: Where = None,
+        min_score: float | None = None,
+        merge: bool = True,
+    ) -> list[SearchHit]:
+        """Ranked `SearchHit`s for a text query; see `xclip_search.search.SearchEngine.search`.
+
+        `where` takes filter strings such as ``"duration>=30"`` or a `xclip_search.filters.SearchFilter`.
+        """
+        where = self._checked_filter(where)
+        return self.engine.search(
+            query,
+            top_k=top_k,
+            candidates=candidates,
+            rerank=rerank,
+            per_video=per_video,
+            where=where,
+            min_score=min_score,
+            merge=merge,
+        )
+
+    def example(self, video_id: int, *, at: float | None = None) -> Example:
+        """An indexed video (or its segment at `at` seconds) as a query-by-example."""
+        from .example import example_from_index
+
+        return example_from_index(self.snapshot, video_id, at)
+
+    def similar(
+        self,
+        example: Example,
+        *,
+        top_k: int = 10,
+        candidates: int | None = None,
+        per_video: bool = True,
+        where: Where = None,
+        min_score: float | None = None,
+        include_source: bool = False,
+    ) -> list[SearchHit]:
+        """Segments whose video embedding is closest to the example's (``cos(v_example, v)``).
+
+        The example's own video is left out unless `include_source`.
+        """
+        where = self._checked_filter(where)
+        return self.engine.similar(
+            example.v,
+            top_k=top_k,
+            candidates=candidates,
+            per_video=per_video,
+            where=where,
+            min_score=min_score,
+            exclude_videos=() if include_source else example.video_ids,
+        )
+
+    def _checked_filter(self, where: Where) -> SearchFilter:
+        """Parse and check a filter before any model loads, so a bad filter fails in milliseconds."""
+        from .errors import InvalidArgumentError
+        from .filters import coerce_filter
+
+        flt = coerce_filter(where)
+        if flt.uses_tags and not self.catalog.has_tags():
+            raise InvalidArgumentError(
+                "This index has no saved tags to filter on",
+                hint="Save some first: xclip-search tag --index DIR --labels 'a,b' --save",
+            )
+        return flt
+
+    def tag_embeddings(
+        self,
+        v: np.ndarray,
+        z: np.ndarray,
+        labels: Sequence[str],
+        *,
+        top: int | None = None,
+        min_prob: float | None = None,
+    ) -> list[list[LabelScore]]:
+        """Tag freshly encoded segments (``v``, ``Z``) with this index's model."""
+        self._components()
+        return list(self._tagger.tag(v, z, labels, top=top, min_prob=min_prob))
+
+    def tag_index(
+        self,
+        labels: Sequence[str],
+        *,
+        top: int | None = None,
+        min_prob: float | None = None,
+        where: Where = None,
+        save: bool = False,
+        on_batch: Callable[[list[SegmentTags]], None] | None = None,
+    ) -> Iterator[SegmentTags]:
+        """Tag every indexed segment (or those `where` keeps) from the stored ``v``/``Z``, decoding nothing.
+
+        With `save`, the labels kept (`top`, `min_prob`) are written to the catalog's tags table, replacing
+        this vocabulary's earlier labels on the same segments, so ``search --tag LABEL`` can filter on them.
+        """
+        from .filters import coerce_filter
+
+        self._components()
+        flt = coerce_filter(where)
+        vocabulary = list(labels)
+
+        def batch_done(done: list[SegmentTags]) -> None:
+            if save:
+                rows = [(s.segment_id, x.label, x.prob, x.score) for s in done for x in s.labels]
+                self.catalog.save_tags(vocabulary, [s.segment_id for s in done], rows)
+            if on_batch is not None:
+                on_batch(done)
+
+        return self._tagger.tag_index(
+            self.snapshot, vocabulary, top=top, min_prob=min_prob, where=flt or None, on_batch=batch_done
+        )
+
+    def export_parquet(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        include_z: bool = True,
+        where: Where = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> ExportReport:
+        """Write segments, videos, embeddings and tags as Parquet (see `xclip_search.export`)."""
+        from .export import export_parquet
+        from .filters import coerce_filter
+
+        flt = coerce_filter(where)
+        return export_parquet(self.snapshot, out_dir, include_z=include_z, where=flt or None, on_progress=on_progress)
+
+    def info(self) -> dict[str, Any]:
+        """Counts, model, ANN type and sizes of the published generation."""
+        m = self.snapshot.manifest
+        vector_bytes = (
+            sum(p.stat().st_size for p in (self.directory / "vectors").glob("*.npy") if p.is_file())
+            if (self.directory / "vectors").is_dir()
+            else 0
+        )
+        catalog_bytes = sum(p.stat().st_size for p in self.directory.glob("catalog.sqlite*") if p.is_file())
+        ann_bytes = (
+            (self.directory / m.ann.file).stat().st_size if m.ann and (self.directory / m.ann.file).exists() else 0
+        )
+        statuses = self.catalog.status_counts()
+        last_run = self.catalog.last_run()
+        return {
+            "index": str(self.directory),
+            "generation": m.generation,
+            "model": m.model.to_dict(),
+            "videos": {
+                "indexed": statuses.get("indexed", 0),
+                "failed": statuses.get("failed", 0),
+                "skipped": statuses.get("skipped", 0),
+                "removed": statuses.get("removed", 0),
+            },
+            "segments": self.catalog.live_segment_count(m.generation),
+            "ann": None
+            if m.ann is None
+            else {
+                "type": m.ann.kind,
+                "count": m.ann.count,
+                "generation": m.ann.generation,
+                "bytes": ann_bytes,
+                "memory_bytes": int(m.ann.params.get("memory_bytes", ann_bytes)),
+                "params": {k: v for k, v in m.ann.params.items() if k not in ("memory_bytes", "reason")},
+                "reason": m.ann.params.get("reason"),
+                "tail_segments": sum(s.count for s in m.shards if s.generation > m.ann.generation),
+            },
+            "bytes": {
+                "vectors": vector_bytes,
+                "catalog": catalog_bytes,
+                "ann": ann_bytes,
+                "total": vector_bytes + catalog_bytes + ann_bytes,
+            },
+            "shards": len(m.shards),
+            "created_at": m.created_at,
+            "updated_at": m.updated_at,
+            "last_run": None
+            if last_run is None
+            else {k: last_run[k] for k in ("id", "started_at", "finished_at", "status")},
+        }
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Files whose last attempt failed or was skipped, with the reason."""
+        return self.catalog.failures()

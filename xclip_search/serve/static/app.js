@@ -1,0 +1,322 @@
+// xclip-search web page: search, watch the matching moment, find similar moments, tag a video, see the index.
+// Plain JavaScript, no build step, no external assets. Text from the index (file names, labels) is only ever
+// inserted with textContent.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { hits: [], current: null, videos: [], indexInfo: null };
+
+function fmtTime(seconds) {
+  const s = Math.max(0, Number(seconds) || 0);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = (s % 60).toFixed(1).padStart(4, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const token = sessionStorage.getItem("xclip-token");
+  if (token && options.write) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, {
+    method: options.method || "GET",
+    headers,
+    body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+  });
+  let data = null;
+  try { data = await response.json(); } catch (_) { data = null; }
+  if (!response.ok) {
+    const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.hint = data && data.hint;
+    throw error;
+  }
+  return data;
+}
+
+function setStatus(node, text, isError = false) {
+  node.textContent = text;
+  node.classList.toggle("error", isError);
+}
+
+// -- results ------------------------------------------------------------------------------------------------
+
+function card(item, onClick) {
+  const node = $("card-template").content.firstElementChild.cloneNode(true);
+  const img = node.querySelector("img");
+  const thumb = node.querySelector(".thumb");
+  img.addEventListener("error", () => thumb.classList.add("missing"), { once: true });
+  if (item.thumbnail_url) img.src = item.thumbnail_url; else thumb.classList.add("missing");
+  node.querySelector(".time").textContent = item.end != null ? `${fmtTime(item.start)}–${fmtTime(item.end)}` : fmtTime(item.duration_s || 0);
+  node.querySelector(".name").textContent = item.name;
+  node.title = item.path;
+  node.querySelector(".score").textContent = item.score != null ? `score ${item.score.toFixed(4)}` : (item.segments != null ? `${item.segments} moments` : "");
+  node.querySelector(".rank").textContent = item.rank != null ? `#${item.rank}` : "";
+  if (item.segment_id != null) node.dataset.segmentId = item.segment_id;
+  node.dataset.start = item.start != null ? item.start : 0;
+  node.addEventListener("click", () => onClick(item, node));
+  return node;
+}
+
+function showHits(data, label, kind) {
+  state.hits = data.results;
+  const grid = $("results");
+  grid.replaceChildren();
+  grid.dataset.kind = kind;
+  const ms = data.timings_ms && data.timings_ms.total != null ? ` in ${Math.round(data.timings_ms.total)} ms` : "";
+  if (!data.results.length) {
+    setStatus($("status"), `No results for ${label}. Try other words, or clear the file filter.`);
+    return;
+  }
+  setStatus($("status"), `${data.results.length} result${data.results.length === 1 ? "" : "s"} for ${label}${ms}`);
+  for (const hit of data.results) {
+    grid.append(card(hit, (h, node) => {
+      document.querySelectorAll(".card.active").forEach((n) => n.classList.remove("active"));
+      node.classList.add("active");
+      play({ video_id: h.video_id, video_url: h.video_url, name: h.name, path: h.path, start: h.start, end: h.end, score: h.score, segment_id: h.segment_id });
+    }));
+  }
+}
+
+async function runSearch(event) {
+  if (event) event.preventDefault();
+  const q = $("q").value.trim();
+  if (!q) return;
+  const params = new URLSearchParams({ q, top_k: $("top-k").value, per_video: String(!$("all-segments").checked) });
+  const pathFilter = $("path-filter").value.trim();
+  if (pathFilter) params.set("path", pathFilter);
+  history.replaceState(null, "", `?${new URLSearchParams({ q })}`);
+  setStatus($("status"), "Searching… (the first search loads the model)");
+  $("results").replaceChildren();
+  $("results").dataset.kind = "";
+  try {
+    showHits(await api(`/api/search?${params}`), `“${q}”`, "search");
+  } catch (error) {
+    $("results").replaceChildren();
+    setStatus($("status"), `${error.message}${error.hint ? ` — ${error.hint}` : ""}`, true);
+  }
+}
+
+async function findSimilar() {
+  if (!state.current || state.current.segment_id == null) return;
+  setStatus($("status"), "Finding similar moments…");
+  try {
+    const data = await api("/api/search/similar", {
+      method: "POST",
+      body: { segment_id: state.current.segment_id, top_k: Number($("top-k").value), per_video: !$("all-segments").checked },
+    });
+    showHits(data, `moments like ${state.current.name} ${fmtTime(state.current.start)}`, "similar");
+    $("results").scrollIntoView({ behavior: "smooth", block: "start" });
+  } catch (error) {
+    setStatus($("status"), error.message, true);
+  }
+}
+
+// -- player -------------------------------------------------------------------------------------------------
+
+function play(item) {
+  state.current = item;
+  const video = $("video");
+  $("player").hidden = false;
+  $("player-title").textContent = item.name;
+  $("player-title").title = item.path;
+  const score = item.score != null ? ` · score ${item.score.toFixed(4)}` : "";
+  $("player-sub").textContent = item.end != null ? `Moment ${fmtTime(item.start)}–${fmtTime(item.end)}${score}` : "Whole video";
+  $("similar").disabled = item.segment_id == null;
+  const seekAndPlay = () => {
+    video.currentTime = item.start || 0;
+    const started = video.play();
+    if (started) started.catch(() => { video.muted = true; video.play().catch(() => {}); });
+    drawTimeline();
+  };
+  if (video.dataset.src !== item.video_url) {
+    video.dataset.src = item.video_url;
+    video.src = item.video_url;
+    video.addEventListener("loadedmetadata", seekAndPlay, { once: true });
+    video.load();
+  } else if (video.readyState >= 1) {
+    seekAndPlay();
+  } else {
+    video.addEventListener("loadedmetadata", seekAndPlay, { once: true });
+  }
+  loadMoments(item);
+  selectTagVideo(item.video_id);
+  $("player").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function drawTimeline() {
+  const video = $("video");
+  const item = state.current;
+  const moment = $("timeline-moment");
+  if (!item || item.end == null || !video.duration || !isFinite(video.duration)) { moment.style.width = "0"; return; }
+  moment.style.left = `${(100 * item.start) / video.duration}%`;
+  moment.style.width = `${(100 * Math.max(0, item.end - item.start)) / video.duration}%`;
+}
+
+async function loadMoments(item) {
+  const strip = $("moments");
+  strip.replaceChildren();
+  try {
+    const video = await api(`/api/videos/${item.video_id}`);
+    if (state.current !== item) return;
+    for (const seg of video.segments) {
+      const img = el("img", { alt: "", loading: "lazy" });
+      img.src = seg.thumbnail_url;
+      const button = el("button", {
+        type: "button",
+        title: `Play ${fmtTime(seg.start)}–${fmtTime(seg.end)}`,
+        onclick: () => play({ video_id: item.video_id, video_url: item.video_url, name: item.name, path: item.path, start: seg.start, end: seg.end, segment_id: seg.segment_id }),
+      }, img, el("span", { text: fmtTime(seg.start) }));
+      if (seg.segment_id === item.segment_id) button.classList.add("current");
+      strip.append(button);
+    }
+  } catch (_) { /* the strip is a convenience; the player works without it */ }
+}
+
+// -- tagging ------------------------------------------------------------------------------------------------
+
+function selectTagVideo(videoId) {
+  const select = $("tag-video");
+  if ([...select.options].some((o) => o.value === String(videoId))) select.value = String(videoId);
+}
+
+function bar(label, prob) {
+  const fill = el("div", { class: "bar-fill" });
+  fill.style.width = `${(100 * prob).toFixed(1)}%`;
+  return el("div", { class: "bar" },
+    el("div", { class: "bar-track" }, fill, el("div", { class: "bar-label", text: label })),
+    el("div", { class: "bar-value", text: `${(100 * prob).toFixed(1)}%` }));
+}
+
+async function runTag(event) {
+  event.preventDefault();
+  const videoId = Number($("tag-video").value);
+  const labels = $("tag-labels").value;
+  if (!videoId || !labels.trim()) return;
+  setStatus($("tag-status"), "Scoring labels…");
+  $("tag-results").replaceChildren();
+  try {
+    const data = await api("/api/tag", { method: "POST", body: { video_id: videoId, labels } });
+    setStatus($("tag-status"), `${data.segments.length} moment${data.segments.length === 1 ? "" : "s"} of ${data.path.split("/").pop()}; probabilities averaged over them`);
+    const bars = el("div", { class: "bars" }, ...data.labels.map((l) => bar(l.label, l.prob)));
+    const rows = data.segments.map((s) => el("tr", {},
+      el("td", { text: `${fmtTime(s.start)}–${fmtTime(s.end)}` }),
+      el("td", { text: `${s.labels[0].label} (${(100 * s.labels[0].prob).toFixed(0)}%)` })));
+    const perMoment = el("details", { class: "per-moment" }, el("summary", { text: "Best label per moment" }), el("table", {}, ...rows));
+    $("tag-results").replaceChildren(bars, perMoment);
+  } catch (error) {
+    setStatus($("tag-status"), error.message, true);
+  }
+}
+
+// -- index --------------------------------------------------------------------------------------------------
+
+function count(value, label, bad = false) {
+  return el("div", { class: `count${bad && value ? " bad" : ""}` }, el("b", { text: String(value) }), el("span", { text: label }));
+}
+
+async function loadIndex() {
+  let info;
+  try {
+    info = await api("/api/index?failures=200");
+  } catch (error) {
+    $("summary").textContent = `Index unavailable: ${error.message}`;
+    return;
+  }
+  const changed = !state.indexInfo || state.indexInfo.generation !== info.generation;
+  state.indexInfo = info;
+  const v = info.videos;
+  $("summary").textContent = `${v.indexed} video${v.indexed === 1 ? "" : "s"} · ${info.segments} moments · model ${info.model.source}`;
+  $("index-counts").replaceChildren(
+    count(v.indexed, "videos indexed"), count(info.segments, "searchable moments"),
+    count(v.failed, "failed", true), count(v.skipped, "skipped"));
+  const updated = info.updated_at ? new Date(info.updated_at).toLocaleString() : "never";
+  $("index-meta").textContent = `Generation ${info.generation} · updated ${updated} · ${info.index}`;
+  const box = $("failures-box");
+  box.hidden = !info.failure_count;
+  $("failures-title").textContent = `${info.failure_count} file${info.failure_count === 1 ? "" : "s"} could not be indexed`;
+  $("failures").replaceChildren(...info.failures.map((f) =>
+    el("li", {}, el("span", { text: f.path }), el("span", { class: "reason", text: `${f.status}: ${f.reason || "no reason recorded"}` }))));
+  const job = info.reindex || {};
+  $("reindex").disabled = job.state === "running" || info.writes === "disabled";
+  $("reindex").title = info.writes === "disabled" ? "Writes are disabled: start the server with --token" : $("reindex").title;
+  $("reindex-status").textContent = job.state === "running" ? "re-indexing…" : job.state === "finished" && job.report ? `last run: ${job.report.indexed} indexed, ${job.report.failed} failed` : job.state === "failed" ? "last run failed" : "";
+  if (changed) await loadVideos();
+  if (!info.segments) showEmptyIndex();
+}
+
+async function loadVideos() {
+  try {
+    const data = await api("/api/videos?status=indexed&limit=1000");
+    state.videos = data.videos;
+    const select = $("tag-video");
+    const keep = select.value;
+    select.replaceChildren(...data.videos.map((v) => el("option", { value: String(v.video_id), text: v.name })));
+    if (keep) select.value = keep;
+    if (!state.hits.length && !$("q").value) showLibrary();
+  } catch (_) { /* the tag box stays empty */ }
+}
+
+function showLibrary() {
+  const grid = $("results");
+  grid.replaceChildren();
+  grid.dataset.kind = "library";
+  if (!state.videos.length) return;
+  setStatus($("status"), "Your library — type above to search it, or click a video to watch it.");
+  for (const v of state.videos.slice(0, 48)) {
+    grid.append(card(Object.assign({}, v, { start: 0 }), () => play({ video_id: v.video_id, video_url: v.video_url, name: v.name, path: v.path, start: 0 })));
+  }
+}
+
+function showEmptyIndex() {
+  $("results").replaceChildren(el("div", { class: "empty" },
+    el("p", { text: "This index has no searchable videos yet." }),
+    el("p", {}, "Add some from a terminal: ", el("code", { text: "xclip-search index ~/Videos --index " + state.indexInfo.index }))));
+}
+
+async function reindex() {
+  try {
+    await api("/api/index/update", { method: "POST", write: true });
+  } catch (error) {
+    if (error.status === 401) {
+      const token = prompt("This server needs its access token to re-index:");
+      if (token) { sessionStorage.setItem("xclip-token", token); return reindex(); }
+    }
+    $("reindex-status").textContent = error.message;
+    return;
+  }
+  $("reindex-status").textContent = "re-indexing…";
+}
+
+// -- wiring -------------------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("search-form").addEventListener("submit", runSearch);
+  $("tag-form").addEventListener("submit", runTag);
+  $("player-close").addEventListener("click", () => { $("video").pause(); $("player").hidden = true; });
+  $("replay").addEventListener("click", () => { if (state.current) { $("video").currentTime = state.current.start || 0; $("video").play(); } });
+  $("similar").addEventListener("click", findSimilar);
+  $("tag-this").addEventListener("click", () => { if (state.current) { selectTagVideo(state.current.video_id); $("tag-labels").focus(); } });
+  $("reindex").addEventListener("click", reindex);
+  $("video").addEventListener("durationchange", drawTimeline);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "/" && document.activeElement.tagName !== "INPUT") { e.preventDefault(); $("q").focus(); }
+  });
+  const initial = new URLSearchParams(location.search).get("q");
+  loadIndex().then(() => { if (initial) { $("q").value = initial; runSearch(); } });
+  setInterval(() => { if (!document.hidden) loadIndex(); }, 15000);
+  $("q").focus();
+});

@@ -1,0 +1,297 @@
+"""The single writer of an index directory and its commit protocol.
+
+One batch becomes one generation in four durable steps:
+
+1. ``shard-written``: the batch's ids, ``v`` and ``Z`` are published as a new immutable shard;
+2. ``catalog-committed``: one SQL transaction records the shard, the video rows and their segments;
+3. ``manifest-published``: the manifest naming the new generation replaces the old one (the commit point).
+
+A crash before step 2 leaves an unreferenced shard that the next writer deletes; a crash between 2 and 3 leaves
+a catalog one generation ahead, which the next writer rolls forward by publishing its manifest (the shard is
+already durable). Readers only ever follow the manifest, so they see the previous generation or the new one.
+The ANN cache is rebuilt after a run and published the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ..checkpoint import ModelIdentity
+from ..errors import IndexCorruptError, IndexMismatchError, InvalidArgumentError
+from . import ann as ann_store
+from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
+from .fsio import crash_point, remove_stale_temporaries, writer_lock
+from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
+from .vectors import VectorStore, VectorView
+
+ANN_POLICY_KEY = "ann_policy"
+# The most vectors of newer shards a trained ANN index leaves to the snapshot's exact scan (see publish_ann).
+TAIL_MAX = 100_000
+
+_OWN_ENTRIES = {MANIFEST_NAME, CATALOG_NAME, "vectors", "ann", "writer.lock", "thumbnails"}
+
+
+def check_model(recorded: ModelIdentity, wanted: ModelIdentity, index_dir: Path) -> None:
+    """Refuse to mix embeddings of two models in one index."""
+    same = (
+        recorded.config_hash == wanted.config_hash
+        and recorded.source == wanted.source
+        and (recorded.revision is None or wanted.revision is None or recorded.revision == wanted.revision)
+    )
+    if not same:
+        rev = f"@{recorded.revision}" if recorded.revision else ""
+        raise IndexMismatchError(
+            f"The index at {index_dir} was built with {recorded.source}{rev}; "
+            f"refusing to add embeddings from {wanted.source}",
+            hint="Omit --model to use the index's own model, or choose another --index directory.",
+        )
+
+
+class IndexWriter:
+    """Adds, replaces and retires videos in an index; use as a context manager (it holds the writer lock)."""
+
+    def __init__(self, index_dir: Path, identity: ModelIdentity, *, z_dtype: str = "float32") -> None:
+        self.dir = Path(index_dir)
+        self.identity = identity
+        self.z_dtype = z_dtype
+        self.vectors = VectorStore(self.dir)
+        self._lock: contextlib.ExitStack | None = None
+        self._entries: list[BatchEntry] = []
+        self._v: list[np.ndarray] = []
+        self._z: list[np.ndarray] = []
+        self._removed: list[str] = []
+        self._updates: list[FileUpdate] = []
+        self.catalog: Catalog
+        self.manifest: Manifest
+        self.run_id: int | None = None
+        self.changed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> IndexWriter:
+        self._prepare_directory()
+        stack = contextlib.ExitStack()
+        stack.enter_context(writer_lock(self.dir))
+        self._lock = stack
+        try:
+            self._open()
+        except BaseException:
+            stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.catalog.close()
+            if self._lock is not None:
+                self._lock.close()
+
+    def _prepare_directory(self) -> None:
+        if self.dir.exists() and not self.dir.is_dir():
+            raise InvalidArgumentError(f"--index {self.dir} is a file, not a directory")
+        if self.dir.is_dir() and not (self.dir / MANIFEST_NAME).exists():
+            foreign = [p.name for p in self.dir.iterdir() if p.name not in _OWN_ENTRIES and not p.name.startswith(".")]
+            if foreign:
+                raise InvalidArgumentError(
+                    f"{self.dir} is not empty and is not an xclip-search index",
+                    hint="Choose a new or empty directory for --index.",
+                )
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _open(self) -> None:
+        for sub in (self.dir, self.dir / "vectors", self.dir / "ann"):
+            remove_stale_temporaries(sub)
+        fresh = not (self.dir / MANIFEST_NAME).exists()
+        self.catalog = Catalog.open(self.dir, create=True)
+        recorded = self.catalog.get_meta("model")
+        if recorded is None:
+            self.catalog.set_meta("model", json.dumps(self.identity.to_dict(), sort_keys=True))
+        else:
+            check_model(ModelIdentity.from_dict(json.loads(recorded)), self.identity, self.dir)
+        if fresh:
+            now = now_iso()
+            generation = self.catalog.latest_generation()
+            self.manifest = Manifest(
+                generation=generation,
+                model=self.identity,
+                shards=self._catalog_shards(),
+                ann=None,
+                created_at=now,
+                updated_at=now,
+            )
+            write_manifest(self.dir, self.manifest)
+        else:
+            self.manifest = read_manifest(self.dir)
+            check_model(self.manifest.model, self.identity, self.dir)
+            self._recover()
+        referenced = {s.name for s in self.manifest.shards}
+        self.vectors.remove_unreferenced(referenced)
+
+    def _catalog_shards(self) -> tuple[ShardInfo, ...]:
+        return tuple(
+            ShardInfo(
+                name=r["name"],
+                count=int(r["count"]),
+                generation=int(r["generation"]),
+                sha256=json.loads(r["checksums"]),
+                z_dtype=r["z_dtype"],
+            )
+            for r in self.catalog.shard_rows()
+        )
+
+    def _recover(self) -> None:
+        """Roll the manifest forward to the catalog's last committed generation (see the module docstring)."""
+        catalog_gen = self.catalog.latest_generation()
+        if catalog_gen == self.manifest.generation:
+            return
+        if catalog_gen < self.manifest.generation:
+            raise IndexCorruptError(
+                f"The catalog of {self.dir} is at generation {catalog_gen} but the manifest at "
+                f"{self.manifest.generation}; the catalog lost committed data"
+            )
+        shards = self._catalog_shards()
+        for info in shards:
+            self.vectors.open_shard(info)  # the shard must be whole before it is published
+        self.manifest = replace(self.manifest, generation=catalog_gen, shards=shards, updated_at=now_iso())
+        write_manifest(self.dir, self.manifest)
+
+    # -- batches -----------------------------------------------------------------------------------------
+
+    def reserve_ids(self, count: int) -> int:
+        return self.catalog.reserve_segment_ids(count)
+
+    def add(self, video: VideoRecord, segments: Sequence[SegmentRecord], v: np.ndarray, z: np.ndarray) -> None:
+        """Queue an indexed video with its segments (ids already reserved) and their vectors."""
+        if len(segments) != len(v) or len(segments) != len(z):
+            raise ValueError("one v and one Z per segment")
+        self._entries.append(BatchEntry(video=video, segments=list(segments)))
+        self._v.append(np.asarray(v, np.float32))
+        self._z.append(np.asarray(z, np.float32))
+
+    def record(self, video: VideoRecord) -> None:
+        """Queue a video row without vectors (failed, skipped)."""
+        self._entries.append(BatchEntry(video=video, segments=[]))
+
+    def remove(self, paths: Sequence[str]) -> None:
+        """Queue the retirement of videos that disappeared (``--prune``)."""
+        self._removed.extend(paths)
+
+    def update_file(self, change: FileUpdate) -> None:
+        """Queue a move or re-stamp of an indexed file (its vectors stay as they are)."""
+        self._updates.append(change)
+
+    @property
+    def pending_segments(self) -> int:
+        return sum(len(e.segments) for e in self._entries)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._entries or self._removed or self._updates)
+
+    def flush(self) -> int:
+        """Commit what is queued as one new generation; returns the generation now published."""
+        if not self.pending:
+            return self.manifest.generation
+        generation = self.manifest.generation + 1
+        shard: ShardInfo | None = None
+        segs = [s for e in self._entries for s in e.segments]
+        if segs:
+            offset = 0
+            for e in self._entries:
+                for s in e.segments:
+                    s.row = offset
+                    offset += 1
+            ids = np.array([s.id for s in segs], dtype=np.int64)
+            shard = self.vectors.write_shard(
+                generation, ids, np.concatenate(self._v), np.concatenate(self._z), z_dtype=self.z_dtype
+            )
+        crash_point("shard-written")
+        self.catalog.commit_batch(generation, self.run_id, self._entries, shard, self._removed, self._updates)
+        crash_point("catalog-committed")
+        shards = (*self.manifest.shards, shard) if shard else self.manifest.shards
+        self.manifest = replace(self.manifest, generation=generation, shards=shards, updated_at=now_iso())
+        write_manifest(self.dir, self.manifest)
+        crash_point("manifest-published")
+        self._entries, self._v, self._z, self._removed, self._updates = [], [], [], [], []
+        self.changed = True
+        return generation
+
+    # -- ANN ---------------------------------------------------------------------------------------------
+
+    def set_ann_policy(self, kind: str, memory_budget: int) -> None:
+        """Record which ANN kind and memory budget later runs (``index``) rebuild with."""
+        ann_store.check_kind(kind)
+        self.catalog.set_meta(ANN_POLICY_KEY, json.dumps({"kind": kind, "memory_budget": int(memory_budget)}))
+
+    def ann_policy(self) -> tuple[str, int]:
+        """The recorded (kind, memory budget), or auto with the default budget."""
+        raw = self.catalog.get_meta(ANN_POLICY_KEY)
+        if raw is None:
+            return "auto", ann_store.DEFAULT_MEMORY_BUDGET
+        doc = json.loads(raw)
+        return str(doc.get("kind", "auto")), int(doc.get("memory_budget", ann_store.DEFAULT_MEMORY_BUDGET))
+
+    def _ann_is_fresh_enough(self, current: AnnInfo) -> bool:
+        """A trained (non-flat) index may leave a small tail of newer shards to the snapshot's exact scan.
+
+        Retraining IVF-PQ over millions of vectors takes minutes; an ``index`` run that added a few videos
+        should not pay that. The tail is scanned exactly by every search, so it is kept below 10% of the index
+        and below `TAIL_MAX` vectors; likewise retired segments (over-fetched by every search).
+        """
+        if current.kind == "flat":
+            return False
+        tail = sum(s.count for s in self.manifest.shards if s.generation > current.generation)
+        retired = self.catalog.retired_since(current.generation, self.manifest.generation)
+        limit = min(TAIL_MAX, max(1, current.count // 10))
+        return tail <= limit and retired <= limit
+
+    def publish_ann(
+        self,
+        *,
+        force: bool = False,
+        kind: str | None = None,
+        memory_budget: int | None = None,
+        use_gpu: bool | None = None,
+    ) -> AnnInfo | None:
+        """Rebuild the ANN cache over the live segments of the current generation, if it is out of date.
+
+        `kind` and `memory_budget` default to the recorded policy (`set_ann_policy`), else auto and
+        `ann.DEFAULT_MEMORY_BUDGET`; `force` rebuilds even an up-to-date index (``reindex``).
+        """
+        self.flush()
+        current = self.manifest.ann
+        recorded_kind, recorded_budget = self.ann_policy()
+        kind = kind or recorded_kind
+        budget = memory_budget or recorded_budget
+        up_to_date = current is not None and (
+            current.generation == self.manifest.generation or self._ann_is_fresh_enough(current)
+        )
+        if current is not None and up_to_date and not force:
+            return current
+        generation = self.manifest.generation
+        view = VectorView(self.vectors, self.manifest.shards)
+        live = self.catalog.live_segment_ids(generation)
+        dim = self.identity.embed_dim
+        plan = ann_store.plan_ann(len(live), dim, kind=kind, memory_budget=budget)
+        index = ann_store.build_index(plan, view.shards, live, dim, use_gpu=use_gpu)
+        crash_point("ann-built")
+        params = {**plan.params, "exact": plan.exact, "memory_bytes": plan.memory_bytes, "reason": plan.reason}
+        info = ann_store.write_ann(self.dir, index, generation=generation, kind=plan.kind, params=params)
+        crash_point("ann-written")
+        self.manifest = replace(self.manifest, ann=info, updated_at=now_iso())
+        write_manifest(self.dir, self.manifest)
+        crash_point("ann-published")
+        ann_store.remove_unreferenced(self.dir, keep=info.file)
+        return info
