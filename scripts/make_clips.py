@@ -62,9 +62,7 @@ def main() -> int:
         clip = make_clip(rng, random_spec(rng, size=args.size, two_shape_prob=args.two_shape_prob))
         name = f"clip{i:04d}.mp4"
         write_mp4(args.out / name, clip.frames, args.fps)
-        rows.append(
-            {"file": name, "caption": clip.caption, "frames": len(clip.frames), "spec": clip.spec.to_dict()}
-        )
+        rows.append({"file": name, "caption": clip.caption, "frames": len(clip.frames), "spec": clip.spec.to_dict()})
     write_captions(args.out / "captions.json", rows)
     with (args.out / "captions.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

@@ -47,8 +47,8 @@ from xclip_search.demo.clips import (  # noqa: E402
     caption_for,
     random_spec,
     render_clip,
-    sample_indices,
 )
+from xclip_search.sampling import sample_frame_indices  # noqa: E402
 
 TOKENIZER_DIR = REPO / "xclip_search" / "assets" / "clip-tokenizer"
 #: OpenAI CLIP's normalisation, the values every X-CLIP checkpoint ships, so the product's pixel path sees the
@@ -157,10 +157,8 @@ def hard_negative_text(rng: np.random.Generator, spec: ClipSpec) -> tuple[str, M
     c, sh, m = meaning[i]
     roll = rng.random()
     if roll < 0.6:
-        if m in _OPPOSITE and rng.random() < 0.5:
-            m = _OPPOSITE[m]
-        else:
-            m = str(rng.choice([x for x in MOTIONS if x != m]))
+        flip = m in _OPPOSITE and rng.random() < 0.5
+        m = _OPPOSITE[m] if flip else str(rng.choice([x for x in MOTIONS if x != m]))
     elif roll < 0.8:
         sh = str(rng.choice([x for x in SHAPES if x != sh]))
     else:
@@ -178,9 +176,7 @@ def _matches(d: Descriptor, spec_shape: Any) -> bool:
     )
 
 
-def target_weights(
-    meanings: Sequence[Meaning], specs: Sequence[ClipSpec], partial_weight: float
-) -> np.ndarray:
+def target_weights(meanings: Sequence[Meaning], specs: Sequence[ClipSpec], partial_weight: float) -> np.ndarray:
     """``[videos, texts]`` soft-target weights: 1 when the text is true of the clip and mentions as many
     shapes as the clip has, ``partial_weight`` when it is true but leaves a shape out (so "red circle moving
     left" prefers the clip showing only that), 0 when false. A text is true when its descriptors can be
@@ -214,9 +210,7 @@ def preprocess(frames: np.ndarray, size: int) -> np.ndarray:
         short, long = (h, w) if h <= w else (w, h)
         new_long = int(size * long / short)
         new_h, new_w = (size, new_long) if h <= w else (new_long, size)
-        frames = np.stack(
-            [np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR)) for f in frames]
-        )
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR)) for f in frames])
         h, w = new_h, new_w
     top, left = (h - size) // 2, (w - size) // 2
     frames = frames[:, top : top + size, left : left + size]
@@ -250,9 +244,7 @@ def h264_roundtrip(frames: np.ndarray, rng: np.random.Generator, keep: Sequence[
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "threads": "1"}
         for frame in frames:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            ):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -285,7 +277,7 @@ class BatchDataset(torch.utils.data.Dataset):
         return int(self.args.steps)
 
     def clip_pixels(self, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
-        idx = sample_indices(0, spec.num_frames, self.num_frames)
+        idx = sample_frame_indices(0, spec.num_frames, self.num_frames)
         roll = rng.random()
         if roll < self.args.h264_prob:
             frames = h264_roundtrip(render_clip(spec), rng, idx)
@@ -311,11 +303,7 @@ class BatchDataset(torch.utils.data.Dataset):
         specs, pixels, texts, meanings = [], [], [], []
         easy = self.easy_fraction(step)
         for _ in range(self.args.batch_size):
-            size = (
-                int(rng.choice([64, 80, 96], p=[0.7, 0.15, 0.15]))
-                if self.image_size == 64
-                else self.image_size
-            )
+            size = int(rng.choice([64, 80, 96], p=[0.7, 0.15, 0.15])) if self.image_size == 64 else self.image_size
             if rng.random() < easy:
                 spec = random_spec(
                     rng,
@@ -472,7 +460,7 @@ def check_preprocessing(processor: Any, size: int) -> float:
     worst = 0.0
     for clip_size in (64, 80, 96):
         spec = random_spec(rng, size=clip_size)
-        frames = render_clip(spec, sample_indices(0, spec.num_frames, 8))
+        frames = render_clip(spec, sample_frame_indices(0, spec.num_frames, 8))
         ours = preprocess(frames, size)
         ref = np.asarray(processor([list(frames)], return_tensors="np")["pixel_values"][0])
         worst = max(worst, float(np.abs(ours - ref).max()))
@@ -492,9 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--workers", type=int, default=1, help="data loader processes (0: in the main process)"
-    )
+    parser.add_argument("--workers", type=int, default=1, help="data loader processes (0: in the main process)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--vision-hidden", type=int, default=128)
@@ -515,9 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--easy-until", type=float, default=0.1, help="all clips easy until this fraction")
     parser.add_argument("--easy-end", type=float, default=0.4, help="no easy clips from this fraction on")
     parser.add_argument("--sincos-init", type=int, default=1, help="sin-cos position embeddings at start")
-    parser.add_argument(
-        "--max-minutes", type=float, default=29.0, help="stop (and save) if training runs longer"
-    )
+    parser.add_argument("--max-minutes", type=float, default=29.0, help="stop (and save) if training runs longer")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--val-clips", type=int, default=100)
     args = parser.parse_args(argv)
@@ -532,9 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     np.random.seed(args.seed)  # nothing here uses the global numpy RNG; set anyway for third-party code
     started = time.perf_counter()
 
-    tokenizer = CLIPTokenizer(
-        str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77
-    )
+    tokenizer = CLIPTokenizer(str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77)
     size = args.image_size
     processor = VideoMAEImageProcessorPil(
         do_resize=True,
@@ -558,17 +540,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"XCLIPModel: {n_params / 1e6:.2f}M parameters; pixel check max diff {pixel_diff:.2e}", flush=True)
 
-    optimizer = torch.optim.AdamW(
-        param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
 
     def lr_at(step: int) -> float:
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
         progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (
-            args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        )
+        return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     dataset = BatchDataset(args, tokenizer, size, config.vision_config.num_frames)
     loader = torch.utils.data.DataLoader(
@@ -614,9 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model.eval()
             encoded = ev.encode_clips(demo, val_clips)
             texts = ev.captions_of(val_clips)
-            recall = ev.recall_at(
-                ev.prompted_scores(demo, encoded.features, ev.text_features(demo, texts)), texts
-            )
+            recall = ev.recall_at(ev.prompted_scores(demo, encoded.features, ev.text_features(demo, texts)), texts)
             attribute_accuracy = label_accuracies(demo, encoded)
             model.train()
             row = {

@@ -20,9 +20,9 @@ from xclip_search.demo.clips import (
     make_scene_video,
     random_spec,
     render_clip,
-    sample_indices,
     write_mp4,
 )
+from xclip_search.sampling import sample_frame_indices
 
 REPO = Path(__file__).resolve().parent.parent
 _PHRASE = rf"({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) ({'|'.join(MOTIONS)})"
@@ -69,18 +69,10 @@ def test_caption_is_order_independent() -> None:
 
 def test_partial_render_equals_full_render_and_spec_round_trip() -> None:
     spec = random_spec(np.random.default_rng(3))
-    idx = sample_indices(0, spec.num_frames, 8)
+    idx = sample_frame_indices(0, spec.num_frames, 8)
     assert np.array_equal(render_clip(spec)[idx], render_clip(spec, idx))
     again = ClipSpec.from_dict(spec.to_dict())
     assert again == spec and np.array_equal(render_clip(again), render_clip(spec))
-
-
-def test_sample_indices_is_designs_formula() -> None:
-    assert sample_indices(0, 16, 8) == [1, 3, 5, 7, 9, 11, 13, 15]
-    assert sample_indices(0, 24, 8) == [1, 4, 7, 10, 13, 16, 19, 22]
-    assert sample_indices(10, 13, 8) == [10, 10, 10, 11, 11, 12, 12, 12]
-    with pytest.raises(ValueError):
-        sample_indices(5, 5, 8)
 
 
 def _shape_stats(frames: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,7 +91,7 @@ def test_pixels_show_what_the_caption_says(motion: str) -> None:
     for _ in range(5):
         spec = random_spec(rng, motion=motion, backgrounds=("solid",), max_noise=0.0)
         assert caption_for(spec).endswith(motion)
-        frames = render_clip(spec, sample_indices(0, spec.num_frames, 8))
+        frames = render_clip(spec, sample_frame_indices(0, spec.num_frames, 8))
         background = np.array(spec.background.rgb_a, dtype=np.uint8)
         area, cx, cy = _shape_stats(frames, background)
         if motion == "blinking":

@@ -58,9 +58,7 @@ def test_quality_floors(demo: ev.DemoModel) -> None:
     assert recall["recall@1"] >= 0.6, recall
     assert recall["recall@5"] >= 0.85, recall
 
-    direction = ev.direction_accuracy(
-        demo, ev.encode_clips(demo, ev.direction_clips(40, ev.DIRECTION_SEED + 100))
-    )
+    direction = ev.direction_accuracy(demo, ev.encode_clips(demo, ev.direction_clips(40, ev.DIRECTION_SEED + 100)))
     assert direction >= 0.85
 
     tags = ev.tagging(demo, ev.encode_clips(demo, ev.tagging_clips(6, ev.TAGGING_SEED + 100)))

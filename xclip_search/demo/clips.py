@@ -41,7 +41,6 @@ __all__ = [
     "make_scene_video",
     "random_spec",
     "render_clip",
-    "sample_indices",
     "shape_phrase",
     "write_mp4",
 ]
@@ -237,9 +236,7 @@ def _jitter_rgb(rng: np.random.Generator, base: tuple[int, int, int]) -> tuple[i
     return tuple(int(v) for v in np.clip(np.array(base) + jitter, 0, 255))  # type: ignore[return-value]
 
 
-def _background_colour(
-    rng: np.random.Generator, avoid: Sequence[tuple[int, int, int]]
-) -> tuple[int, int, int]:
+def _background_colour(rng: np.random.Generator, avoid: Sequence[tuple[int, int, int]]) -> tuple[int, int, int]:
     """A random colour far from every colour in ``avoid`` (all colour words). Backgrounds are drawn from the
     whole RGB cube (darkened half of the time): greys, browns, purples, teals, pinks, oranges... so the model
     cannot rely on any one background, only on the shapes."""
@@ -254,7 +251,7 @@ def _background_colour(
 
 def _random_shape(rng: np.random.Generator, colour: str, shape: str, motion: str, scale: float) -> ShapeSpec:
     """A shape whose whole trajectory stays inside the frame (with a margin)."""
-    radius = float(rng.uniform(0.1, 0.17) * scale)
+    radius = float(rng.uniform(0.13, 0.21) * scale)
     travel = 0.0
     blink_cycles, blink_phase = 2.0, 0.0
     max_radius = radius
@@ -338,9 +335,7 @@ def random_spec(
     """
     n_frames = int(rng.integers(num_frames[0], num_frames[1] + 1))
     allowed_motions = tuple(motions) if motions is not None else MOTIONS
-    n_shapes = (
-        2 if (colour is None and shape is None and motion is None and rng.random() < two_shape_prob) else 1
-    )
+    n_shapes = 2 if (colour is None and shape is None and motion is None and rng.random() < two_shape_prob) else 1
     scale = (1.0 if n_shapes == 1 else 0.8) * size_scale
     shapes: list[ShapeSpec] = []
     for _attempt in range(100):
@@ -475,16 +470,6 @@ def make_clip(rng: np.random.Generator, spec: ClipSpec | None = None) -> Clip:
 # ---------------------------------------------------------------------------------------- sampling and files
 
 
-def sample_indices(a: int, b: int, num_frames: int) -> list[int]:
-    """DESIGN.md's frame sampling for the segment ``[a, b)``: ``avg = (b - a) / T``,
-    ``idx_i = a + int(avg * i + avg / 2)``, clipped into ``[a, b)``. Training uses exactly what indexing
-    uses."""
-    if b <= a:
-        raise ValueError(f"empty segment [{a}, {b})")
-    avg = (b - a) / num_frames
-    return [min(max(a + int(avg * i + avg / 2), a), b - 1) for i in range(num_frames)]
-
-
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 12.0, crf: int = 23) -> None:
     """Write ``uint8[T, H, W, 3]`` RGB frames as an H.264 (yuv420p) mp4 with PyAV.
 
@@ -534,9 +519,7 @@ def make_scene_video(
     :func:`random_spec`.
     """
     if specs is None:
-        lo, hi = (
-            (frames_per_scene, frames_per_scene) if isinstance(frames_per_scene, int) else frames_per_scene
-        )
+        lo, hi = (frames_per_scene, frames_per_scene) if isinstance(frames_per_scene, int) else frames_per_scene
         specs = [random_spec(rng, num_frames=(lo, hi), size=size, **spec_kwargs) for _ in range(num_scenes)]
     if len({s.size for s in specs}) > 1:
         raise ValueError("all scenes must have the same frame size")

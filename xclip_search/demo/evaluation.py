@@ -26,9 +26,9 @@ from xclip_search.demo.clips import (
     caption_for,
     make_clip,
     random_spec,
-    sample_indices,
     write_mp4,
 )
+from xclip_search.sampling import sample_frame_indices
 
 #: Where the committed demonstration model lives.
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo-model"
@@ -76,7 +76,7 @@ def decode_sampled(path: str | Path, num_frames: int) -> np.ndarray:
     import decord
 
     reader = decord.VideoReader(str(path), num_threads=1)
-    indices = sample_indices(0, len(reader), num_frames)
+    indices = sample_frame_indices(0, len(reader), num_frames)
     return reader.get_batch(indices).asnumpy()
 
 
@@ -116,15 +116,11 @@ def video_features(demo: DemoModel, pixels: torch.Tensor, batch_size: int = 32) 
 def text_features(demo: DemoModel, texts: Sequence[str]) -> torch.Tensor:
     """Projected text embeddings ``t`` (unnormalised), plain text, no template."""
     enc = demo.tokenizer(list(texts), padding=True, return_tensors="pt")
-    return demo.model.get_text_features(
-        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
-    ).pooler_output
+    return demo.model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).pooler_output
 
 
 @torch.no_grad()
-def prompted_scores(
-    demo: DemoModel, video: VideoFeatures, text: torch.Tensor, batch_size: int = 16
-) -> torch.Tensor:
+def prompted_scores(demo: DemoModel, video: VideoFeatures, text: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """``[B, K]`` exact X-CLIP scores ``cos(v, t + PG(t, Z))``: what ``forward`` gives divided by the
     logit scale."""
     model = demo.model
