@@ -473,23 +473,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "xclip_search" / "assets" / "demo-model")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=48)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--min-lr-ratio", type=float, default=0.02)
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=150)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="data loader processes (0: in the main process)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--patch-size", type=int, default=16)
-    parser.add_argument("--vision-hidden", type=int, default=128)
+    parser.add_argument("--vision-hidden", type=int, default=64)
     parser.add_argument("--vision-layers", type=int, default=4)
     parser.add_argument("--vision-heads", type=int, default=4)
     parser.add_argument("--text-hidden", type=int, default=64)
     parser.add_argument("--text-layers", type=int, default=3)
     parser.add_argument("--text-heads", type=int, default=4)
-    parser.add_argument("--projection-dim", type=int, default=128)
+    parser.add_argument("--projection-dim", type=int, default=64)
     parser.add_argument("--prompt-heads", type=int, default=4)
     parser.add_argument("--two-shape-prob", type=float, default=0.25)
     parser.add_argument("--canonical-prob", type=float, default=0.75)
@@ -501,8 +501,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--easy-until", type=float, default=0.1, help="all clips easy until this fraction")
     parser.add_argument("--easy-end", type=float, default=0.4, help="no easy clips from this fraction on")
     parser.add_argument("--sincos-init", type=int, default=1, help="sin-cos position embeddings at start")
-    parser.add_argument("--max-minutes", type=float, default=29.0, help="stop (and save) if training runs longer")
-    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=40.0,
+        help="safety stop (saves what it has); the step count sets the LR schedule, so a stopped run is not the"
+        " reproducible one",
+    )
+    parser.add_argument("--eval-every", type=int, default=400)
     parser.add_argument("--val-clips", type=int, default=100)
     args = parser.parse_args(argv)
 
@@ -583,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (step + 1) % 25 == 0:
             print(
                 f"step {step + 1}/{args.steps} loss {log_loss / 25:.4f} lr {lr_at(step):.2e} "
-                f"scale {model.logit_scale.exp().item():.1f} {elapsed / 60:.1f} min",
+                f"scale {model.logit_scale.exp().item():.1f} {elapsed / 60:.1f} min {(step + 1) / elapsed:.2f} steps/s",
                 flush=True,
             )
             log_loss = 0.0
@@ -621,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps_done": step + 1,
         "stopped_early": stopped_early,
         "train_seconds": round(train_seconds, 1),
+        "steps_per_second": round((step + 1) / train_seconds, 3),
         "torch_threads": torch.get_num_threads(),
         "parameters": n_params,
         "validation": history,

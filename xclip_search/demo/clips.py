@@ -150,10 +150,7 @@ class ClipSpec:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> ClipSpec:
         """Inverse of :meth:`to_dict`."""
-        shapes = tuple(
-            ShapeSpec(**{**s, "rgb": tuple(s["rgb"])})  # type: ignore[arg-type]
-            for s in data["shapes"]
-        )
+        shapes = tuple(ShapeSpec(**{**s, "rgb": tuple(s["rgb"])}) for s in data["shapes"])
         bg = data["background"]
         background = BackgroundSpec(**{**bg, "rgb_a": tuple(bg["rgb_a"]), "rgb_b": tuple(bg["rgb_b"])})
         rest = {k: v for k, v in data.items() if k not in ("shapes", "background")}
@@ -396,7 +393,7 @@ def _render_background(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
         from PIL import Image
 
         cells = rng.random((bg.texture_cells, bg.texture_cells)).astype(np.float32)
-        img = Image.fromarray((cells * 255).astype(np.uint8), mode="L").resize((size, size), Image.BICUBIC)
+        img = Image.fromarray((cells * 255).astype(np.uint8), mode="L").resize((size, size), Image.Resampling.BICUBIC)
         weight = np.asarray(img, dtype=np.float32) / 255.0
     else:
         raise ValueError(f"unknown background kind {bg.kind!r}")
