@@ -502,6 +502,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--easy-end", type=float, default=0.4, help="no easy clips from this fraction on")
     parser.add_argument("--sincos-init", type=int, default=1, help="sin-cos position embeddings at start")
     parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop and save after this many steps of the --steps schedule (reproduces a run that was cut)",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=40.0,
@@ -593,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
             log_loss = 0.0
-        last = step + 1 == args.steps
+        last = step + 1 == (args.stop_after or args.steps)
         if args.eval_every and ((step + 1) % args.eval_every == 0 or last):
             model.eval()
             encoded = ev.encode_clips(demo, val_clips)
@@ -614,6 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stopping at step {step + 1}: past --max-minutes {args.max_minutes}", flush=True)
             stopped_early = True
             break
+        if last:
+            break
     train_seconds = time.perf_counter() - started
 
     model.eval()
@@ -626,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "steps_done": step + 1,
         "stopped_early": stopped_early,
+        "stop_after": args.stop_after,
         "train_seconds": round(train_seconds, 1),
         "steps_per_second": round((step + 1) / train_seconds, 3),
         "torch_threads": torch.get_num_threads(),

@@ -40,6 +40,15 @@ def test_layout_and_size() -> None:
     assert pre["size"] == {"shortest_edge": size} and pre["crop_size"] == {"height": size, "width": size}
 
 
+def test_loads_by_short_name() -> None:
+    from xclip_search.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint("demo", device="cpu")
+    assert ckpt.directory == MODEL_DIR.resolve() or ckpt.directory == MODEL_DIR
+    assert ckpt.identity.source == "demo" and ckpt.num_frames == 8
+    assert ckpt.tokenizer("red circle moving left")["input_ids"][0] == 49406  # the real CLIP BPE vocabulary
+
+
 def test_scores_match_forward(demo: ev.DemoModel) -> None:
     clips = ev.retrieval_clips(4, seed=ev.RETRIEVAL_SEED + 500)
     enc = ev.encode_clips(demo, clips)
