@@ -146,7 +146,9 @@ _OPPOSITE = {
 }
 
 
-def hard_negative_text(rng: np.random.Generator, spec: ClipSpec) -> tuple[str, Meaning]:
+def hard_negative_text(
+    rng: np.random.Generator, spec: ClipSpec, shares: tuple[float, float] = (0.6, 0.2)
+) -> tuple[str, Meaning]:
     """The clip's full caption with one attribute of one shape changed: mostly the motion (half the time to
     its opposite, "moving left" -> "moving right"), else the shape or the colour. Random batches rarely hold
     two clips that differ in motion alone, so without these the cheapest cue (colour) is all the loss
@@ -156,10 +158,10 @@ def hard_negative_text(rng: np.random.Generator, spec: ClipSpec) -> tuple[str, M
     i = int(rng.integers(len(meaning)))
     c, sh, m = meaning[i]
     roll = rng.random()
-    if roll < 0.6:
+    if roll < shares[0]:
         flip = m in _OPPOSITE and rng.random() < 0.5
         m = _OPPOSITE[m] if flip else str(rng.choice([x for x in MOTIONS if x != m]))
-    elif roll < 0.8:
+    elif roll < shares[0] + shares[1]:
         sh = str(rng.choice([x for x in SHAPES if x != sh]))
     else:
         c = str(rng.choice([x for x in COLOURS if x != c]))
@@ -327,7 +329,7 @@ class BatchDataset(torch.utils.data.Dataset):
             meanings.append(meaning)
         for _ in range(self.args.hard_negatives):
             for spec in specs:
-                text, meaning = hard_negative_text(rng, spec)
+                text, meaning = hard_negative_text(rng, spec, (self.args.motion_negatives, self.args.shape_negatives))
                 texts.append(text)
                 meanings.append(meaning)
         if self.args.label_texts:
@@ -473,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "xclip_search" / "assets" / "demo-model")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--min-lr-ratio", type=float, default=0.02)
@@ -495,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--canonical-prob", type=float, default=0.75)
     parser.add_argument("--partial-weight", type=float, default=0.3)
     parser.add_argument("--hard-negatives", type=int, default=1, help="hard-negative captions per clip")
+    parser.add_argument("--motion-negatives", type=float, default=0.6, help="share of hard negatives changing motion")
+    parser.add_argument("--shape-negatives", type=float, default=0.2, help="share changing the shape (rest: colour)")
     parser.add_argument("--label-texts", type=int, default=1, help="add the 15 one-word labels to each batch")
     parser.add_argument("--h264-prob", type=float, default=0.05)
     parser.add_argument("--jpeg-prob", type=float, default=0.5)
@@ -514,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="safety stop (saves what it has); the step count sets the LR schedule, so a stopped run is not the"
         " reproducible one",
     )
-    parser.add_argument("--eval-every", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=600)
     parser.add_argument("--val-clips", type=int, default=100)
     args = parser.parse_args(argv)
 

@@ -59,16 +59,21 @@ def test_scores_match_forward(demo: ev.DemoModel) -> None:
 
 
 def test_quality_floors(demo: ev.DemoModel) -> None:
-    # offset seeds: a different sample from the one the README's figures were measured on
+    # Offset seeds: a different sample from the one the README's figures were measured on. Floors sit well
+    # below what this sample measured when the model was committed (recall@1 0.90, recall@5 0.98 over 60
+    # clips; direction 1.0; tagging 0.98), so only a real regression fails.
     clips = ev.retrieval_clips(60, seed=ev.RETRIEVAL_SEED + 100)
     enc = ev.encode_clips(demo, clips)
     captions = ev.captions_of(clips)
     recall = ev.recall_at(ev.prompted_scores(demo, enc.features, ev.text_features(demo, captions)), captions)
-    assert recall["recall@1"] >= 0.6, recall
-    assert recall["recall@5"] >= 0.85, recall
+    assert recall["recall@1"] >= 0.7, recall
+    assert recall["recall@5"] >= 0.9, recall
 
-    direction = ev.direction_accuracy(demo, ev.encode_clips(demo, ev.direction_clips(40, ev.DIRECTION_SEED + 100)))
-    assert direction >= 0.85
+    directions = ev.encode_clips(demo, ev.direction_clips(40, ev.DIRECTION_SEED + 100))
+    assert ev.direction_accuracy(demo, directions) >= 0.9
+    # a still frame cannot tell left from right: the direction comes from temporal modelling
+    still = ev.single_frame_features(demo, directions.pixels, demo.num_frames // 2)
+    assert ev.direction_accuracy(demo, directions, still) <= 0.75
 
     tags = ev.tagging(demo, ev.encode_clips(demo, ev.tagging_clips(6, ev.TAGGING_SEED + 100)))
-    assert tags["accuracy"] >= 0.7, tags
+    assert tags["accuracy"] >= 0.85, tags
