@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "xclip_search" / "assets" / "demo-model")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--min-lr-ratio", type=float, default=0.02)
@@ -497,8 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--canonical-prob", type=float, default=0.75)
     parser.add_argument("--partial-weight", type=float, default=0.3)
     parser.add_argument("--hard-negatives", type=int, default=1, help="hard-negative captions per clip")
-    parser.add_argument("--motion-negatives", type=float, default=0.6, help="share of hard negatives changing motion")
-    parser.add_argument("--shape-negatives", type=float, default=0.2, help="share changing the shape (rest: colour)")
+    parser.add_argument("--motion-negatives", type=float, default=0.35, help="share of hard negatives changing motion")
+    parser.add_argument("--shape-negatives", type=float, default=0.5, help="share changing the shape (rest: colour)")
     parser.add_argument("--label-texts", type=int, default=1, help="add the 15 one-word labels to each batch")
     parser.add_argument("--h264-prob", type=float, default=0.05)
     parser.add_argument("--jpeg-prob", type=float, default=0.5)
@@ -518,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="safety stop (saves what it has); the step count sets the LR schedule, so a stopped run is not the"
         " reproducible one",
     )
-    parser.add_argument("--eval-every", type=int, default=600)
+    parser.add_argument("--eval-every", type=int, default=750)
     parser.add_argument("--val-clips", type=int, default=100)
     args = parser.parse_args(argv)
 
