@@ -66,10 +66,13 @@ def _marks() -> tuple[str, str]:
 def _print_report(d: dict[str, Any]) -> None:
     yes, no = _marks()
     n = d["indexed"]
-    click.echo(
-        f"\nIndexed {n['indexed'] + n['unchanged']} videos ({n['segments'] or 'all'} new segments) "
-        f"in {d['seconds']['index']:.1f} s. {yes} = the moment really shows what was asked.\n"
-    )
+    if n["indexed"]:
+        done = f"Indexed {n['indexed']} videos ({n['segments']} segments) in {d['seconds']['index']:.1f} s"
+    else:
+        done = f"The index is up to date ({n['unchanged']} videos, nothing to encode)"
+    if n["failed"]:
+        done += f"; {n['failed']} failed (xclip-search failures --index {d['index']})"
+    click.echo(f"\n{done}. {yes} = the moment really shows what was asked.\n")
     for search in d["searches"]:
         click.echo(f'search "{search["query"]}"')
         for hit in search["results"]:
