@@ -20,7 +20,10 @@ from .app import ServeSettings, create_app
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port); IPv6 when `host` is an IPv6 address."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # accepted sockets inherit it. Without it, a keep-alive client waits for a delayed ACK (~40 ms) on every
+    # response written in two parts (headers, body).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
