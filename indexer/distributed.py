@@ -37,14 +37,14 @@ from typing import Any
 
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
 from xclip_search.errors import XClipSearchError
-from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry, SegmentRecord, VideoRecord
+from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry, SegmentRecord
 from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
 from xclip_search.store.vectors import WrittenParts
 from xclip_search.store.writer import IndexWriter, check_model
 
 from .changes import classify
 from .extract import ExtractSpec, FileSummary
-from .ingest import _note, _record_failure, _SegmentIds
+from .ingest import _note, _record_failure, _SegmentIds, indexed_record
 from .modelspec import read_model_shape
 from .pipeline import (
     FileOutcome,
@@ -328,7 +328,7 @@ class Committer:
                 )
                 for k, p in enumerate(plans)
             ]
-            entries.append(BatchEntry(video=_video_record(f, done), segments=segments))
+            entries.append(BatchEntry(video=indexed_record(f, done), segments=segments))
             outcomes.append(FileOutcome(f.path, INDEXED, _note(done), len(segments), done.warnings))
         self.writer.commit_written(parts, entries)
         self.last_commit = time.monotonic()
@@ -347,26 +347,3 @@ class Committer:
             if path not in self.seen or path in incomplete:
                 self._outcome(FileOutcome(path, FAILED, LOST_REASON))
         self.waiting.clear()
-
-
-def _video_record(f: FoundFile, done: FileDone) -> VideoRecord:
-    summary = done.summary
-    assert summary is not None
-    info = summary.info
-    return VideoRecord(
-        path=f.path,
-        size=f.size,
-        mtime_ns=f.mtime_ns,
-        dev=f.dev,
-        inode=f.inode,
-        status=INDEXED,
-        content_hash=done.content_hash,
-        duration_s=summary.duration_s,
-        fps=info.fps,
-        num_frames=info.num_frames,
-        width=info.width,
-        height=info.height,
-        codec=summary.codec,
-        reason=_note(done),
-        warnings=done.warnings,
-    )

@@ -185,7 +185,6 @@ class _SegmentIds:
 
 def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: FileDone) -> int:
     assert done.summary is not None
-    summary = done.summary
     first = ids.take(len(p.plans))
     records = [
         SegmentRecord(
@@ -198,9 +197,17 @@ def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: File
         )
         for k, plan in enumerate(p.plans)
     ]
-    f = p.found
+    video = indexed_record(p.found, done)
+    writer.add(video, records, np.stack(p.v), np.stack(p.z), thumbnails=p.thumbnails)  # type: ignore[arg-type]
+    return len(records)
+
+
+def indexed_record(f: FoundFile, done: FileDone) -> VideoRecord:
+    """The catalog row of a file whose segments were all decoded (both the local and the Ray committer)."""
+    summary = done.summary
+    assert summary is not None
     info = summary.info
-    video = VideoRecord(
+    return VideoRecord(
         path=f.path,
         size=f.size,
         mtime_ns=f.mtime_ns,
@@ -217,8 +224,6 @@ def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: File
         reason=_note(done),
         warnings=done.warnings,
     )
-    writer.add(video, records, np.stack(p.v), np.stack(p.z), thumbnails=p.thumbnails)  # type: ignore[arg-type]
-    return len(records)
 
 
 def _record_failure(writer: IndexWriter, f: FoundFile, event: FileFailed) -> None:
