@@ -25,6 +25,7 @@ FAULTY = ("tests.faulty_decoder:FAULTY",)
 PIXELS = PixelConfig.from_preprocessor_dict(
     {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}, image_size=32
 )
+FAULT_TIMEOUT_S = 8.0
 EXPECTED = {
     "hang.mp4": "timed out",
     "segv.mp4": "SIGSEGV",
@@ -48,7 +49,9 @@ def test_each_fault_costs_its_file_only(faulty_library: Path) -> None:
     files = sorted(str(p) for p in faulty_library.iterdir())
     segments: dict[str, int] = {}
     results: dict[str, FileDone | FileFailed] = {}
-    with DecodePool(spec, 2, timeout_s=3.0, memory_mb=768) as pool:
+    # 8 s without progress: long enough that the memory hog reaches its limit first even on a starved CI
+    # machine (it was seen timing out at 3 s under heavy load), short enough for the hang to cost little.
+    with DecodePool(spec, 2, timeout_s=FAULT_TIMEOUT_S, memory_mb=768) as pool:
         for event in pool.run(files):
             name = Path(event.path).name
             if isinstance(event, SegmentReady):
@@ -98,7 +101,7 @@ def test_an_indexing_run_survives_every_fault_and_records_each_reason(
     tmp_path: Path, tiny_ckpt: Path, faulty_library: Path
 ) -> None:
     idx = tmp_path / "idx"
-    opts = IndexOptions(segment_seconds=2.0, workers=2, timeout_s=3.0, memory_mb=768, decoders=FAULTY)
+    opts = IndexOptions(segment_seconds=2.0, workers=2, timeout_s=FAULT_TIMEOUT_S, memory_mb=768, decoders=FAULTY)
     report = run_index([faulty_library], idx, model=str(tiny_ckpt), options=opts)
     by_name = {Path(o.path).name: o for o in report.outcomes}
     assert report.exit_code == 3
