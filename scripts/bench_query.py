@@ -95,7 +95,7 @@ def make_model(directory: Path, alpha: float, init_std: float) -> Path:
     import torch
     from transformers import CLIPTokenizer, XCLIPConfig, XCLIPModel
 
-    from xclip_search.testing import IMAGENET_MEAN, IMAGENET_STD, TOKENIZER_DIR
+    from xclip_search.testing import TOKENIZER_DIR, preprocessor_config
 
     torch.manual_seed(0)
     model = XCLIPModel(XCLIPConfig()).eval()
@@ -110,20 +110,7 @@ def make_model(directory: Path, alpha: float, init_std: float) -> Path:
         model.logit_scale.fill_(math.log(100.0))
     model.save_pretrained(directory)
     CLIPTokenizer(str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt")).save_pretrained(directory)
-    pre = {
-        "image_processor_type": "VideoMAEImageProcessor",
-        "processor_class": "XCLIPProcessor",
-        "size": {"shortest_edge": 224},
-        "crop_size": {"height": 224, "width": 224},
-        "do_resize": True,
-        "do_center_crop": True,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": IMAGENET_MEAN,
-        "image_std": IMAGENET_STD,
-        "resample": 2,
-    }
+    pre = preprocessor_config(224)
     (directory / "preprocessor_config.json").write_text(json.dumps(pre))
     return directory
 

@@ -13,17 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from xclip_search.testing import CHROMIUM, CHROMIUM_ARGS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,38 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+#: Debian's headless Chromium for the browser test and the README screenshot: no network, no first-run work.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def preprocessor_config(image_size: int = 224) -> dict[str, object]:
+    """The ``preprocessor_config.json`` of the released X-CLIP checkpoints, at `image_size` pixels."""
+    return {
+        "image_processor_type": "VideoMAEImageProcessor",
+        "processor_class": "XCLIPProcessor",
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
+        "do_resize": True,
+        "do_center_crop": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": IMAGENET_MEAN,
+        "image_std": IMAGENET_STD,
+        "resample": 2,
+    }
+
+
 def make_tiny_checkpoint(
     directory: str | Path,
     *,
@@ -79,24 +111,7 @@ def make_tiny_checkpoint(
         model.save_pretrained(out)
     tokenizer = CLIPTokenizer(str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"))
     tokenizer.save_pretrained(out)
-    pre = dict(
-        preprocessor
-        if preprocessor is not None
-        else {
-            "image_processor_type": "VideoMAEImageProcessor",
-            "processor_class": "XCLIPProcessor",
-            "size": {"shortest_edge": image_size},
-            "crop_size": {"height": image_size, "width": image_size},
-            "do_resize": True,
-            "do_center_crop": True,
-            "do_rescale": True,
-            "rescale_factor": 1 / 255,
-            "do_normalize": True,
-            "image_mean": IMAGENET_MEAN,
-            "image_std": IMAGENET_STD,
-            "resample": 2,
-        }
-    )
+    pre = dict(preprocessor if preprocessor is not None else preprocessor_config(image_size))
     (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=1))
     return out
 
