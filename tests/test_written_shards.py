@@ -138,3 +138,50 @@ def test_single_machine_index_does_not_import_ray(tmp_path: Path, tiny_ckpt: Pat
         check=True,
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_file_another_writer_committed_meanwhile_is_dropped_from_a_written_shard(tmp_path: Path) -> None:
+    """Two indexers sharing a catalog both picked up a.mp4; the Ray committer comes second and drops its copy."""
+    rng = np.random.default_rng(1)
+    idx = tmp_path / "idx"
+    v_a, z_a = rng.standard_normal((1, 8)).astype(np.float32), rng.standard_normal((1, 4, 8)).astype(np.float32)
+    with IndexWriter(idx, IDENTITY) as other:
+        a = entry("/lib/a.mp4", [0], other.reserve_ids(1))
+        other.add(a.video, a.segments, v_a, z_a)
+        other.flush()
+    a_id = a.segments[0].id
+    v, z = rng.standard_normal((3, 8)).astype(np.float32), rng.standard_normal((3, 4, 8)).astype(np.float32)
+    with IndexWriter(idx, IDENTITY) as writer:
+        parts = VectorStore(idx).write_parts(v, z)
+        first = writer.reserve_ids(3)
+        writer.commit_written(parts, [entry("/lib/a.mp4", [0], first), entry("/lib/b.mp4", [2, 1], first + 1)])
+        assert writer.dropped == ["/lib/a.mp4"]
+    assert parts.name not in {s.name for s in read_manifest(idx).shards}
+    assert not [p for p in parts_on_disk(idx) if p.startswith(parts.name)]
+    snap = Snapshot.open(idx)
+    try:
+        assert sorted(int(i) for i in snap.live_ids()) == [a_id, first + 1, first + 2]
+        got_v, got_z = snap.vectors.gather(np.array([a_id, first + 1, first + 2]))
+        np.testing.assert_array_equal(got_v, np.concatenate([v_a, v[[2, 1]]]))
+        np.testing.assert_array_equal(got_z, np.concatenate([z_a, z[[2, 1]]]))
+        assert snap.catalog.status_counts() == {"indexed": 2}
+    finally:
+        snap.vectors.close()
+        snap.catalog.close()
+
+
+def test_a_written_shard_whose_files_were_all_committed_elsewhere_adds_no_shard(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    v, z = np.ones((1, 8), np.float32), np.ones((1, 4, 8), np.float32)
+    with IndexWriter(idx, IDENTITY) as other:
+        a = entry("/lib/a.mp4", [0], other.reserve_ids(1))
+        other.add(a.video, a.segments, v, z)
+        other.flush()
+    shards = read_manifest(idx).shards
+    with IndexWriter(idx, IDENTITY) as writer:
+        parts = VectorStore(idx).write_parts(v * 2, z * 2)
+        writer.record(VideoRecord(path="/lib/broken.mp4", size=1, mtime_ns=1, status="failed", reason="bad"))
+        writer.commit_written(parts, [entry("/lib/a.mp4", [0], writer.reserve_ids(1))])
+    manifest = read_manifest(idx)
+    assert manifest.shards == shards and manifest.generation == 2
+    assert not [p for p in parts_on_disk(idx) if p.startswith(parts.name)]

@@ -348,9 +348,39 @@ class IndexWriter:
             raise ValueError(f"shard {parts.name} has rows no segment refers to")
         with self.catalog.commit_lock():
             self._refresh()
+            self._drop_committed_elsewhere()
+            done = self.catalog.already_indexed([e.video for e in entries])
             generation = self.manifest.generation + 1
-            shard = self.vectors.complete_shard(parts, generation, ids)
+            if not done:
+                shard: ShardInfo | None = self.vectors.complete_shard(parts, generation, ids)
+            else:
+                self.dropped.extend(e.video.path for e in entries if e.video.path in done)
+                entries = [e for e in entries if e.video.path not in done]
+                shard = self._shard_without_dropped(parts, entries, generation)
             return self._commit(generation, shard, [*self._entries, *entries])
+
+    def _shard_without_dropped(
+        self, parts: WrittenParts, kept: Sequence[BatchEntry], generation: int
+    ) -> ShardInfo | None:
+        """A new shard holding only `kept`'s rows of `parts` (renumbering their segments' rows); None if empty.
+
+        Another writer sharing the catalog committed some of the files in `parts` since this run looked; as in
+        `flush`, their copies are dropped rather than committed twice. The worker's files are deleted: no
+        catalog row will ever name them.
+        """
+        segments = sorted((s for e in kept for s in e.segments), key=lambda s: s.row)
+        rows = np.array([s.row for s in segments], dtype=np.int64)
+        shard = None
+        if len(rows):
+            v = np.load(self.vectors.path(parts.name, "v"), mmap_mode="r", allow_pickle=False)
+            z = np.load(self.vectors.path(parts.name, "z"), mmap_mode="r", allow_pickle=False)
+            for new_row, s in enumerate(segments):
+                s.row = new_row
+            ids = np.array([s.id for s in segments], dtype=np.int64)
+            shard = self.vectors.write_shard(generation, ids, v[rows], z[rows], z_dtype=parts.z_dtype)
+        for part in ("v", "z"):
+            self.vectors.path(parts.name, part).unlink(missing_ok=True)
+        return shard
 
     def _commit(self, generation: int, shard: ShardInfo | None, entries: Sequence[BatchEntry]) -> int:
         crash_point("shard-written")
