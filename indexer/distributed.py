@@ -55,6 +55,7 @@ from .pipeline import (
     _flush_after_interrupt,
     _names_recorded_model,
     _NoProgress,
+    _writer,
     validate_options,
 )
 from .pool import FileDone, FileFailed
@@ -115,7 +116,8 @@ def run_index_ray(
         model_ref, revision = identity.source, identity.revision
 
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(IndexWriter(index_path, identity)) if identity is not None else None
+        # the catalog named by --catalog (or the one the index records), as on one machine
+        writer = _writer(stack, index_path, identity, opts) if identity is not None else None
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
@@ -126,7 +128,7 @@ def run_index_ray(
                 check_model(identity, checkpoint.identity, index_path)
         if writer is None:
             assert checkpoint is not None
-            writer = stack.enter_context(IndexWriter(index_path, checkpoint.identity))
+            writer = _writer(stack, index_path, checkpoint.identity, opts)
         writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
         try:
@@ -135,6 +137,7 @@ def run_index_ray(
                 assert checkpoint is not None
                 _distribute(writer, checkpoint, plan.todo, opts, ropts, report, prog)
             writer.flush()
+            report.committed_elsewhere(writer.dropped)
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()

@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -93,6 +93,18 @@ class IndexReport:
     @property
     def exit_code(self) -> int:
         return 3 if self.count(FAILED) else 0
+
+    def committed_elsewhere(self, paths: Sequence[str]) -> None:
+        """Report as unchanged the files this run encoded but dropped at commit time because another writer
+        sharing the catalog committed them first (`IndexWriter.dropped`): the index holds them once, from the
+        other run, so this run did not index them."""
+        dropped = set(paths)
+        self.outcomes = [
+            replace(o, status=UNCHANGED, reason="indexed by another writer", segments=0)
+            if o.status == INDEXED and o.path in dropped
+            else o
+            for o in self.outcomes
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -193,6 +205,7 @@ def run_index(
                 assert checkpoint is not None
                 run.encode(writer, checkpoint, report, prog)
             writer.flush()
+            report.committed_elsewhere(writer.dropped)
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()

@@ -333,6 +333,7 @@ def test_two_indexers_over_overlapping_folders_share_a_postgresql_catalog(
                 "--catalog",
                 pg_url,
                 *common,
+                "--json",
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -343,6 +344,8 @@ def test_two_indexers_over_overlapping_folders_share_a_postgresql_catalog(
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [3, 0], outs  # exit 3: lib holds a fake .mp4 that fails
+    # A file both runs encoded is indexed by the first to commit; the second reports it unchanged.
+    assert sum(json.loads(out)["indexed"] for out, _ in outs) == 5, outs
     reference = tmp_path / "reference"
     subprocess.run(
         [sys.executable, "-m", "xclip_search", "index", str(library), "--index", str(reference), *common],

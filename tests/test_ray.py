@@ -147,3 +147,23 @@ def test_lost_worker_costs_its_files_and_a_rerun_resumes(
     assert sorted(p.name for p in (idx / "vectors").glob("*.npy")) == sorted(
         f"{n}.{part}.npy" for n in names for part in ("ids", "v", "z")
     )
+
+
+def test_ray_writes_into_the_catalog_named_by_catalog(
+    ray_cluster: None, tmp_path: Path, tiny_ckpt: Path, ray_library: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`index --ray --catalog postgresql://...` keeps the catalog in PostgreSQL, as on one machine."""
+    from dataclasses import replace
+
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.delenv("XCLIP_SEARCH_CATALOG", raising=False)
+    idx = tmp_path / "idx"
+    report = run_index_ray([ray_library], idx, model=str(tiny_ckpt), options=replace(OPTS, catalog_url=pg_url))
+    assert report.count("indexed") == 5
+    assert not (idx / "catalog.sqlite").exists()
+    assert make_url(json.loads((idx / "catalog.json").read_text())["url"]).get_backend_name() == "postgresql"
+    monkeypatch.setenv("PGPASSWORD", make_url(pg_url).password or "")
+    with Index.open(idx) as index:
+        assert index.info()["videos"]["indexed"] == 5
+        assert index.search("a person riding a bike", top_k=3)
