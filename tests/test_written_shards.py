@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,16 @@ def entry(path: str, rows: list[int], first_id: int) -> BatchEntry:
     return BatchEntry(VideoRecord(path=path, size=1, mtime_ns=1, status="indexed"), segs)
 
 
+@contextmanager
+def snapshot(index_dir: Path) -> Iterator[Snapshot]:
+    snap = Snapshot.open(index_dir)
+    try:
+        yield snap
+    finally:
+        snap.vectors.close()
+        snap.catalog.close()
+
+
 def parts_on_disk(index_dir: Path) -> list[str]:
     return sorted(p.name for p in (index_dir / "vectors").glob("*.npy"))
 
@@ -60,15 +72,11 @@ def test_a_shard_written_elsewhere_is_committed_and_readable(tmp_path: Path) -> 
     manifest = read_manifest(idx)
     assert manifest.generation == generation == 1
     assert [s.name for s in manifest.shards] == [parts.name]
-    snap = Snapshot.open(idx)
-    try:
+    with snapshot(idx) as snap:
         got_v, got_z = snap.vectors.gather(np.array([first, first + 1, first + 2]))
         np.testing.assert_array_equal(got_v, v[[1, 2, 0]])
         np.testing.assert_array_equal(got_z, z[[1, 2, 0]])
         assert snap.catalog.status_counts() == {"indexed": 2, "failed": 1}
-    finally:
-        snap.vectors.close()
-        snap.catalog.close()
 
 
 def test_rows_must_be_covered_once(tmp_path: Path) -> None:
@@ -158,16 +166,12 @@ def test_a_file_another_writer_committed_meanwhile_is_dropped_from_a_written_sha
         assert writer.dropped == ["/lib/a.mp4"]
     assert parts.name not in {s.name for s in read_manifest(idx).shards}
     assert not [p for p in parts_on_disk(idx) if p.startswith(parts.name)]
-    snap = Snapshot.open(idx)
-    try:
+    with snapshot(idx) as snap:
         assert sorted(int(i) for i in snap.live_ids()) == [a_id, first + 1, first + 2]
         got_v, got_z = snap.vectors.gather(np.array([a_id, first + 1, first + 2]))
         np.testing.assert_array_equal(got_v, np.concatenate([v_a, v[[2, 1]]]))
         np.testing.assert_array_equal(got_z, np.concatenate([z_a, z[[2, 1]]]))
         assert snap.catalog.status_counts() == {"indexed": 2}
-    finally:
-        snap.vectors.close()
-        snap.catalog.close()
 
 
 def test_a_written_shard_whose_files_were_all_committed_elsewhere_adds_no_shard(tmp_path: Path) -> None:
