@@ -99,6 +99,8 @@ class IndexReport:
         sharing the catalog committed them first (`IndexWriter.dropped`): the index holds them once, from the
         other run, so this run did not index them."""
         dropped = set(paths)
+        if not dropped:  # the usual case: nothing to rewrite in a report of possibly millions of files
+            return
         self.outcomes = [
             replace(o, status=UNCHANGED, reason="indexed by another writer", segments=0)
             if o.status == INDEXED and o.path in dropped
