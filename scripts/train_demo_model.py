@@ -12,6 +12,9 @@ Inputs are made exactly as the product makes them at index time: DESIGN.md's fra
 (``avg=(b-a)/T; idx_i=a+int(avg*i+avg/2)``) over each clip's frames, then the pixel pipeline of the saved
 ``preprocessor_config.json`` (checked against transformers' PIL image processor before training starts).
 To survive H.264, clips are augmented with real H.264 round trips (PyAV) and JPEG (4:2:0) compression.
+Circle, square and triangle are the hardest words to learn (colour and motion come first), so a share of each
+batch comes in *shape twins*: a clip and the same clip with one shape drawn as another shape word
+(``shape_twin``).
 
 Writes a ``save_pretrained`` directory: ``model.safetensors``, ``config.json``, tokenizer files,
 ``preprocessor_config.json`` and ``training_log.json``.
