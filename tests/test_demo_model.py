@@ -59,15 +59,17 @@ def test_scores_match_forward(demo: ev.DemoModel) -> None:
 
 
 def test_quality_floors(demo: ev.DemoModel) -> None:
-    # Offset seeds: a different sample from the one the README's figures were measured on. Floors sit well
-    # below what this sample measured when the model was committed (recall@1 0.90, recall@5 0.98 over 60
-    # clips; direction 1.0; tagging 0.98), so only a real regression fails.
-    clips = ev.retrieval_clips(60, seed=ev.RETRIEVAL_SEED + 100)
+    # Offset seeds: a different sample from the one the README's figures were measured on. Floors sit below
+    # what this sample measured when the model was committed (recall@1 0.845, recall@5 0.99 over 200 clips;
+    # direction 1.0 and tagging 1.0 on the smaller sets), so only a real regression fails. 200 clips (12 s)
+    # because a 60-clip sample is too easy to tell models apart: the previous model (0.73 on the README's set)
+    # scored 0.917 on 60 clips here, like this one, and 0.75 on these 200, below the floor.
+    clips = ev.retrieval_clips(200, seed=ev.RETRIEVAL_SEED + 100)
     enc = ev.encode_clips(demo, clips)
     captions = ev.captions_of(clips)
     recall = ev.recall_at(ev.prompted_scores(demo, enc.features, ev.text_features(demo, captions)), captions)
-    assert recall["recall@1"] >= 0.7, recall
-    assert recall["recall@5"] >= 0.9, recall
+    assert recall["recall@1"] >= 0.78, recall
+    assert recall["recall@5"] >= 0.95, recall
 
     directions = ev.encode_clips(demo, ev.direction_clips(40, ev.DIRECTION_SEED + 100))
     assert ev.direction_accuracy(demo, directions) >= 0.9
