@@ -573,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-clips", type=int, default=100)
     args = parser.parse_args(argv)
 
-    from transformers import CLIPTokenizer, XCLIPModel
+    from transformers import AutoModel, CLIPTokenizer
     from transformers.models.videomae.image_processing_pil_videomae import VideoMAEImageProcessorPil
 
     from xclip_search.demo import evaluation as ev
@@ -600,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pixel_diff = check_preprocessing(processor, size)
 
     config = build_config(args)
-    model = XCLIPModel._from_config(config, attn_implementation=args.attention)
+    model = AutoModel.from_config(config, attn_implementation=args.attention)  # an XCLIPModel
     if args.sincos_init:
         init_from_scratch(model)
     model.train()
