@@ -43,6 +43,7 @@ __all__ = [
     "render_clip",
     "shape_phrase",
     "write_mp4",
+    "x264_options",
 ]
 
 #: Base RGB of each colour word. Each shape's actual colour is jittered around its base (see ``random_spec``)
@@ -467,6 +468,13 @@ def make_clip(rng: np.random.Generator, spec: ClipSpec | None = None) -> Clip:
 # ---------------------------------------------------------------------------------------- sampling and files
 
 
+def x264_options(crf: int) -> dict[str, str]:
+    """libx264 options that make an encode byte-identical from run to run: one thread and no macroblock tree
+    (see :func:`write_mp4`). Every H.264 encode of generated clips uses them, the training script's augmentation
+    included, so that training repeats step for step too."""
+    return {"crf": str(crf), "threads": "1", "x264-params": "mbtree=0"}
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 12.0, crf: int = 23) -> None:
     """Write ``uint8[T, H, W, 3]`` RGB frames as an H.264 (yuv420p) mp4 with PyAV.
 
@@ -492,7 +500,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 12.0, crf: int 
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "threads": "1", "x264-params": "mbtree=0"}
+        stream.options = x264_options(crf)
         for frame in frames:
             packet_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in stream.encode(packet_frame):
