@@ -468,7 +468,7 @@ def make_clip(rng: np.random.Generator, spec: ClipSpec | None = None) -> Clip:
 # ---------------------------------------------------------------------------------------- sampling and files
 
 
-def x264_options(crf: int) -> dict[str, str]:
+def x264_options(crf: int) -> dict[str, object]:
     """libx264 options that make an encode byte-identical from run to run: one thread and no macroblock tree
     (see :func:`write_mp4`). Every H.264 encode of generated clips uses them, the training script's augmentation
     included, so that training repeats step for step too."""
