@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, InvalidArgumentError
 from .pixels import PixelConfig
+from .store.identity import ModelIdentity
 
 if TYPE_CHECKING:
     import torch
@@ -29,45 +30,6 @@ DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "demo-model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt", "pytorch_model.pt")
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures"}
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What an index records about the model that built it; a mismatch on reopen is refused."""
-
-    source: str
-    revision: str | None
-    config_hash: str
-    num_frames: int
-    image_size: int
-    embed_dim: int
-    num_tokens: int
-    pixels: str = "pil"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "revision": self.revision,
-            "config_hash": self.config_hash,
-            "num_frames": self.num_frames,
-            "image_size": self.image_size,
-            "embed_dim": self.embed_dim,
-            "num_tokens": self.num_tokens,
-            "pixels": self.pixels,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelIdentity:
-        return cls(
-            source=str(d["source"]),
-            revision=d.get("revision"),
-            config_hash=str(d["config_hash"]),
-            num_frames=int(d["num_frames"]),
-            image_size=int(d["image_size"]),
-            embed_dim=int(d["embed_dim"]),
-            num_tokens=int(d["num_tokens"]),
-            pixels=str(d.get("pixels", "pil")),
-        )
 
 
 @dataclass

@@ -60,3 +60,11 @@ class DependencyError(XClipSearchError):
 
 class CatalogError(XClipSearchError):
     """The catalog database cannot be reached, is newer than this code, or belongs to another index."""
+
+
+class NotFoundError(XClipSearchError):
+    """An id names no live video or segment in the generation the request reads."""
+
+
+class UnsupportedError(XClipSearchError):
+    """The operation needs something this build does not have yet."""

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import ModelIdentity
 from ..errors import IndexCorruptError, IndexNotFoundError
 from .fsio import atomic_write_bytes
+from .identity import ModelIdentity
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
