@@ -1,0 +1,165 @@
+"""Typed records of the catalog: what writers hand it (`VideoRecord`, `SegmentRecord`, ...) and what readers get
+back (`VideoRow`, `SegmentRow`, `VideoListing`, `RunRoots`, `TagRow`), so no module reads a row by string key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class VideoRecord:
+    """What the indexer learned about one file, ready to be written as a `videos` row."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    status: str
+    reason: str | None = None
+    content_hash: str | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    codec: str | None = None
+    warnings: int = 0
+    dev: int | None = None
+    inode: int | None = None
+
+
+@dataclass(frozen=True)
+class FileUpdate:
+    """A video whose file moved (`old_path` -> `path`) or whose stat fields changed with the same content.
+
+    The row keeps its id, segments and vectors; only where the file is and how it is recognised change.
+    """
+
+    old_path: str
+    path: str
+    size: int
+    mtime_ns: int
+    dev: int | None
+    inode: int | None
+    content_hash: str | None
+
+
+def signed64(value: int | None) -> int | None:
+    """Store an unsigned 64-bit stat field (inode, device) in a signed SQL integer."""
+    if value is None:
+        return None
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+@dataclass
+class SegmentRecord:
+    """One time window of a video, with the id its vectors carry and its place in a shard."""
+
+    seq: int
+    start_s: float
+    end_s: float
+    frame_start: int
+    frame_end: int
+    id: int = -1
+    row: int = -1
+
+
+@dataclass
+class BatchEntry:
+    video: VideoRecord
+    segments: list[SegmentRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VideoRow:
+    """A `videos` row as a reader sees it (every column)."""
+
+    id: int
+    path: str
+    status: str
+    updated_at: str
+    generation: int
+    size: int | None = None
+    mtime_ns: int | None = None
+    content_hash: str | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    codec: str | None = None
+    reason: str | None = None
+    warnings: int = 0
+    indexed_at: str | None = None
+    run_id: int | None = None
+    dev: int | None = None
+    inode: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> VideoRow:
+        return cls(**{name: row[name] for name in _VIDEO_FIELDS if name in row})
+
+
+_VIDEO_FIELDS = tuple(f.name for f in fields(VideoRow))
+
+
+@dataclass(frozen=True)
+class VideoListing:
+    """A video in a listing, with how many live segments it has and the first one's id (its thumbnail)."""
+
+    video: VideoRow
+    segments: int
+    first_segment: int | None
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """A live segment with where its vectors are and its video's path and frame rate."""
+
+    id: int
+    video_id: int
+    seq: int
+    start_s: float
+    end_s: float
+    frame_start: int
+    frame_end: int
+    shard: str
+    row: int
+    path: str
+    fps: float | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RunRoots:
+    """An indexing run's recorded ``roots`` (JSON text) and the paths of the videos it indexed."""
+
+    roots_json: str | None
+    paths: list[str]
+
+
+@dataclass(frozen=True)
+class TagRow:
+    """A saved tag: a label on a segment with its probability and score over the vocabulary it was saved with."""
+
+    segment_id: int
+    label: str
+    prob: float
+    score: float
+    tagged_at: str
+
+
+__all__ = [
+    "BatchEntry",
+    "FileUpdate",
+    "RunRoots",
+    "SegmentRecord",
+    "SegmentRow",
+    "TagRow",
+    "VideoListing",
+    "VideoRecord",
+    "VideoRow",
+    "signed64",
+]
