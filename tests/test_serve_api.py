@@ -58,8 +58,12 @@ def test_search_matches_the_library_and_keeps_the_cli_hit_shape(client: TestClie
 def test_search_per_segment_and_without_rerank(client: TestClient, index: Index) -> None:
     every = client.get("/api/search", params={"q": "spinning", "top_k": 100, "per_video": "false"}).json()
     assert len(every["results"]) == index.info()["segments"] == 12
+    assert len({h["segment_id"] for h in every["results"]}) == 12
     coarse = client.get("/api/search", params={"q": "spinning", "rerank": "false"}).json()
+    assert len(coarse["results"]) == 3  # one per indexed video
     assert all(h["score"] == h["coarse_score"] for h in coarse["results"])
+    want = index.search("spinning", rerank=False)
+    assert [(h["segment_id"], h["score"]) for h in coarse["results"]] == [(h.segment_id, h.score) for h in want]
 
 
 def test_filters_restrict_exactly(client: TestClient, index: Index) -> None:

@@ -86,12 +86,51 @@ def test_searches_never_see_a_half_published_index(
     print(f"{len(seen)} searches over generations {sorted(set(generations))}")
 
 
-def test_a_request_reads_one_snapshot(serve_index: Path) -> None:
-    """Refreshing happens when a request starts: a snapshot pinned by one request is not replaced under it."""
-    with make_client(serve_index) as client:
+def test_a_request_reads_one_snapshot(serve_index: Path, playable_videos: dict[str, Path], tmp_path: Path) -> None:
+    """A search in flight keeps reading the generation it started with while another request moves the server
+    to a newer one; the next search reads the newer one. Events order the steps (no sleeps)."""
+    from indexer import IndexOptions, run_index
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(serve_index, index_dir)
+    more = tmp_path / "more"
+    more.mkdir()
+    src = next(iter(playable_videos.values()))
+    shutil.copy(src, more / f"new-{src.name}")
+    with make_client(index_dir) as client:
         service = client.app.state.service  # type: ignore[attr-defined]
-        pinned = service.pin()
-        assert service.pin() is pinned  # nothing published: the same snapshot object
-        (serve_index / "manifest.json").touch()  # a changed manifest file (same content) is re-read...
-        again = service.pin()
-        assert again.generation == pinned.generation  # ...and the generation stays
+        before = client.get("/api/search", params={"q": "warm up", "top_k": 100, "per_video": "false"}).json()
+        old_generation = before["generation"]
+        old_ids = {h["segment_id"] for h in before["results"]}
+        snapshot = service.index.snapshot
+        started, release = threading.Event(), threading.Event()
+        real_coarse = snapshot.coarse
+
+        def held_coarse(*args: Any, **kwargs: Any) -> Any:
+            started.set()
+            assert release.wait(120)
+            return real_coarse(*args, **kwargs)
+
+        snapshot.coarse = held_coarse  # the in-flight search stops in its first stage
+        out: dict[str, Any] = {}
+
+        def search() -> None:
+            params = {"q": "in flight", "top_k": 100, "per_video": "false"}
+            out["held"] = client.get("/api/search", params=params).json()
+
+        thread = threading.Thread(target=search)
+        thread.start()
+        try:
+            assert started.wait(120)
+            run_index([str(more)], index_dir, options=IndexOptions(segment_seconds=1, workers=0))
+            moved = client.get("/api/health").json()["generation"]  # another request refreshes the server
+            assert moved > old_generation and service.index.snapshot is not snapshot
+        finally:
+            release.set()
+            thread.join(120)
+        held = out["held"]
+        assert held["generation"] == old_generation
+        assert {h["segment_id"] for h in held["results"]} == old_ids  # none of the new video's segments
+        after = client.get("/api/search", params={"q": "after", "top_k": 100, "per_video": "false"}).json()
+        assert after["generation"] == moved and len(after["results"]) == len(old_ids) + 4
+        assert {h["segment_id"] for h in after["results"]} > old_ids

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError, VideoError
+from .errors import InvalidArgumentError, NotFoundError, VideoError
 
 if TYPE_CHECKING:
     from .store.snapshot import Snapshot
@@ -38,26 +38,37 @@ def _pick(
         mean = v.mean(axis=0)
         return mean / np.linalg.norm(mean), spans[0][0], spans[-1][1]
     if at < 0:
-        raise InvalidArgumentError(f"Invalid --at ({at}). It must be 0 or more seconds.")
+        raise InvalidArgumentError(f"Invalid time ({at}). It must be 0 or more seconds.")
     for i, (start, end) in enumerate(spans):
         if start <= at < end or (i == len(spans) - 1 and at <= end):
             return v[i] / np.linalg.norm(v[i]), start, end
-    raise InvalidArgumentError(f"Invalid --at ({at}): {what} spans {spans[0][0]:.1f}-{spans[-1][1]:.1f} s")
+    raise InvalidArgumentError(f"Invalid time ({at}): {what} spans {spans[0][0]:.1f}-{spans[-1][1]:.1f} s")
 
 
 def example_from_index(snapshot: Snapshot, video_id: int, at: float | None = None) -> Example:
     """An indexed video (or its segment at `at` seconds) as the example."""
-    segs = snapshot.catalog.video_segments([int(video_id)], snapshot.generation).get(int(video_id))
+    segs = snapshot.catalog.segments_of_videos([int(video_id)], snapshot.generation).get(int(video_id))
     if not segs:
-        raise InvalidArgumentError(
-            f"No indexed video with id {video_id}", hint="Video ids are in the results of 'xclip-search search --json'."
+        raise NotFoundError(
+            f"No indexed video with id {video_id}", hint="Video ids are in the results of a search (video_id)."
         )
-    ids = np.array([s["id"] for s in segs], dtype=np.int64)
+    ids = np.array([s.id for s in segs], dtype=np.int64)
     v = snapshot.vectors.gather_v(ids)
-    spans = [(float(s["start_s"]), float(s["end_s"])) for s in segs]
+    spans = [(s.start_s, s.end_s) for s in segs]
     vec, start, end = _pick(spans, v, at, f"video {video_id}")
-    path = snapshot.catalog.video_table([int(video_id)])[0]["path"]
-    return Example(vec, {"video_id": int(video_id), "path": path, "start": start, "end": end}, (int(video_id),))
+    source = {"video_id": int(video_id), "path": segs[0].path, "start": start, "end": end}
+    return Example(vec, source, (int(video_id),))
+
+
+def example_from_segment(snapshot: Snapshot, segment_id: int) -> Example:
+    """An indexed segment (its own ``v``) as the example; its video is the source left out of the results."""
+    seg = snapshot.catalog.segment(int(segment_id), snapshot.generation)
+    if seg is None:
+        raise NotFoundError(f"No segment with id {segment_id} in this index")
+    v = snapshot.vectors.gather_v(np.array([seg.id], dtype=np.int64))[0]
+    vec = v / max(float(np.linalg.norm(v)), 1e-12)
+    source = {"segment_id": seg.id, "video_id": seg.video_id, "path": seg.path, "start": seg.start_s, "end": seg.end_s}
+    return Example(vec, source, (seg.video_id,))
 
 
 def example_from_embedding(

@@ -33,6 +33,7 @@ from .store.sqlglob import glob_match
 
 MAX_FILTERS = 64
 MAX_FILTER_CHARS = 2000
+MAX_VIDEO_IDS = 1000
 _NUMERIC_OPS = ("=", "!=", "<", "<=", ">", ">=")
 _DATE_OPS = ("<", "<=", ">", ">=")
 _TEXT_OPS = ("=", "!=")
@@ -107,8 +108,14 @@ class SearchFilter:
         tags: str | Sequence[str] | None = None,
         indexed_after: str | None = None,
         indexed_before: str | None = None,
+        video_ids: Sequence[int] = (),
+        min_duration: float | None = None,
+        max_duration: float | None = None,
     ) -> SearchFilter:
-        """Parse ``FIELD OP VALUE`` strings and the convenience options into one filter."""
+        """Parse ``FIELD OP VALUE`` strings and the convenience options into one filter.
+
+        `video_ids` keeps any of those videos; `min_duration` / `max_duration` bound the video's length (s).
+        """
         raw = [filters] if isinstance(filters, str) else list(filters)
         if len(raw) > MAX_FILTERS:
             raise InvalidArgumentError(f"Too many filters ({len(raw)}). At most {MAX_FILTERS} are supported.")
@@ -124,6 +131,11 @@ class SearchFilter:
             terms.append(_condition("indexed", ">=", indexed_after))
         if indexed_before is not None:
             terms.append(_condition("indexed", "<", indexed_before))
+        if video_ids:
+            if len(video_ids) > MAX_VIDEO_IDS:
+                raise InvalidArgumentError(f"Too many video ids ({len(video_ids)}). At most {MAX_VIDEO_IDS}.")
+            terms.append(AnyOf(tuple(Condition("video_id", "=", float(int(v))) for v in video_ids)))
+        terms.extend(_duration_bounds(min_duration, max_duration))
         return cls(tuple(terms))
 
     def clause(self) -> ColumnElement[bool] | None:
@@ -135,6 +147,25 @@ class SearchFilter:
 
     def describe(self) -> list[str]:
         return [" or ".join(map(str, t.conditions)) if isinstance(t, AnyOf) else str(t) for t in self.terms]
+
+
+def _duration_bounds(low: float | None, high: float | None) -> list[Condition]:
+    for name, value in (("min_duration", low), ("max_duration", high)):
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise InvalidArgumentError(f"Invalid {name} ({value}). It must be a finite number >= 0.")
+    if low is not None and high is not None and low > high:
+        raise InvalidArgumentError(
+            f"Invalid duration range ({low} > {high}). min_duration must not exceed max_duration."
+        )
+    out = [] if low is None else [Condition("duration", ">=", float(low))]
+    return out + ([] if high is None else [Condition("duration", "<=", float(high))])
+
+
+def no_saved_tags() -> InvalidArgumentError:
+    """The error for a tag filter on an index without saved tags (checked before any model loads)."""
+    return InvalidArgumentError(
+        "This index has no saved tags to filter on", hint="Save some first: tag the whole index with saving on."
+    )
 
 
 def coerce_filter(where: SearchFilter | str | Iterable[str] | None) -> SearchFilter:
@@ -275,4 +306,4 @@ def _shown(text: str, limit: int = 60) -> str:
     return safe if len(safe) <= limit else safe[: limit - 3] + "..."
 
 
-__all__ = ["FIELDS", "AnyOf", "Condition", "SearchFilter", "coerce_filter", "parse_condition"]
+__all__ = ["FIELDS", "AnyOf", "Condition", "SearchFilter", "coerce_filter", "no_saved_tags", "parse_condition"]

@@ -22,8 +22,19 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .defaults import default_index_dir
-from .errors import IndexMismatchError
-from .store.catalog import Catalog
+from .errors import IndexMismatchError, NotFoundError
+from .filters import SearchFilter
+from .results import (
+    MAX_CANDIDATES,
+    MAX_TOP_K,
+    SearchHit,
+    SearchResults,
+    check_min_score,
+    check_query,
+    check_search_args,
+)
+from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
+from .store.manifest import MANIFEST_NAME
 from .store.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -31,8 +42,7 @@ if TYPE_CHECKING:
 
     from .example import Example
     from .export import ExportReport
-    from .filters import SearchFilter
-    from .search import SearchEngine, SearchHit
+    from .search import SearchEngine
     from .tagging import LabelScore, SegmentTags
 
     Where = SearchFilter | str | Iterable[str] | None
@@ -51,6 +61,7 @@ class Index:
         self._checkpoint: Checkpoint | None = None
         self._engine: Any = None
         self._tagger: Any = None
+        self._stamp: tuple[int, int, int] | None = None  # the first refresh reads the manifest
 
     @classmethod
     def open(
@@ -89,8 +100,16 @@ class Index:
         return self.snapshot.generation
 
     def refresh(self) -> bool:
-        """Move to the newest published generation; returns True if there was one."""
+        """Move to the newest published generation; returns True if there was one.
+
+        The manifest file's identity (inode, mtime, size) is compared first, so a call when nothing was published
+        costs one ``stat``; a call in progress keeps reading the snapshot it started with.
+        """
+        stamp = _manifest_stamp(self.directory)
+        if stamp is not None and stamp == self._stamp:
+            return False
         latest = Snapshot.open(self.directory, catalog=self.catalog)
+        self._stamp = stamp
         if latest.generation == self.snapshot.generation and latest.manifest == self.snapshot.manifest:
             return False
         self.snapshot = latest
@@ -113,6 +132,14 @@ class Index:
             self._checkpoint = ckpt
         return self._checkpoint
 
+    @property
+    def model_loaded(self) -> bool:
+        return self._tagger is not None
+
+    def load_model(self) -> None:
+        """Load the model now (the first search would otherwise pay for it)."""
+        self._components()
+
     def _components(self) -> tuple[Any, Any]:
         from .encoder import XClipEncoder
         from .prompting import PromptScorer
@@ -129,12 +156,17 @@ class Index:
     @property
     def engine(self) -> SearchEngine:
         """The search engine over the current snapshot (built on first use)."""
+        return self._engine_at(self.snapshot)
+
+    def _engine_at(self, snapshot: Snapshot) -> SearchEngine:
+        """The engine over `snapshot`: a call reads the snapshot it started with even if `refresh` moves on."""
         from .search import SearchEngine
 
         encoder, scorer = self._components()
-        if self._engine is None or self._engine.snapshot is not self.snapshot:
-            self._engine = SearchEngine(self.snapshot, encoder, scorer)
-        engine: SearchEngine = self._engine
+        engine: SearchEngine | None = self._engine
+        if engine is None or engine.snapshot is not snapshot:
+            engine = SearchEngine(snapshot, encoder, scorer)
+            self._engine = engine
         return engine
 
     def search(
@@ -148,13 +180,19 @@ class Index:
         where: Where = None,
         min_score: float | None = None,
         merge: bool = True,
-    ) -> list[SearchHit]:
+    ) -> SearchResults:
         """Ranked `SearchHit`s for a text query; see `xclip_search.search.SearchEngine.search`.
 
-        `where` takes filter strings such as ``"duration>=30"`` or a `xclip_search.filters.SearchFilter`.
+        `where` takes filter strings such as ``"duration>=30"`` or a `xclip_search.filters.SearchFilter`. The
+        arguments are checked before the model loads. The result is a list that also carries the generation it
+        read and per-stage timings (`xclip_search.results.SearchResults`).
         """
+        check_query(query)
+        check_search_args(top_k, candidates)
+        check_min_score(min_score)
+        snapshot = self.snapshot
         where = self._checked_filter(where)
-        return self.engine.search(
+        return self._engine_at(snapshot).search(
             query,
             top_k=top_k,
             candidates=candidates,
@@ -171,6 +209,12 @@ class Index:
 
         return example_from_index(self.snapshot, video_id, at)
 
+    def example_segment(self, segment_id: int) -> Example:
+        """An indexed segment as a query-by-example (its own ``v``); its video is the example's source."""
+        from .example import example_from_segment
+
+        return example_from_segment(self.snapshot, segment_id)
+
     def similar(
         self,
         example: Example,
@@ -181,13 +225,17 @@ class Index:
         where: Where = None,
         min_score: float | None = None,
         include_source: bool = False,
-    ) -> list[SearchHit]:
+        merge: bool = True,
+    ) -> SearchResults:
         """Segments whose video embedding is closest to the example's (``cos(v_example, v)``).
 
         The example's own video is left out unless `include_source`.
         """
+        check_search_args(top_k, candidates)
+        check_min_score(min_score)
+        snapshot = self.snapshot
         where = self._checked_filter(where)
-        return self.engine.similar(
+        return self._engine_at(snapshot).similar(
             example.v,
             top_k=top_k,
             candidates=candidates,
@@ -195,19 +243,16 @@ class Index:
             where=where,
             min_score=min_score,
             exclude_videos=() if include_source else example.video_ids,
+            merge=merge,
         )
 
     def _checked_filter(self, where: Where) -> SearchFilter:
         """Parse and check a filter before any model loads, so a bad filter fails in milliseconds."""
-        from .errors import InvalidArgumentError
-        from .filters import coerce_filter
+        from .filters import coerce_filter, no_saved_tags
 
         flt = coerce_filter(where)
         if flt.uses_tags and not self.catalog.has_tags():
-            raise InvalidArgumentError(
-                "This index has no saved tags to filter on",
-                hint="Save some first: xclip-search tag --index DIR --labels 'a,b' --save",
-            )
+            raise no_saved_tags()
         return flt
 
     def tag_embeddings(
@@ -223,6 +268,13 @@ class Index:
         self._components()
         return list(self._tagger.tag(v, z, labels, top=top, min_prob=min_prob))
 
+    @staticmethod
+    def check_labels(labels: Sequence[str]) -> list[str]:
+        """Labels stripped and de-duplicated; none, or too many, is an `InvalidArgumentError`."""
+        from .tagging import clean_labels
+
+        return clean_labels(labels)
+
     def tag_index(
         self,
         labels: Sequence[str],
@@ -232,17 +284,23 @@ class Index:
         where: Where = None,
         save: bool = False,
         on_batch: Callable[[list[SegmentTags]], None] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> Iterator[SegmentTags]:
         """Tag every indexed segment (or those `where` keeps) from the stored ``v``/``Z``, decoding nothing.
 
+        Segments come in id order; `offset` and `limit` take one page of them (`count_segments` is the total).
         With `save`, the labels kept (`top`, `min_prob`) are written to the catalog's tags table, replacing
         this vocabulary's earlier labels on the same segments, so ``search --tag LABEL`` can filter on them.
         """
-        from .filters import coerce_filter
 
+        from .tagging import check_selection, clean_labels
+
+        vocabulary = clean_labels(labels)
+        check_selection(top, min_prob)
+        flt = self._checked_filter(where)
+        snapshot = self.snapshot
         self._components()
-        flt = coerce_filter(where)
-        vocabulary = list(labels)
 
         def batch_done(done: list[SegmentTags]) -> None:
             if save:
@@ -252,7 +310,14 @@ class Index:
                 on_batch(done)
 
         return self._tagger.tag_index(
-            self.snapshot, vocabulary, top=top, min_prob=min_prob, where=flt or None, on_batch=batch_done
+            snapshot,
+            vocabulary,
+            top=top,
+            min_prob=min_prob,
+            where=flt or None,
+            on_batch=batch_done,
+            offset=offset,
+            limit=limit,
         )
 
     def export_parquet(
@@ -328,6 +393,75 @@ class Index:
             else {k: last_run[k] for k in ("id", "started_at", "finished_at", "status")},
         }
 
+    # -- catalog reads (typed records; `generation` defaults to the current snapshot's) -------------------
+
+    def _generation(self, generation: int | None) -> int:
+        return self.snapshot.generation if generation is None else generation
+
+    def video(self, video_id: int) -> VideoRow:
+        """One video's catalog row (any status); `NotFoundError` if the id names none."""
+        row = self.catalog.video(video_id)
+        if row is None:
+            raise NotFoundError(f"No video with id {video_id} in this index")
+        return row
+
+    def videos(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        generation: int | None = None,
+    ) -> tuple[int, list[VideoListing]]:
+        """(total, page) of the videos ordered by path, with their live segment counts; `name` is a substring."""
+        return self.catalog.list_videos(
+            self._generation(generation), status=status, name=name, offset=offset, limit=limit
+        )
+
+    def segments_of(self, video_id: int, *, generation: int | None = None) -> list[SegmentRow]:
+        """The live segments of one video in time order (empty if it has none)."""
+        return self.catalog.segments_of_videos([video_id], self._generation(generation)).get(int(video_id), [])
+
+    def segment(self, segment_id: int, *, generation: int | None = None) -> SegmentRow:
+        """One live segment; `NotFoundError` if the id names none in that generation."""
+        row = self.catalog.segment(segment_id, self._generation(generation))
+        if row is None:
+            raise NotFoundError(f"No segment with id {segment_id} in this index")
+        return row
+
+    def count_segments(self, where: Where = None, *, generation: int | None = None) -> int:
+        """How many live segments `where` keeps (all of them without a filter)."""
+        flt = self._checked_filter(where)
+        return self.catalog.count_segments_where(self._generation(generation), flt.clause())
+
+    def recorded_roots(self) -> list[RunRoots]:
+        """The roots each indexing run recorded, with the paths it indexed (to resolve relative roots)."""
+        return self.catalog.run_roots()
+
     def failures(self) -> list[dict[str, Any]]:
         """Files whose last attempt failed or was skipped, with the reason."""
         return self.catalog.failures()
+
+
+def _manifest_stamp(directory: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(directory / MANIFEST_NAME)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+# What the faces (command line, server) need besides `Index`, so they import nothing from the engine or the store.
+__all__ = [
+    "MAX_CANDIDATES",
+    "MAX_TOP_K",
+    "Index",
+    "RunRoots",
+    "SearchFilter",
+    "SearchHit",
+    "SearchResults",
+    "SegmentRow",
+    "VideoListing",
+    "VideoRow",
+]

@@ -7,81 +7,59 @@ exact ranking (`scripts/bench_query.py` measures how often that holds for each C
 
 Results are what people expect from a video search: one hit per video by default (its best segment, widened
 to the adjacent segments that match about as well, so a moment spanning two windows reads as one range),
-every segment on request, an optional score floor, and filters on the catalog (`xclip_search.filters`).
+every segment on request, an optional score floor, and filters on the catalog (`xclip_search.filters`). A
+merged range only widens over segments that pass the same filter, so ``start>=2`` never answers 0-5 s.
+
+Every face (the command line, `xclip_search.Index`, the HTTP server) searches through this engine: the results
+carry the generation they read and per-stage timings (`SearchResults`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .encoder import XClipEncoder
-from .errors import InvalidArgumentError
-from .filters import SearchFilter, coerce_filter
+from .filters import SearchFilter, coerce_filter, no_saved_tags
 from .prompting import PromptScorer
+from .results import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_TOP_K,
+    MAX_CANDIDATES,
+    MAX_TOP_K,
+    SearchHit,
+    SearchResults,
+    check_min_score,
+    check_query,
+    check_search_args,
+)
 from .store.snapshot import Candidate, Snapshot
 
-DEFAULT_TOP_K = 10
-# From scripts/bench_query.py (README, "Search at scale"): recall@10 against exhaustive exact scoring was 0.975 /
-# 0.93 at C=25, 1.000 / 0.995 at C=50 and 1.000 from C=100 on the 100k / 1M synthetic indexes; 100 keeps a 2x
-# margin over the smallest C that reached 0.98 on both, at half the rerank cost of 200.
-DEFAULT_CANDIDATES = 100
-MAX_TOP_K = 10_000
-MAX_CANDIDATES = 100_000
 # Neighbour merging widens hits in at most this many rounds (one batch of exact scores each; windows double).
 _MAX_MERGE_ROUNDS = 16
 
 Where = SearchFilter | str | Iterable[str] | None
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    """One result: a moment of a video, with its exact score and its first-stage cosine.
+class _Clock:
+    """Seconds per stage of one search (stages may run several times; their times add up)."""
 
-    ``start``/``end`` span the merged range; ``best_start``/``best_end`` the best segment inside it.
-    """
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
-    rank: int
-    video_id: int
-    path: str
-    start: float
-    end: float
-    score: float
-    coarse_score: float
-    segment_id: int
-    best_start: float = 0.0
-    best_end: float = 0.0
-    segment_ids: tuple[int, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of DESIGN.md §4 (contract)."""
-        return {
-            "rank": self.rank,
-            "video_id": self.video_id,
-            "path": self.path,
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "score": self.score,
-            "coarse_score": self.coarse_score,
-        }
-
-
-def check_search_args(top_k: int, candidates: int | None) -> int:
-    """Validate k and C; returns the candidate count to use."""
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidArgumentError(f"Invalid top-k ({top_k}). It must be between 1 and {MAX_TOP_K}.")
-    if candidates is None:
-        return max(DEFAULT_CANDIDATES, top_k)
-    if not top_k <= candidates <= MAX_CANDIDATES:
-        raise InvalidArgumentError(
-            f"Invalid candidates ({candidates}). It must be between top-k ({top_k}) and {MAX_CANDIDATES}."
-        )
-    return candidates
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
 @dataclass
@@ -110,6 +88,7 @@ class SearchEngine:
         if merge_within is None:
             merge_within = 1.0 / float(encoder.model.logit_scale.detach().exp().item())
         self.merge_within = float(merge_within)
+        # The timings of the latest search (scripts/bench_query.py); concurrent callers read their own results'.
         self.last_timings: dict[str, float] = {}
         self._allowed_cache: OrderedDict[tuple[int, tuple[str, ...]], np.ndarray] = OrderedDict()
 
@@ -126,25 +105,18 @@ class SearchEngine:
         where: Where = None,
         min_score: float | None = None,
         merge: bool = True,
-    ) -> list[SearchHit]:
+    ) -> SearchResults:
         """Rank moments for `query`; one hit per video (its best range) unless `per_video` is False."""
         check_search_args(top_k, candidates)
-        start = time.perf_counter()
-        t = self.encoder.encode_texts([query])[0]
-        encoded = time.perf_counter() - start
-        hits = self.search_embedding(
-            t,
-            top_k=top_k,
-            candidates=candidates,
-            rerank=rerank,
-            per_video=per_video,
-            where=where,
-            min_score=min_score,
-            merge=merge,
+        check_min_score(min_score)
+        check_query(query)
+        clock = _Clock()
+        started = time.perf_counter()
+        with clock.stage("text_encode"):
+            t = self.encoder.encode_texts([query])[0]
+        return self._search_embedding(
+            t, top_k, candidates, rerank, per_video, where, min_score, merge, clock=clock, started=started
         )
-        self.last_timings["encode_s"] = encoded
-        self.last_timings["total_s"] = time.perf_counter() - start
-        return hits
 
     def search_embedding(
         self,
@@ -157,41 +129,55 @@ class SearchEngine:
         where: Where = None,
         min_score: float | None = None,
         merge: bool = True,
-    ) -> list[SearchHit]:
+    ) -> SearchResults:
         """`search` for an already encoded text ``t`` (the raw projected embedding, as the prompts read it)."""
+        check_min_score(min_score)
+        return self._search_embedding(
+            t, top_k, candidates, rerank, per_video, where, min_score, merge, _Clock(), time.perf_counter()
+        )
+
+    def _search_embedding(
+        self,
+        t: np.ndarray,
+        top_k: int,
+        candidates: int | None,
+        rerank: bool,
+        per_video: bool,
+        where: Where,
+        min_score: float | None,
+        merge: bool,
+        clock: _Clock,
+        started: float,
+    ) -> SearchResults:
         n_candidates = check_search_args(top_k, candidates)
         t = np.asarray(t, np.float32).reshape(-1)
         unit = t / np.linalg.norm(t)
-        start = time.perf_counter()
-        allowed = self._allowed(where)
-        found = self._candidates(unit, n_candidates, allowed, top_k if per_video else 0)
-        hint = self._prefetch_neighbours(found, top_k) if per_video and merge and self.merge_within > 0 else {}
-        coarse_done = time.perf_counter()
+        with clock.stage("first_stage"):
+            allowed = self._allowed(where)
+            found = self._candidates(unit, n_candidates, allowed, top_k if per_video else 0)
+            hint = self._prefetch_neighbours(found, top_k) if per_video and merge and self.merge_within > 0 else {}
         if rerank:
 
             def score_ids(ids: np.ndarray) -> np.ndarray:
-                v, z = self.snapshot.vectors.gather(ids)
-                return self.scorer.score(v, z, t[None, :])[:, 0]
+                with clock.stage("gather"):
+                    v, z = self.snapshot.vectors.gather(ids)
+                with clock.stage("rerank"):
+                    return self.scorer.score(v, z, t[None, :])[:, 0]
 
         else:
 
             def score_ids(ids: np.ndarray) -> np.ndarray:
-                return self.snapshot.vectors.gather_v(ids) @ unit
+                with clock.stage("gather"):
+                    v = self.snapshot.vectors.gather_v(ids)
+                return v @ unit
 
         if rerank and found:
             exact = score_ids(np.array([c.segment_id for c in found], dtype=np.int64))
             scored = [_Scored(float(s), c) for s, c in zip(exact.tolist(), found, strict=True)]
         else:
             scored = [_Scored(c.coarse_score, c) for c in found]
-        reranked = time.perf_counter()
-        hits = self._hits(scored, top_k, per_video, min_score, score_ids if merge else None, hint)
-        self.last_timings = {
-            "first_stage_s": coarse_done - start,
-            "rerank_s": reranked - coarse_done,
-            "merge_s": time.perf_counter() - reranked,
-            "candidates": float(len(found)),
-        }
-        return hits
+        hits = self._hits(scored, top_k, per_video, min_score, score_ids if merge else None, allowed, hint, clock)
+        return self._results(hits, clock, started, len(found))
 
     def similar(
         self,
@@ -204,23 +190,37 @@ class SearchEngine:
         min_score: float | None = None,
         exclude_videos: Sequence[int] = (),
         merge: bool = True,
-    ) -> list[SearchHit]:
+    ) -> SearchResults:
         """Query by example: rank segments by ``cos(v_example, v)``, the video embeddings' own similarity."""
         n_candidates = check_search_args(top_k, candidates)
+        check_min_score(min_score)
+        clock = _Clock()
+        started = time.perf_counter()
         q = np.asarray(v, np.float32).reshape(-1)
         q = q / np.linalg.norm(q)
         excluded = {int(x) for x in exclude_videos}
-        extra = sum(
-            len(s) for s in self.snapshot.catalog.video_segments(sorted(excluded), self.snapshot.generation).values()
-        )
-        allowed = self._allowed(where)
-        found = self._candidates(q, n_candidates + extra, allowed, top_k + len(excluded) if per_video else 0)
+        with clock.stage("first_stage"):
+            extra = sum(
+                len(s)
+                for s in self.snapshot.catalog.video_segments(sorted(excluded), self.snapshot.generation).values()
+            )
+            allowed = self._allowed(where)
+            found = self._candidates(q, n_candidates + extra, allowed, top_k + len(excluded) if per_video else 0)
         scored = [_Scored(c.coarse_score, c) for c in found if int(c.row["video_id"]) not in excluded]
 
         def score_ids(ids: np.ndarray) -> np.ndarray:
-            return self.snapshot.vectors.gather_v(ids) @ q
+            with clock.stage("gather"):
+                return self.snapshot.vectors.gather_v(ids) @ q
 
-        return self._hits(scored[:n_candidates], top_k, per_video, min_score, score_ids if merge else None)
+        hits = self._hits(
+            scored[:n_candidates], top_k, per_video, min_score, score_ids if merge else None, allowed, None, clock
+        )
+        return self._results(hits, clock, started, len(found))
+
+    def _results(self, hits: list[SearchHit], clock: _Clock, started: float, candidates: int) -> SearchResults:
+        clock.seconds["total"] = time.perf_counter() - started
+        self.last_timings = {**clock.seconds, "candidates": float(candidates)}
+        return SearchResults(hits, generation=self.snapshot.generation, timings=clock.seconds, candidates=candidates)
 
     def _candidates(self, q: np.ndarray, count: int, allowed: np.ndarray | None, videos_wanted: int) -> list[Candidate]:
         """The first stage; when one hit per video is wanted and a full pool holds fewer distinct videos than
@@ -229,10 +229,7 @@ class SearchEngine:
         if allowed is not None and len(allowed) == 0:
             return []
         for attempt in range(4):
-            # Without a filter, the plain call: wrappers of a snapshot (the server's timing proxy) keep working.
-            found = (
-                self.snapshot.coarse(q, count) if allowed is None else self.snapshot.coarse(q, count, allowed=allowed)
-            )
+            found = self.snapshot.coarse(q, count, allowed=allowed)
             full = len(found) == count
             distinct = len({int(c.row["video_id"]) for c in found})
             if attempt == 3 or not full or distinct >= videos_wanted or count >= MAX_CANDIDATES:
@@ -271,10 +268,7 @@ class SearchEngine:
         if not flt:
             return None
         if flt.uses_tags and not self.snapshot.catalog.has_tags():
-            raise InvalidArgumentError(
-                "This index has no saved tags to filter on",
-                hint="Save some first: xclip-search tag --index DIR --labels 'a,b' --save",
-            )
+            raise no_saved_tags()
         if flt.uses_tags:
             # Saved tags change without a new generation, so a tag filter is evaluated every time.
             return self.snapshot.catalog.segment_ids_where(self.snapshot.generation, flt.clause())
@@ -298,7 +292,9 @@ class SearchEngine:
         per_video: bool,
         min_score: float | None,
         score_ids: Callable[[np.ndarray], np.ndarray] | None,
-        segments_hint: dict[int, list[dict[str, Any]]] | None = None,
+        allowed: np.ndarray | None,
+        segments_hint: dict[int, list[dict[str, Any]]] | None,
+        clock: _Clock,
     ) -> list[SearchHit]:
         scored.sort(key=lambda s: (-s.score, -s.cand.coarse_score, s.cand.segment_id))
         if min_score is not None:
@@ -322,7 +318,13 @@ class SearchEngine:
                 for i, s in enumerate(best)
             ]
         known = {s.cand.segment_id: s.score for s in scored}
-        return self._merge(best, known, min_score, score_ids, segments_hint or {})
+        with clock.stage("merge"):
+            before = clock.seconds.get("gather", 0.0) + clock.seconds.get("rerank", 0.0)
+            hits = self._merge(best, known, min_score, score_ids, segments_hint or {}, allowed)
+            # The merge's own time: its reads of v/Z and its exact scores are counted as gather and rerank.
+            nested = clock.seconds.get("gather", 0.0) + clock.seconds.get("rerank", 0.0) - before
+        clock.seconds["merge"] -= nested
+        return hits
 
     def _merge(
         self,
@@ -331,8 +333,10 @@ class SearchEngine:
         min_score: float | None,
         score_ids: Callable[[np.ndarray], np.ndarray],
         known_rows: dict[int, list[dict[str, Any]]],
+        allowed: np.ndarray | None,
     ) -> list[SearchHit]:
-        """Widen each hit over the adjacent segments of its video whose score is within `merge_within`."""
+        """Widen each hit over the adjacent segments of its video whose score is within `merge_within` and that
+        pass the search's filter (`allowed`: sorted ids; None when unfiltered)."""
         hit_videos = [s.video_id for s in best]
         missing = [v for v in hit_videos if v not in known_rows]
         per_video = {v: known_rows[v] for v in hit_videos if v in known_rows}
@@ -362,7 +366,7 @@ class SearchEngine:
                     p = spans[h][side]
                     while len(positions) < width and 0 <= p + step < len(segs):
                         a_seg, b_seg = (segs[p + step], segs[p]) if step < 0 else (segs[p], segs[p + step])
-                        if not _adjacent(a_seg, b_seg):
+                        if not _adjacent(a_seg, b_seg) or not _kept(allowed, int(segs[p + step]["id"])):
                             break
                         p += step
                         positions.append(p)
@@ -395,6 +399,14 @@ class SearchEngine:
         return hits
 
 
+def _kept(allowed: np.ndarray | None, segment_id: int) -> bool:
+    """Whether a segment passes the search's filter (`allowed` holds the sorted ids that do)."""
+    if allowed is None:
+        return True
+    i = int(np.searchsorted(allowed, segment_id))
+    return i < len(allowed) and int(allowed[i]) == segment_id
+
+
 def _adjacent(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Consecutive windows of one video that touch (no gap between them)."""
     return int(b["seq"]) == int(a["seq"]) + 1 and float(b["start_s"]) - float(a["end_s"]) <= 1e-3
@@ -415,3 +427,15 @@ def _hit(rank: int, s: _Scored, start: float, end: float, ids: tuple[int, ...]) 
         best_end=float(row["end_s"]),
         segment_ids=ids,
     )
+
+
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_TOP_K",
+    "MAX_CANDIDATES",
+    "MAX_TOP_K",
+    "SearchEngine",
+    "SearchHit",
+    "SearchResults",
+    "check_search_args",
+]

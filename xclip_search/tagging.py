@@ -46,12 +46,14 @@ def parse_labels(labels: str | None = None, labels_file: Path | None = None) -> 
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidArgumentError(f"Cannot read labels file {labels_file}: {exc}") from exc
         items.extend(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    cleaned = list(dict.fromkeys(s.strip() for s in items if s.strip()))
+    return clean_labels(items)
+
+
+def clean_labels(items: Sequence[str]) -> list[str]:
+    """Labels stripped and de-duplicated in order; none, or more than `MAX_LABELS`, is refused."""
+    cleaned = list(dict.fromkeys(s.strip() for s in items if s and s.strip()))
     if not cleaned:
-        raise InvalidArgumentError(
-            "No labels given",
-            hint='Pass --labels "running,cooking" or --labels-file with one label per line.',
-        )
+        raise InvalidArgumentError("No labels given", hint='Give labels such as "running, cooking, playing guitar".')
     if len(cleaned) > MAX_LABELS:
         raise InvalidArgumentError(f"Too many labels ({len(cleaned)}). At most {MAX_LABELS} are supported.")
     return cleaned
@@ -118,30 +120,35 @@ class Tagger:
         where: SearchFilter | None = None,
         batch_size: int = 1024,
         on_batch: Callable[[list[SegmentTags]], None] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> Iterator[SegmentTags]:
         """Tag every live segment of `snapshot` (or those `where` keeps) from its stored ``v`` and ``Z``.
 
-        Segments come in index order, `batch_size` at a time, so a library of millions streams through in
-        bounded memory; ``Z`` is read by memory map, in shard order. `on_batch` sees each finished batch
-        (saving tags, progress) before its segments are yielded.
+        Segments come in id order, `batch_size` at a time, so a library of millions streams through in
+        bounded memory; ``Z`` is read by memory map, in shard order. `offset`/`limit` take one page of them.
+        `on_batch` sees each finished batch (saving tags, progress) before its segments are yielded.
         """
         check_selection(top, min_prob)
+        if offset < 0 or (limit is not None and limit < 1):
+            raise InvalidArgumentError(f"Invalid page (offset {offset}, limit {limit}).")
         labels = list(labels)
         t = self.encoder.encode_texts(labels)
         ids = None
-        if where:
-            ids = snapshot.catalog.segment_ids_where(snapshot.generation, where.clause())
-        for rows in snapshot.catalog.iter_segment_rows(snapshot.generation, ids, batch=batch_size):
-            seg_ids = np.array([r["id"] for r in rows], dtype=np.int64)
+        if where or offset or limit is not None:
+            ids = snapshot.catalog.segment_ids_where(snapshot.generation, where.clause() if where else None)
+            ids = ids[offset : None if limit is None else offset + limit]
+        for rows in snapshot.catalog.iter_segments(snapshot.generation, ids, batch=batch_size):
+            seg_ids = np.array([r.id for r in rows], dtype=np.int64)
             v, z = snapshot.vectors.gather(seg_ids)
             scores = self.scorer.score(v, z, t)
             done = [
                 SegmentTags(
-                    segment_id=int(r["id"]),
-                    video_id=int(r["video_id"]),
-                    path=str(r["path"]),
-                    start=float(r["start_s"]),
-                    end=float(r["end_s"]),
+                    segment_id=r.id,
+                    video_id=r.video_id,
+                    path=r.path,
+                    start=r.start_s,
+                    end=r.end_s,
                     labels=self._rank(row, labels, top, min_prob),
                 )
                 for r, row in zip(rows, scores, strict=True)

@@ -43,7 +43,7 @@ from .sampling import sample_frame_indices
 from .store.fsio import atomic_write, atomic_write_bytes, fsync_dir, remove_stale_temporaries, writer_lock
 
 if TYPE_CHECKING:
-    from .store.catalog import Catalog
+    from .store.catalog import Catalog, SegmentRow
 
 THUMBNAILS_DIR = "thumbnails"
 MAX_SIDE = 256
@@ -203,13 +203,13 @@ class ThumbnailSource:
         self._lock = threading.Lock()
         self._decodes = threading.BoundedSemaphore(max_parallel_decodes)
 
-    def get(self, row: dict[str, Any]) -> tuple[bytes | None, str]:
-        """(JPEG or None, source) for a catalog segment row (``id``, ``shard``, ``row``, ``path``, frame range);
+    def get(self, row: SegmentRow) -> tuple[bytes | None, str]:
+        """(JPEG or None, source) for a catalog segment (its shard row, path and frame range);
         source is ``stored``, ``cached``, ``decoded`` or ``missing``."""
-        stored = read_stored(self.index_dir, str(row["shard"]), int(row["row"]))
+        stored = read_stored(self.index_dir, row.shard, row.row)
         if stored is not None:
             return stored, "stored"
-        segment_id = int(row["id"])
+        segment_id = row.id
         with self._lock:
             if segment_id in self._cache:
                 self._cache.move_to_end(segment_id)
@@ -222,15 +222,15 @@ class ThumbnailSource:
                 self._cache.popitem(last=False)
         return data, "decoded" if data is not None else "missing"
 
-    def _decode(self, row: dict[str, Any]) -> bytes | None:
+    def _decode(self, row: SegmentRow) -> bytes | None:
         from .errors import VideoError
 
-        path: str | None = str(row["path"])
+        path: str | None = row.path
         if self.allow_path is not None and path is not None:
             path = self.allow_path(path)
         if path is None:
             return None
-        index = representative_frame_index(int(row["frame_start"]), int(row["frame_end"]), self.num_frames)
+        index = representative_frame_index(row.frame_start, row.frame_end, self.num_frames)
         with self._decodes:
             try:
                 return make_thumbnail(decode_frame(path, index, _row_fps(row)))
@@ -238,11 +238,11 @@ class ThumbnailSource:
                 return None
 
 
-def _row_fps(row: dict[str, Any]) -> float | None:
+def _row_fps(row: SegmentRow) -> float | None:
     """The frame rate of a segment's video: recorded, else implied by its frame range and times."""
-    if row.get("fps"):
-        return float(row["fps"])
-    end_s, frame_end = float(row.get("end_s") or 0.0), int(row.get("frame_end") or 0)
+    if row.fps:
+        return float(row.fps)
+    end_s, frame_end = row.end_s, row.frame_end
     return frame_end / end_s if end_s > 0 and frame_end > 0 else None
 
 
@@ -266,14 +266,13 @@ def thumbnail(
     manifest = read_manifest(directory)
     cat = catalog or Catalog.open(directory)
     try:
-        rows = cat.segment_rows([int(segment_id)], manifest.generation if generation is None else generation)
+        row = cat.segment(int(segment_id), manifest.generation if generation is None else generation)
     finally:
         if catalog is None:
             cat.close()
-    row = rows.get(int(segment_id))
     if row is None:
         return None
-    stored = read_stored(directory, str(row["shard"]), int(row["row"]))
+    stored = read_stored(directory, row.shard, row.row)
     if stored is not None or not decode_missing:
         return stored
     data, _ = ThumbnailSource(directory, manifest.model.num_frames).get(row)
@@ -299,35 +298,13 @@ def backfill_thumbnails(index_dir: str | os.PathLike[str]) -> int:
             for shard in manifest.shards:
                 if thumbnail_paths(directory, shard.name)[1].exists():
                     continue
-                rows = _shard_rows(catalog, shard.name)
+                rows = catalog.shard_segments(shard.name)
                 thumbs: list[bytes | None] = [None] * shard.count
                 for r in rows:
-                    if 0 <= int(r["row"]) < shard.count:
-                        thumbs[int(r["row"])] = source._decode(r)
+                    if 0 <= r.row < shard.count:
+                        thumbs[r.row] = source._decode(r)
                 write_thumbnail_shard(directory, shard.name, thumbs)
                 written += 1
         finally:
             catalog.close()
     return written
-
-
-def _shard_rows(catalog: Catalog, shard_name: str) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from .store.catalog import segments, videos
-
-    query = (
-        select(
-            segments.c.id,
-            segments.c.row,
-            segments.c.frame_start,
-            segments.c.frame_end,
-            segments.c.shard,
-            videos.c.path,
-            videos.c.fps,
-        )
-        .join(videos, videos.c.id == segments.c.video_id)
-        .where(segments.c.shard == shard_name)
-    )
-    with catalog.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]

@@ -63,8 +63,6 @@ def search_cmd(
     """
     from ..index import Index
 
-    if not query.strip():
-        raise InvalidArgumentError("Empty query", hint="Type what happens in the video, e.g. 'a dog catching a ball'.")
     with Index.open(index_dir, device=device) as index:
         hits = index.search(
             query,
@@ -142,10 +140,13 @@ def similar_cmd(
     if segment_seconds <= 0:
         raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). It must be positive.")
     with Index.open(index_dir, device=device) as index:
-        if video_id is not None:
-            ex = index.example(video_id, at=at)
-        else:
-            ex = _embed_example(index, example, at, segment_seconds)  # type: ignore[arg-type]
+        try:
+            if video_id is not None:
+                ex = index.example(video_id, at=at)
+            else:
+                ex = _embed_example(index, example, at, segment_seconds)  # type: ignore[arg-type]
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{exc.message} (--at)", hint=exc.hint) from exc
         hits = index.similar(
             ex,
             top_k=top_k,

@@ -27,6 +27,8 @@ from ..errors import (
     IndexBusyError,
     IndexNotFoundError,
     InvalidArgumentError,
+    NotFoundError,
+    UnsupportedError,
     VideoError,
     XClipSearchError,
 )
@@ -36,7 +38,7 @@ from .jobs import ReindexJob
 from .metrics import Metrics, MetricsMiddleware
 from .routes import library, media, search, system, tags
 from .security import AccessPolicy, HostCheckMiddleware, is_loopback
-from .service import IndexService, NotFoundError, UnsupportedError
+from .service import IndexService
 
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("xclip_search.serve")

@@ -14,11 +14,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import IndexBusyError, InvalidArgumentError
-from ..store.manifest import now_iso
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
@@ -87,3 +87,7 @@ class ReindexJob:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -8,13 +8,53 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidArgumentError
-from ..search import MAX_TOP_K, SearchHit
-from .catalog_views import MAX_FILTER_IDS, SearchFilters
-from .service import MAX_CANDIDATES, SearchOutcome
+from ..index import MAX_CANDIDATES, MAX_TOP_K, SearchFilter, SearchHit, SegmentRow, VideoListing, VideoRow
+from .service import SearchOutcome
 
 MAX_LABEL_LENGTH = 300
 MAX_REQUEST_LABELS = 1000
 ID_MAX = 2**62  # beyond SQLite's integers; larger values are refused before any query
+MAX_FILTER_IDS = 1000
+
+
+MAX_FILTERS = 64
+MAX_FILTER_CHARS = 2000
+
+
+def search_filter(
+    path: str | None,
+    video_ids: list[int],
+    min_duration: float | None,
+    max_duration: float | None,
+    *,
+    filters: list[str] | None = None,
+    path_prefix: list[str] | None = None,
+    tags: list[str] | None = None,
+) -> tuple[SearchFilter | None, dict[str, Any] | None]:
+    """The web form's filters as the library's `SearchFilter`, parsed exactly as the command line parses its
+    ``--glob`` (`path`), ``--filter``, ``--path-prefix`` and ``--tag``; and as echoed in the response.
+    (None, None) when the form restricts nothing."""
+    filters, path_prefix, tags = filters or [], path_prefix or [], tags or []
+    given = [path, video_ids, filters, path_prefix, tags]
+    if not any(given) and min_duration is None and max_duration is None:
+        return None, None
+    flt = SearchFilter.parse(
+        filters,
+        path_prefix=path_prefix,
+        glob=path or None,
+        tags=tags,
+        video_ids=video_ids,
+        min_duration=min_duration,
+        max_duration=max_duration,
+    )
+    echoed: dict[str, Any] = {
+        "path": path or None,
+        "video_ids": list(video_ids),
+        "min_duration": min_duration,
+        "max_duration": max_duration,
+    }
+    echoed.update({k: v for k, v in (("filter", filters), ("path_prefix", path_prefix), ("tag", tags)) if v})
+    return flt, echoed
 
 
 class FilterBody(BaseModel):
@@ -24,9 +64,20 @@ class FilterBody(BaseModel):
     video_ids: list[int] = Field(default_factory=list, max_length=MAX_FILTER_IDS)
     min_duration: float | None = Field(None, ge=0, allow_inf_nan=False, description="Video length >= (seconds)")
     max_duration: float | None = Field(None, ge=0, allow_inf_nan=False, description="Video length <= (seconds)")
+    filter: list[str] = Field(default_factory=list, max_length=MAX_FILTERS, description="FIELD OP VALUE strings")
+    path_prefix: list[str] = Field(default_factory=list, max_length=MAX_FILTERS)
+    tag: list[str] = Field(default_factory=list, max_length=MAX_FILTERS)
 
-    def to_filters(self) -> SearchFilters:
-        return SearchFilters(self.path, tuple(self.video_ids), self.min_duration, self.max_duration)
+    def to_filter(self) -> SearchFilter | None:
+        return search_filter(
+            self.path,
+            self.video_ids,
+            self.min_duration,
+            self.max_duration,
+            filters=self.filter,
+            path_prefix=self.path_prefix,
+            tags=self.tag,
+        )[0]
 
 
 class SimilarBody(BaseModel):
@@ -88,33 +139,43 @@ def outcome_json(outcome: SearchOutcome, **extra: Any) -> dict[str, Any]:
     }
 
 
-def segment_json(row: dict[str, Any]) -> dict[str, Any]:
-    sid = int(row["id"])
+def segment_json(row: SegmentRow, *, with_video: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "segment_id": sid,
-        "seq": int(row["seq"]),
-        "start": round(float(row["start_s"]), 3),
-        "end": round(float(row["end_s"]), 3),
-        "frame_start": int(row["frame_start"]),
-        "frame_end": int(row["frame_end"]),
-        "thumbnail_url": thumbnail_url(sid),
+        "segment_id": row.id,
+        "seq": row.seq,
+        "start": round(row.start_s, 3),
+        "end": round(row.end_s, 3),
+        "frame_start": row.frame_start,
+        "frame_end": row.frame_end,
+        "thumbnail_url": thumbnail_url(row.id),
     }
-    if "video_id" in row:
-        out["video_id"] = int(row["video_id"])
-        out["path"] = row["path"]
-        out["name"] = os.path.basename(str(row["path"]))
-        out["video_url"] = stream_url(int(row["video_id"]))
+    if with_video:
+        out["video_id"] = row.video_id
+        out["path"] = row.path
+        out["name"] = os.path.basename(row.path)
+        out["video_url"] = stream_url(row.video_id)
     return out
 
 
-def video_json(row: dict[str, Any]) -> dict[str, Any]:
-    vid = int(row["id"])
-    keys = ("status", "reason", "duration_s", "fps", "num_frames", "width", "height", "codec", "size", "indexed_at")
-    out = {"video_id": vid, "path": row["path"], "name": os.path.basename(str(row["path"]))}
-    out.update({k: row.get(k) for k in keys})
-    out["video_url"] = stream_url(vid)
-    if "segments" in row and not isinstance(row["segments"], list):
-        out["segments"] = int(row["segments"])
-    if row.get("first_segment") is not None:
-        out["thumbnail_url"] = thumbnail_url(int(row["first_segment"]))
+def video_json(row: VideoRow, listing: VideoListing | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "video_id": row.id,
+        "path": row.path,
+        "name": os.path.basename(row.path),
+        "status": row.status,
+        "reason": row.reason,
+        "duration_s": row.duration_s,
+        "fps": row.fps,
+        "num_frames": row.num_frames,
+        "width": row.width,
+        "height": row.height,
+        "codec": row.codec,
+        "size": row.size,
+        "indexed_at": row.indexed_at,
+        "video_url": stream_url(row.id),
+    }
+    if listing is not None:
+        out["segments"] = listing.segments
+        if listing.first_segment is not None:
+            out["thumbnail_url"] = thumbnail_url(listing.first_segment)
     return out

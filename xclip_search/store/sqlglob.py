@@ -2,8 +2,11 @@
 
 ``path~*/matches/*`` must select the same rows whichever database holds the catalog: case-sensitive, ``*``
 any run of characters (``/`` included), ``?`` one character, ``[...]`` a class (``[^...]`` negated), exactly
-SQLite's GLOB. PostgreSQL has no GLOB, so there the pattern is translated to an anchored POSIX regex and
-matched with ``~``. The value is bound as a parameter on both, never spliced into the SQL.
+SQLite's GLOB. A class may also be negated the POSIX shell's way, ``[!...]``: `normalize_glob` rewrites it to
+``[^...]`` first, so both spellings select the same rows on every face (command line, Python API, HTTP); a
+literal ``!`` or ``^`` goes anywhere in a class but first. PostgreSQL has no GLOB, so there the pattern is
+translated to an anchored POSIX regex and matched with ``~``. The value is bound as a parameter on both, never
+spliced into the SQL.
 """
 
 from __future__ import annotations
@@ -15,6 +18,34 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 _SPECIAL = set(".^$|()[]{}*+?\\")
+
+
+def normalize_glob(pattern: str) -> str:
+    """``[!...]`` (POSIX shell) as ``[^...]`` (SQLite GLOB); everything else unchanged."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                out.append("[^")
+                j += 1
+            else:
+                out.append("[")
+            if j < n and pattern[j] == "]":  # a leading ] is a member, not the end
+                out.append("]")
+                j += 1
+            while j < n and pattern[j] != "]":
+                out.append(pattern[j])
+                j += 1
+            if j < n:
+                out.append("]")
+            i = j + 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -72,5 +103,6 @@ def _compile_glob_pg(element: _Glob, compiler: Any, **kw: Any) -> str:
 
 
 def glob_match(column: Any, pattern: str) -> ColumnElement[bool]:
-    """``column GLOB pattern`` on SQLite, the equivalent regex match on PostgreSQL."""
+    """``column GLOB pattern`` on SQLite, the equivalent regex match on PostgreSQL (``[!...]`` negates too)."""
+    pattern = normalize_glob(pattern)
     return _Glob(column, literal(pattern), literal(glob_to_regex(pattern)))

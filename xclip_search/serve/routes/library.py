@@ -28,13 +28,15 @@ def list_videos(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     total, rows, generation = _service(request).videos(status=status, name=name, offset=offset, limit=limit)
-    return {"generation": generation, "total": total, "offset": offset, "videos": [video_json(r) for r in rows]}
+    videos = [video_json(r.video, r) for r in rows]
+    return {"generation": generation, "total": total, "offset": offset, "videos": videos}
 
 
 @router.get("/videos/{video_id}", summary="One video's metadata and its live segments")
 def get_video(request: Request, video_id: VideoId) -> dict[str, Any]:
     row, segments, generation = _service(request).video(video_id)
-    return {**video_json(row), "generation": generation, "segments": [segment_json(s) for s in segments]}
+    listed = [segment_json(s, with_video=False) for s in segments]
+    return {**video_json(row), "generation": generation, "segments": listed}
 
 
 @router.get("/segments/{segment_id}", summary="One segment's metadata (video, time range, frame range)")

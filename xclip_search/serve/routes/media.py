@@ -40,9 +40,9 @@ _RANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 def stream_video(request: Request, video_id: VideoId) -> Response:
     service: IndexService = request.app.state.service
     row, _segments, _generation = service.video(video_id)
-    resolved = service.guard().check(str(row["path"]))
+    resolved = service.guard().check(row.path)
     if resolved is None:
-        if not os.path.lexists(str(row["path"])):
+        if not os.path.lexists(row.path):
             raise HTTPException(404, f"The file of video {video_id} is gone; re-index to update the catalog")
         raise HTTPException(403, f"Video {video_id} is not a playable file inside the indexed folders")
     try:

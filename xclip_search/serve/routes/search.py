@@ -7,10 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
-from ...search import MAX_TOP_K
-from ..catalog_views import MAX_FILTER_IDS, SearchFilters
-from ..schemas import ID_MAX, SimilarBody, outcome_json
-from ..service import MAX_CANDIDATES, IndexService
+from ...index import MAX_CANDIDATES, MAX_TOP_K
+from ..schemas import (
+    ID_MAX,
+    MAX_FILTER_CHARS,
+    MAX_FILTER_IDS,
+    MAX_FILTERS,
+    SimilarBody,
+    outcome_json,
+    search_filter,
+)
+from ..service import IndexService
 
 router = APIRouter(prefix="/api", tags=["search"])
 FilterId = Annotated[int, Field(ge=1, le=ID_MAX)]
@@ -30,30 +37,62 @@ def search(
     ] = None,
     rerank: Annotated[bool, Query(description="Re-rank with X-CLIP's exact prompted score")] = True,
     per_video: Annotated[bool, Query(description="One hit per video (its best segment); false = every segment")] = True,
-    path: Annotated[str | None, Query(max_length=1024, description="Shell glob over the path, e.g. *.webm")] = None,
+    path: Annotated[
+        str | None,
+        Query(max_length=1024, description="Shell glob over the path, e.g. *.webm ([!x] or [^x] negates a class)"),
+    ] = None,
     video_id: Annotated[
         list[Annotated[int, Field(ge=1, le=ID_MAX)]] | None,
         Query(max_length=MAX_FILTER_IDS, description="Only these videos (repeatable)"),
     ] = None,
     min_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False, description="Video length >= s")] = None,
     max_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False, description="Video length <= s")] = None,
+    filter: Annotated[
+        list[Annotated[str, Field(max_length=MAX_FILTER_CHARS)]] | None,
+        Query(max_length=MAX_FILTERS, description="FIELD OP VALUE, as the command line's --filter (repeatable)"),
+    ] = None,
+    path_prefix: Annotated[
+        list[Annotated[str, Field(max_length=1024)]] | None,
+        Query(max_length=MAX_FILTERS, description="Only paths starting with this (repeatable: any of them)"),
+    ] = None,
+    tag: Annotated[
+        list[Annotated[str, Field(max_length=300)]] | None,
+        Query(max_length=MAX_FILTERS, description="Only segments carrying this saved label (repeatable: all)"),
+    ] = None,
+    min_score: Annotated[float | None, Query(allow_inf_nan=False, description="Leave out results below this")] = None,
+    merge: Annotated[bool, Query(description="Widen each video's hit over adjacent matching segments")] = True,
 ) -> dict[str, Any]:
-    filters = SearchFilters(path or None, tuple(video_id or ()), min_duration, max_duration)
-    outcome = _service(request).search(
-        q, top_k=top_k, candidates=candidates, rerank=rerank, per_video=per_video, filters=filters
+    where, echoed = search_filter(
+        path,
+        list(video_id or ()),
+        min_duration,
+        max_duration,
+        filters=list(filter or ()),
+        path_prefix=list(path_prefix or ()),
+        tags=list(tag or ()),
     )
-    return outcome_json(outcome, query=q, filters=filters.to_dict() if filters.active else None)
+    outcome = _service(request).search(
+        q,
+        top_k=top_k,
+        candidates=candidates,
+        rerank=rerank,
+        per_video=per_video,
+        where=where,
+        min_score=min_score,
+        merge=merge,
+    )
+    return outcome_json(outcome, query=q, filters=echoed)
 
 
 @router.post("/search/similar", summary="Query by example: moments that look like an indexed segment")
 def similar(request: Request, body: SimilarBody) -> dict[str, Any]:
-    filters = body.filters.to_filters() if body.filters else None
+    where = body.filters.to_filter() if body.filters else None
     outcome = _service(request).similar(
         body.segment_id,
         top_k=body.top_k,
         candidates=body.candidates,
         per_video=body.per_video,
         include_same_video=body.include_same_video,
-        filters=filters,
+        where=where,
     )
     return outcome_json(outcome, example=outcome.example)

@@ -21,8 +21,8 @@ def _service(request: Request) -> IndexService:
 @router.get("/api/health", summary="Liveness: the index is readable; whether the model is loaded yet")
 def health(request: Request) -> dict[str, Any]:
     service = _service(request)
-    snap = service.pin()
-    return {"status": "ok", "generation": snap.generation, "model_loaded": service.model_loaded}
+    generation = service.pin()
+    return {"status": "ok", "generation": generation, "model_loaded": service.model_loaded}
 
 
 @router.get("/api/index", summary="Index status: counts, model, ANN, sizes, failures, re-index job")
