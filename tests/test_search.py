@@ -166,6 +166,22 @@ def test_one_hit_per_video_with_adjacent_matches_merged(index: Index, library: t
     assert all(h.end - h.start == 10.0 for h in every)
 
 
+
+def test_merged_ranges_obey_the_filters(index: Index, library: tuple[Path, dict[str, Video]]) -> None:
+    """A range widens only over segments the filter keeps: segment-level filters cut it, video-level ones do not."""
+    merge = library[1]["merge"]
+    late = index.search(QUERY, top_k=1, where="start>=20")[0]
+    assert late.path == merge.path and (late.start, late.end) == (20.0, 40.0)  # not 10-40: 10-20 is filtered out
+    assert late.segment_ids == tuple(merge.ids[2:4])
+    inside = index.search(QUERY, top_k=1, where=["start>=20", "end<=30"])[0]
+    assert (inside.start, inside.end) == (20.0, 30.0) and inside.segment_ids == (merge.ids[2],)
+    whole = index.search(QUERY, top_k=1, where="path^=/vids/crafted/")[0]
+    assert (whole.start, whole.end) == (10.0, 40.0)  # every segment of the video passes: the full range
+    example = index.example(whole.video_id, at=25.0)
+    near = index.similar(example, top_k=1, include_source=True, where="end<=30")[0]
+    assert near.video_id == whole.video_id and near.end <= 30.0
+
+
 def test_min_score_and_filters(index: Index, library: tuple[Path, dict[str, Video]]) -> None:
     hits = index.search(QUERY, top_k=50)
     cut = hits[3].score
