@@ -166,7 +166,6 @@ def test_one_hit_per_video_with_adjacent_matches_merged(index: Index, library: t
     assert all(h.end - h.start == 10.0 for h in every)
 
 
-
 def test_merged_ranges_obey_the_filters(index: Index, library: tuple[Path, dict[str, Video]]) -> None:
     """A range widens only over segments the filter keeps: segment-level filters cut it, video-level ones do not."""
     merge = library[1]["merge"]
