@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, InvalidArgumentError
+from .identity import ModelIdentity
 from .pixels import PixelConfig
-from .store.identity import ModelIdentity
 
 if TYPE_CHECKING:
     import torch

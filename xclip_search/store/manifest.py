@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexCorruptError, IndexNotFoundError
+from ..identity import ModelIdentity
 from .fsio import atomic_write_bytes
-from .identity import ModelIdentity
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1

@@ -34,12 +34,12 @@ from types import TracebackType
 import numpy as np
 
 from ..errors import CatalogError, IndexCorruptError, IndexMismatchError, InvalidArgumentError
+from ..identity import ModelIdentity
 from ..thumbnails import remove_unreferenced as remove_unreferenced_thumbnails
 from ..thumbnails import write_thumbnail_shard
 from . import ann as ann_store
 from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
-from .identity import ModelIdentity
 from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
 from .vectors import VectorStore, VectorView, WrittenParts

@@ -1,7 +1,8 @@
 """`ModelIdentity`: what an index records about the model that built it (kept in the manifest).
 
-It lives in the store because the manifest and the writer read and compare it; the store never imports the model
-side (`xclip_search.checkpoint` builds one from a loaded checkpoint and re-exports the name).
+A record of plain values shared by both sides without either importing the other: the store (manifest, writer)
+reads and compares it and never imports the model side; `xclip_search.checkpoint` builds one from a loaded
+checkpoint (and re-exports the name for older imports).
 """
 
 from __future__ import annotations
