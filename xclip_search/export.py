@@ -24,7 +24,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from .errors import DependencyError, InvalidArgumentError
 from .filters import SearchFilter
+from .store.catalog import TagRow, VideoRow
 from .store.fsio import fsync_dir
 from .store.snapshot import Snapshot
 
@@ -94,11 +95,11 @@ def export_parquet(
     try:
         ids = snapshot.catalog.segment_ids_where(snapshot.generation, where.clause()) if where else None
         video_ids = _write_segments(snapshot, tmp, ids, include_z, report, pa, pq, on_progress)
-        videos = snapshot.catalog.video_table(None if where is None else sorted(video_ids))
-        _write_table(pq, pa.Table.from_pylist(videos, schema=_video_schema(pa, videos)), tmp / "videos.parquet")
+        videos = [asdict(v) for v in snapshot.catalog.videos_by_id(None if where is None else sorted(video_ids))]
+        _write_table(pq, pa.Table.from_pylist(videos, schema=_video_schema(pa)), tmp / "videos.parquet")
         report.videos = len(videos)
         if snapshot.catalog.has_tags_table():
-            report.tags = _write_tags(snapshot, tmp, ids, pa, pq)
+            report.tags = _write_tags(snapshot.catalog.saved_tags(snapshot.generation, ids), tmp, pa, pq)
         _write_description(snapshot, tmp, report, include_z, where)
         for f in sorted(tmp.iterdir()):
             report.files[f.name] = f.stat().st_size
@@ -147,18 +148,18 @@ def _write_segments(
     seg_writer = pq.ParquetWriter(tmp / "segments.parquet", seg_schema)
     z_writer = pq.ParquetWriter(tmp / "contexts.parquet", z_schema, compression="none") if include_z else None
     try:
-        for rows in snapshot.catalog.iter_segment_rows(snapshot.generation, ids, batch=_SEGMENT_BATCH):
-            seg_ids = np.array([r["id"] for r in rows], dtype=np.int64)
+        for rows in snapshot.catalog.iter_segments(snapshot.generation, ids, batch=_SEGMENT_BATCH):
+            seg_ids = np.array([r.id for r in rows], dtype=np.int64)
             v = snapshot.vectors.gather_v(seg_ids)
             columns = {
                 "segment_id": seg_ids,
-                "video_id": np.array([r["video_id"] for r in rows], dtype=np.int64),
-                "seq": np.array([r["seq"] for r in rows], dtype=np.int32),
-                "start_s": np.array([r["start_s"] for r in rows], dtype=np.float64),
-                "end_s": np.array([r["end_s"] for r in rows], dtype=np.float64),
-                "frame_start": np.array([r["frame_start"] for r in rows], dtype=np.int64),
-                "frame_end": np.array([r["frame_end"] for r in rows], dtype=np.int64),
-                "path": pa.array([r["path"] for r in rows], pa.string()),
+                "video_id": np.array([r.video_id for r in rows], dtype=np.int64),
+                "seq": np.array([r.seq for r in rows], dtype=np.int32),
+                "start_s": np.array([r.start_s for r in rows], dtype=np.float64),
+                "end_s": np.array([r.end_s for r in rows], dtype=np.float64),
+                "frame_start": np.array([r.frame_start for r in rows], dtype=np.int64),
+                "frame_end": np.array([r.frame_end for r in rows], dtype=np.int64),
+                "path": pa.array([r.path for r in rows], pa.string()),
                 "v": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim),
             }
             seg_writer.write_table(pa.table(columns, schema=seg_schema))
@@ -181,40 +182,22 @@ def _write_segments(
     return video_ids
 
 
-def _video_schema(pa: Any, rows: list[dict[str, Any]]) -> Any:
-    from sqlalchemy import Float, Integer
+def _video_schema(pa: Any) -> Any:
+    """Arrow types of the `VideoRow` columns: integers as int64, reals as float64, the rest as strings."""
 
-    from .store.catalog import videos
-
-    def arrow_type(sql_type: Any) -> Any:  # BIGINT (64-bit columns) is an Integer too
+    def arrow_type(annotation: str) -> Any:
         return (
             pa.int64()
-            if isinstance(sql_type, Integer)
+            if annotation.startswith("int")
             else pa.float64()
-            if isinstance(sql_type, Float)
+            if annotation.startswith("float")
             else pa.string()
         )
 
-    fields = [(c.name, arrow_type(c.type)) for c in videos.columns]
-    return pa.schema(fields)
+    return pa.schema([(f.name, arrow_type(str(f.type))) for f in fields(VideoRow)])
 
 
-def _write_tags(snapshot: Snapshot, tmp: Path, ids: np.ndarray | None, pa: Any, pq: Any) -> int:
-    from sqlalchemy import select
-
-    from .store.catalog import live_at, segments, tags
-
-    query = (
-        select(tags.c.segment_id, tags.c.label, tags.c.prob, tags.c.score, tags.c.tagged_at)
-        .join(segments, segments.c.id == tags.c.segment_id)
-        .where(live_at(snapshot.generation))
-        .order_by(tags.c.segment_id, tags.c.prob.desc())
-    )
-    with snapshot.catalog.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
-    if ids is not None:
-        keep = set(ids.tolist())
-        rows = [r for r in rows if int(r["segment_id"]) in keep]
+def _write_tags(rows: list[TagRow], tmp: Path, pa: Any, pq: Any) -> int:
     schema = pa.schema(
         [
             ("segment_id", pa.int64()),
@@ -224,7 +207,7 @@ def _write_tags(snapshot: Snapshot, tmp: Path, ids: np.ndarray | None, pa: Any, 
             ("tagged_at", pa.string()),
         ]
     )
-    _write_table(pq, pa.Table.from_pylist(rows, schema=schema), tmp / "tags.parquet")
+    _write_table(pq, pa.Table.from_pylist([asdict(r) for r in rows], schema=schema), tmp / "tags.parquet")
     return len(rows)
 
 

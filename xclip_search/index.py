@@ -439,8 +439,12 @@ class Index:
         """The roots each indexing run recorded, with the paths it indexed (to resolve relative roots)."""
         return self.catalog.run_roots()
 
+    def failed_videos(self) -> list[VideoRow]:
+        """Files whose last attempt failed or was skipped (`VideoRow.reason` says why), by path."""
+        return self.catalog.failed_videos()
+
     def failures(self) -> list[dict[str, Any]]:
-        """Files whose last attempt failed or was skipped, with the reason."""
+        """Files whose last attempt failed or was skipped, with the reason (as dicts; see `failed_videos`)."""
         return self.catalog.failures()
 
 

@@ -153,9 +153,9 @@ def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
 
     with Index.open(index_dir) as index:
         data = index.info()
-        fails = index.failures() if failures else None
+        fails = index.failed_videos() if failures else None
     if fails is not None:
-        data["failures"] = [{"path": f["path"], "status": f["status"], "reason": f["reason"]} for f in fails]
+        data["failures"] = [{"path": f.path, "status": f.status, "reason": f.reason} for f in fails]
     if as_json:
         echo_json(data)
         return 0
@@ -187,5 +187,5 @@ def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
     if fails is not None:
         click.echo(f"\n{len(fails)} failed or skipped file(s):")
         for f in fails:
-            click.echo(f"  {f['status']}: {f['path']}: {f['reason']}")
+            click.echo(f"  {f.status}: {f.path}: {f.reason}")
     return 0

@@ -273,11 +273,8 @@ def failures_cmd(index_dir: Path | None, as_json: bool) -> int:
     from ..index import Index
 
     with Index.open(index_dir) as index:
-        rows = index.failures()
-    items = [
-        {"path": r["path"], "status": r["status"], "reason": r["reason"], "warnings": r.get("warnings", 0)}
-        for r in rows
-    ]
+        rows = index.failed_videos()
+    items = [{"path": r.path, "status": r.status, "reason": r.reason, "warnings": r.warnings} for r in rows]
     if as_json:
         echo_json({"failures": items})
         return 0

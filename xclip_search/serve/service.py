@@ -259,9 +259,9 @@ class IndexService:
             self.pin()
             return self.index.info()
 
-    def failures(self) -> list[dict[str, Any]]:
+    def failures(self) -> list[VideoRow]:
         self.pin()
-        return self.index.failures()
+        return self.index.failed_videos()
 
     def recorded_roots(self) -> list[str]:
         self.pin()

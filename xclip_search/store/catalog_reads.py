@@ -211,6 +211,12 @@ class CatalogReads:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
+    def failed_videos(self) -> list[VideoRow]:
+        """Videos whose last attempt failed or was skipped (`VideoRow.reason` says why), by path."""
+        query = select(videos).where(videos.c.status.in_([FAILED, SKIPPED])).order_by(videos.c.path)
+        with self.engine.connect() as conn:
+            return [VideoRow.from_row(r) for r in conn.execute(query).mappings()]
+
     def last_run(self) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).mappings().first()

@@ -74,13 +74,10 @@ class BatchEntry:
 
 @dataclass(frozen=True)
 class VideoRow:
-    """A `videos` row as a reader sees it (every column)."""
+    """A `videos` row as a reader sees it (every column, in the table's order)."""
 
     id: int
     path: str
-    status: str
-    updated_at: str
-    generation: int
     size: int | None = None
     mtime_ns: int | None = None
     content_hash: str | None = None
@@ -90,10 +87,13 @@ class VideoRow:
     width: int | None = None
     height: int | None = None
     codec: str | None = None
+    status: str = ""
     reason: str | None = None
     warnings: int = 0
     indexed_at: str | None = None
+    updated_at: str = ""
     run_id: int | None = None
+    generation: int = 0
     dev: int | None = None
     inode: int | None = None
 

@@ -33,9 +33,7 @@ def index_status(
     info = service.info()
     all_failures = service.failures()
     info["failure_count"] = len(all_failures)
-    info["failures"] = [{"path": f["path"], "status": f["status"], "reason": f["reason"]} for f in all_failures][
-        :failures
-    ]
+    info["failures"] = [{"path": f.path, "status": f.status, "reason": f.reason} for f in all_failures[:failures]]
     info["roots"] = service.recorded_roots()
     info["reindex"] = request.app.state.jobs.status()
     info["writes"] = request.app.state.writes
