@@ -8,6 +8,7 @@ that have not moved yet.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import astuple, fields
 from typing import Any
 
 import numpy as np
@@ -81,35 +82,9 @@ class CatalogReads:
         return out
 
     def iter_segment_rows(self, generation: int, ids: np.ndarray | None = None, batch: int = 4096) -> Any:
-        """Live segments with their video's path, by id order, in batches (lists of dicts); `ids` restricts."""
-        base = select(
-            segments.c.id,
-            segments.c.video_id,
-            segments.c.seq,
-            segments.c.start_s,
-            segments.c.end_s,
-            segments.c.frame_start,
-            segments.c.frame_end,
-            videos.c.path,
-        ).join(videos, videos.c.id == segments.c.video_id)
-        if ids is not None:
-            for i in range(0, len(ids), 900):
-                chunk = [int(x) for x in ids[i : i + 900]]
-                query = base.where(segments.c.id.in_(bindparam("ids", expanding=True))).order_by(segments.c.id)
-                with self.engine.connect() as conn:
-                    rows = [dict(r) for r in conn.execute(query, {"ids": chunk}).mappings()]
-                if rows:
-                    yield rows
-            return
-        last = -1
-        while True:
-            query = base.where(live_at(generation), segments.c.id > last).order_by(segments.c.id).limit(batch)
-            with self.engine.connect() as conn:
-                rows = [dict(r) for r in conn.execute(query).mappings()]
-            if not rows:
-                return
-            last = int(rows[-1]["id"])
-            yield rows
+        """`iter_segments` as lists of dicts (the record's fields as keys)."""
+        for rows in self.iter_segments(generation, ids, batch):
+            yield [dict(zip(_SEGMENT_KEYS, astuple(r), strict=True)) for r in rows]
 
     def video_table(self, video_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """Video rows (every column), by id; all of them when `video_ids` is None."""
@@ -142,34 +117,20 @@ class CatalogReads:
         return {r["path"]: dict(r) for r in rows}
 
     def segment_rows(self, ids: Sequence[int], generation: int) -> dict[int, dict[str, Any]]:
-        """Segments (with their video's path) visible in `generation`, by id; unknown or dead ids are absent."""
+        """Segments (with their video's path) visible in `generation`, by id; unknown or dead ids are absent.
+
+        The first stage's row lookup (`Snapshot.coarse`); `segments_by_id` gives the same as `SegmentRow`s.
+        """
         if len(ids) == 0:
             return {}
-        query = (
-            select(
-                segments.c.id,
-                segments.c.video_id,
-                segments.c.seq,
-                segments.c.start_s,
-                segments.c.end_s,
-                segments.c.frame_start,
-                segments.c.frame_end,
-                segments.c.shard,
-                segments.c.row,
-                videos.c.path,
-                videos.c.duration_s,
-            )
-            .join(videos, videos.c.id == segments.c.video_id)
-            .where(segments.c.id.in_(bindparam("ids", expanding=True)), live_at(generation))
-        )
+        query = _segment_select().where(segments.c.id.in_(bindparam("ids", expanding=True)), live_at(generation))
         out: dict[int, dict[str, Any]] = {}
-        keys = [str(c.key) for c in query.selected_columns]
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
                 chunk = [int(x) for x in ids[i : i + 900]]
                 # Plain tuples: building RowMappings costs ~8x more, and this runs on every search.
                 for row in conn.execute(query, {"ids": chunk}).all():
-                    out[int(row[0])] = dict(zip(keys, row, strict=True))
+                    out[int(row[0])] = dict(zip(_SEGMENT_KEYS, row, strict=True))
         return out
 
     def live_segment_ids(self, generation: int) -> np.ndarray:
@@ -385,6 +346,9 @@ class CatalogReads:
             query = query.where(condition)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+_SEGMENT_KEYS = tuple(f.name for f in fields(SegmentRow))
 
 
 def _segment_select() -> Select[Any]:
