@@ -185,3 +185,29 @@ def test_hostile_filter_on_the_command_line_is_one_line(indexed: tuple[Path, lis
     out = directory.parent / "export-out"
     export = CliRunner().invoke(cli, ["export", "--index", str(directory), "--parquet", str(out), "--filter", "x"])
     assert export.exit_code == 1 and export.stderr.startswith("Error: Invalid filter") and not out.exists()
+
+
+def test_arguments_are_checked_before_the_model_loads(
+    indexed: tuple[Path, list[Video]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad argument is refused at once: loading the model here would fail the test with another error."""
+
+    def no_model(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr("xclip_search.index.load_checkpoint", no_model)
+    directory, _ = indexed
+    for args, needle in (
+        (["search", "x", "--top-k", "0"], "Error: Invalid top-k (0)"),
+        (["search", "x", "--top-k", "10", "--candidates", "5"], "Error: Invalid candidates (5)"),
+        (["search", "x", "--min-score", "nan"], "Error: Invalid min-score (nan)"),
+        (["search", "   "], "Error: Empty query"),
+        (["similar", "--video-id", "1", "--top-k", "0"], "Error: Invalid top-k (0)"),
+        (
+            ["similar", "--video-id", "1", "--at", "-1"],
+            "Error: Invalid time (-1.0). It must be 0 or more seconds. (--at)",
+        ),
+    ):
+        result = CliRunner().invoke(cli, [*args, "--index", str(directory)])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.splitlines()[0].startswith(needle), (args, result.stderr)

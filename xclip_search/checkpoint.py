@@ -56,7 +56,7 @@ def resolve_checkpoint(model: str, *, revision: str | None = None) -> tuple[Path
     """
     if not model or not model.strip():
         raise InvalidArgumentError(
-            "Empty --model", hint=f"Use a hub id such as {DEFAULT_MODEL}, a directory or 'demo'."
+            "Empty model name", hint=f"Use a hub id such as {DEFAULT_MODEL}, a directory or 'demo'.", argument="model"
         )
     if model == DEMO_MODEL:
         if not (DEMO_MODEL_DIR / "config.json").is_file():
@@ -89,7 +89,7 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str, str | None
     except Exception as exc:
         raise CheckpointError(
             f"Cannot fetch {repo_id} from the Hugging Face hub: {type(exc).__name__}: {exc}".split("\n")[0],
-            hint="Check the id and your connection, pass a local save_pretrained directory, or use --model demo.",
+            hint="Check the id and your connection, use a local save_pretrained directory, or the model 'demo'.",
         ) from exc
     resolved = directory.name if directory.parent.name == "snapshots" else revision
     return directory, repo_id, resolved

@@ -3,6 +3,9 @@
 Every failure a user can cause or fix is an `XClipSearchError` subclass carrying a one-line message and,
 where one helps, a hint that says what to do. The command line prints ``Error: <message>`` and the hint and
 exits with `exit_code`; library callers catch `XClipSearchError` and never see a bare `RuntimeError`.
+
+The library names no command-line flag: an error about one parameter says which in `argument` (the Python
+name, e.g. ``"at"``), and the command line adds its flag (``--at``) to the message.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ class XClipSearchError(Exception):
 
     exit_code: int = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, argument: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.argument = argument
 
     def __str__(self) -> str:
         return self.message

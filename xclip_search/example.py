@@ -38,11 +38,13 @@ def _pick(
         mean = v.mean(axis=0)
         return mean / np.linalg.norm(mean), spans[0][0], spans[-1][1]
     if at < 0:
-        raise InvalidArgumentError(f"Invalid time ({at}). It must be 0 or more seconds.")
+        raise InvalidArgumentError(f"Invalid time ({at}). It must be 0 or more seconds.", argument="at")
     for i, (start, end) in enumerate(spans):
         if start <= at < end or (i == len(spans) - 1 and at <= end):
             return v[i] / np.linalg.norm(v[i]), start, end
-    raise InvalidArgumentError(f"Invalid time ({at}): {what} spans {spans[0][0]:.1f}-{spans[-1][1]:.1f} s")
+    raise InvalidArgumentError(
+        f"Invalid time ({at}): {what} spans {spans[0][0]:.1f}-{spans[-1][1]:.1f} s", argument="at"
+    )
 
 
 def example_from_index(snapshot: Snapshot, video_id: int, at: float | None = None) -> Example:

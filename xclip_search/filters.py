@@ -281,7 +281,7 @@ def _sql(c: Condition) -> ColumnElement[bool]:
 def _absolute_prefix(prefix: str) -> str:
     """Paths are stored absolute; a relative or ``~`` prefix means the same place as it does in a shell."""
     if not isinstance(prefix, str) or not prefix.strip():
-        raise InvalidArgumentError("Invalid --path-prefix (empty)")
+        raise InvalidArgumentError("Invalid path prefix (empty)", argument="path_prefix")
     expanded = os.path.expanduser(prefix)
     absolute = os.path.abspath(expanded)
     # abspath drops a trailing separator; keep it so '/data/a/' does not match '/data/ab'.

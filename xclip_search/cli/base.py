@@ -35,7 +35,8 @@ class _Cli(click.Group):
                 click.echo(f"Try '{exc.ctx.command_path} --help' for help.", err=True)
             code = EXIT_USER_ERROR
         except XClipSearchError as exc:
-            click.echo(f"Error: {exc.message}", err=True)
+            flag = f" (--{exc.argument.replace('_', '-')})" if exc.argument else ""
+            click.echo(f"Error: {exc.message}{flag}", err=True)
             if exc.hint:
                 click.echo(f"Hint: {exc.hint}", err=True)
             code = exc.exit_code

@@ -140,13 +140,10 @@ def similar_cmd(
     if segment_seconds <= 0:
         raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). It must be positive.")
     with Index.open(index_dir, device=device) as index:
-        try:
-            if video_id is not None:
-                ex = index.example(video_id, at=at)
-            else:
-                ex = _embed_example(index, example, at, segment_seconds)  # type: ignore[arg-type]
-        except InvalidArgumentError as exc:
-            raise InvalidArgumentError(f"{exc.message} (--at)", hint=exc.hint) from exc
+        if video_id is not None:
+            ex = index.example(video_id, at=at)
+        else:
+            ex = _embed_example(index, example, at, segment_seconds)  # type: ignore[arg-type]
         hits = index.similar(
             ex,
             top_k=top_k,

@@ -74,7 +74,7 @@ class Catalog(CatalogReads, CatalogWrites):
                 catalog.close()
                 raise CatalogError(
                     f"The catalog at {location.display} belongs to another index than {index_dir}",
-                    hint="Point XCLIP_SEARCH_CATALOG (or --catalog) at the database this index was built with.",
+                    hint="Point XCLIP_SEARCH_CATALOG at the database this index was built with.",
                 )
         return catalog
 
