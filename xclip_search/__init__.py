@@ -29,7 +29,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Index": ".index",
     "default_index_dir": ".defaults",
-    "SearchHit": ".search",
+    "SearchHit": ".results",
+    "SearchResults": ".results",
     "SearchFilter": ".filters",
     "LabelScore": ".tagging",
     "parse_labels": ".tagging",
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .filters import SearchFilter
     from .index import Index
     from .prompting import PromptScorer
-    from .search import SearchHit
+    from .results import SearchHit, SearchResults
     from .tagging import LabelScore, Tagger, parse_labels
 
 
@@ -73,6 +74,7 @@ __all__ = [
     "PromptScorer",
     "SearchFilter",
     "SearchHit",
+    "SearchResults",
     "Tagger",
     "VideoError",
     "XClipEncoder",

@@ -49,6 +49,7 @@ class IndexService:
         self._lock = threading.RLock()
         self._guard: PathGuard | None = None
         self._guard_generation = -1
+        self._gauged = -1  # the generation the index gauges describe
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xclip-model")
         self.pin()
 
@@ -66,9 +67,10 @@ class IndexService:
             except XClipSearchError:
                 moved = False  # keep serving the last good snapshot; the next request retries
             generation = self.index.generation
-            if moved or self._guard_generation < 0:
-                if moved:
-                    self.metrics.refreshes.inc()
+            if moved:
+                self.metrics.refreshes.inc()
+            if generation != self._gauged:
+                self._gauged = generation
                 self.metrics.generation.set(generation)
                 self.metrics.segments.set(self.index.count_segments(generation=generation))
             return generation
