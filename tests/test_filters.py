@@ -211,3 +211,25 @@ def test_arguments_are_checked_before_the_model_loads(
         result = CliRunner().invoke(cli, [*args, "--index", str(directory)])
         assert result.exit_code == 1, (args, result.output)
         assert result.stderr.splitlines()[0].startswith(needle), (args, result.stderr)
+
+
+def test_a_negated_class_has_the_shell_and_the_sql_spelling() -> None:
+    """``[!x]`` (POSIX shell) and ``[^x]`` (SQLite GLOB) negate alike; elsewhere in a class ``!`` is literal."""
+    import sqlite3
+
+    from sqlalchemy import literal, select
+
+    from xclip_search.store.sqlglob import glob_match, normalize_glob
+
+    assert normalize_glob("*/[!b]*.mp4") == normalize_glob("*/[^b]*.mp4") == "*/[^b]*.mp4"
+    assert normalize_glob("[a!]") == "[a!]" and normalize_glob("[!]x]") == "[^]x]" and normalize_glob("a[!b") == "a[^b"
+    conn = sqlite3.connect(":memory:")
+    for pattern, path, want in [
+        ("/v/[!b]*", "/v/a.mp4", True),
+        ("/v/[!b]*", "/v/b.mp4", False),
+        ("/v/[^b]*", "/v/b.mp4", False),
+        ("/v/[a!]*", "/v/!.mp4", True),
+        ("/v/[!b", "/v/[!b", False),  # an unclosed class matches nothing, as SQLite's GLOB
+    ]:
+        sql = select(glob_match(literal(path), pattern)).compile(compile_kwargs={"literal_binds": True})
+        assert bool(conn.execute(str(sql)).fetchone()[0]) == want, (pattern, path)
