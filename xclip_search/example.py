@@ -94,7 +94,7 @@ def example_from_embedding(
     vec, start, end = _pick(spans, np.asarray(v, np.float32), at, resolved)
     own: tuple[int, ...] = ()
     if snapshot is not None:
-        row = snapshot.catalog.videos_by_path([resolved]).get(resolved)
-        if row is not None and row["status"] == "indexed":
-            own = (int(row["id"]),)
+        row = snapshot.catalog.video_at_path(resolved)
+        if row is not None and row.status == "indexed":
+            own = (row.id,)
     return Example(vec, {"video_id": own[0] if own else None, "path": resolved, "start": start, "end": end}, own)

@@ -200,6 +200,13 @@ class CatalogReads:
         """Video rows by id order; all of them when `video_ids` is None."""
         return [VideoRow.from_row(r) for r in self.video_table(video_ids)]
 
+    def video_at_path(self, path: str) -> VideoRow | None:
+        """The video row recorded for `path` (any status), or None."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(videos).where(videos.c.path == bindparam("path")), {"path": path})
+            row = found.mappings().first()
+        return VideoRow.from_row(row) if row else None
+
     def list_videos(
         self, generation: int, *, status: str | None, name: str | None, offset: int, limit: int
     ) -> tuple[int, list[VideoListing]]:
