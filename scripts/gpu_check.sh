@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU path checked on a GPU in one run, with a figures table (issue 18; scripts/gpu_check.py says what
+# it checks). Meant to finish in under 8 minutes on one data-centre GPU with 16 cores.
+#
+#   bash scripts/gpu_check.sh [--wheelhouse DIR] [gpu_check.py options]   # NVIDIA machine
+#   bash scripts/gpu_check.sh --dry-run [gpu_check.py options]            # anywhere, CPU, ~1 minute
+#
+# A GPU run makes its own virtual environment ($GPU_CHECK_VENV, default /tmp/xclip-gpu-check-venv) that sees
+# the system's packages, so a CUDA torch already installed there is used as it is; otherwise it installs:
+#   - torch from PyPI (PyPI's Linux x86-64 torch wheels are the CUDA builds),
+#   - faiss-gpu-cu12 in place of faiss-cpu (both provide the `faiss` module),
+#   - PyNvVideoCodec (NVDEC, for --decoder nvdec) and nvidia-ml-py (GPU utilisation),
+#   - this project with its dependencies.
+# --wheelhouse DIR installs from a folder of wheels instead of the network (machines without one).
+# --dry-run installs nothing and runs with the Python in $PYTHON (default: python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dry=0
+wheelhouse=""
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) dry=1; args+=("$1") ;;
+        --wheelhouse) wheelhouse="$2"; shift ;;
+        --wheelhouse=*) wheelhouse="${1#*=}" ;;
+        *) args+=("$1") ;;
+    esac
+    shift
+done
+
+stamp() { echo "[gpu_check $(date +%H:%M:%S)] $*"; }
+
+if [ "$dry" = 1 ]; then
+    stamp "dry run: CPU only, nothing installed"
+    exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" scripts/gpu_check.py "${args[@]}"
+fi
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "gpu_check: no NVIDIA GPU here (nvidia-smi finds none); run with --dry-run instead." >&2
+    exit 1
+fi
+nvidia-smi -L
+
+venv="${GPU_CHECK_VENV:-/tmp/xclip-gpu-check-venv}"
+base_python="${PYTHON:-python3}"
+stamp "virtual environment $venv (system packages visible)"
+[ -x "$venv/bin/python" ] || "$base_python" -m venv --system-site-packages "$venv"
+py="$venv/bin/python"
+pip_install() {
+    if [ -n "$wheelhouse" ]; then
+        "$py" -m pip install -q --no-index --find-links "$wheelhouse" "$@"
+    else
+        "$py" -m pip install -q "$@"
+    fi
+}
+
+if "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    stamp "torch with CUDA already here: $("$py" -c 'import torch; print(torch.__version__)')"
+else
+    stamp "installing torch (CUDA build)"
+    pip_install torch
+fi
+stamp "installing the project and its dependencies"
+pip_install -e .
+stamp "installing faiss-gpu-cu12 in place of faiss-cpu, PyNvVideoCodec, nvidia-ml-py"
+"$py" -m pip uninstall -q -y faiss-cpu >/dev/null 2>&1 || true
+pip_install faiss-gpu-cu12 PyNvVideoCodec nvidia-ml-py
+stamp "installs done; running the checks"
+exec "$py" scripts/gpu_check.py "${args[@]}"
