@@ -32,8 +32,9 @@ T = TypeVar("T")
 
 #: Share of the GPU's free memory a run's batches may take (the rest: the allocator's slack, other processes).
 GPU_MEMORY_SHARE = 0.6
-#: Largest batch chosen automatically: beyond it a GPU gains nothing, and a failed file costs more work.
-MAX_AUTO_BATCH = 512
+#: Largest batch chosen automatically: decoding, not the model, limits a GPU run, so bigger batches only add
+#: latency (segments wait longer for their batch to fill) and host memory for the queued crops.
+MAX_AUTO_BATCH = 256
 _PROBE_BATCH = 4
 
 

@@ -93,7 +93,7 @@ def test_cpu_feed_is_the_plain_encoder_path(checkpoint: Any) -> None:
 def test_batch_size_from_free_memory() -> None:
     assert auto_batch_size(free_bytes=10 << 30, bytes_per_segment=100 << 20, floor=8) == 61  # 0.6 of 10 GiB
     assert auto_batch_size(free_bytes=1 << 30, bytes_per_segment=1 << 30, floor=8) == 8  # never below the floor
-    assert auto_batch_size(free_bytes=1 << 40, bytes_per_segment=1 << 20, floor=8) == 512  # capped
+    assert auto_batch_size(free_bytes=1 << 40, bytes_per_segment=1 << 20, floor=8) == 256  # capped
 
 
 def test_autocast_runs_float32_weights_in_bfloat16(checkpoint: Any) -> None:
