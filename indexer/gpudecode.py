@@ -90,11 +90,11 @@ class _NvdecVideo:
         if cpu_mode:
             return
         self._cpu.close()
+        _allow_cuda_address_space()  # before the import: the package loads the driver when imported
         try:
             nvc = import_nvc()
         except DependencyError as exc:
             raise VideoError(str(exc)) from exc
-        _allow_cuda_address_space()
         try:
             self._gpu = nvc.SimpleDecoder(
                 path, gpu_id=gpu_id, use_device_memory=False, output_color_type=nvc.OutputColorType.RGB

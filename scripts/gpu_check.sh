@@ -47,11 +47,17 @@ base_python="${PYTHON:-python3}"
 stamp "virtual environment $venv (system packages visible)"
 [ -x "$venv/bin/python" ] || "$base_python" -m venv --system-site-packages "$venv"
 py="$venv/bin/python"
+# When python3 is itself a virtual environment (images that ship torch in one), --system-site-packages does not
+# reach its packages: a .pth file puts them behind the check's own.
+base_site="$("$base_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+venv_site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+[ "$base_site" = "$venv_site" ] || echo "$base_site" >"$venv_site/zz-base-python.pth"
 pip_install() {
+    # A package that cannot be installed is not the end of the run: the checks that need it say so.
     if [ -n "$wheelhouse" ]; then
-        "$py" -m pip install -q --no-index --find-links "$wheelhouse" "$@"
+        "$py" -m pip install -q --no-index --find-links "$wheelhouse" "$@" || stamp "could not install: $*"
     else
-        "$py" -m pip install -q "$@"
+        "$py" -m pip install -q "$@" || stamp "could not install: $*"
     fi
 }
 
@@ -65,6 +71,6 @@ stamp "installing the project and its dependencies"
 pip_install -e .
 stamp "installing faiss-gpu-cu12 in place of faiss-cpu, PyNvVideoCodec, nvidia-ml-py"
 "$py" -m pip uninstall -q -y faiss-cpu >/dev/null 2>&1 || true
-pip_install faiss-gpu-cu12 PyNvVideoCodec nvidia-ml-py
+for package in faiss-gpu-cu12 PyNvVideoCodec nvidia-ml-py; do pip_install "$package"; done
 stamp "installs done; running the checks"
-exec "$py" scripts/gpu_check.py "${args[@]}"
+exec env PYTHONPATH="$PWD" "$py" scripts/gpu_check.py "${args[@]}"

@@ -65,6 +65,11 @@ def test_gpu_check_refuses_a_machine_without_cuda() -> None:
         timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1 and "--dry-run" in proc.stdout and "Traceback" not in proc.stderr
+    if not any((Path(d) / "nvidia-smi").exists() for d in os.environ.get("PATH", "").split(os.pathsep)):
+        shell = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True, timeout=60
+        )
+        assert shell.returncode == 1 and "no NVIDIA GPU" in shell.stderr  # before any install
 
 
 # -- the GPU feed's pieces --------------------------------------------------------------------------------
