@@ -44,27 +44,38 @@ class _InFlight(Generic[T]):
     count: int
     v: torch.Tensor
     z: torch.Tensor
-    done: Any  # torch.cuda.Event
+    done: Any  # torch.cuda.Event (None on the CPU)
 
 
 class ModelFeed(Generic[T]):
     """`push` batches of crops with a payload each; get ``(payload, embeddings)`` back in push order.
 
     On the CPU every `push` returns its own result; on CUDA it returns the previous batch's (one in flight), and
-    `drain` returns the rest. `batch_size` is what the caller should put in one push.
+    `drain` returns the rest. `batch_size` is what the caller should put in one push. `overlap` (default: on
+    CUDA) chooses the staged path; on the CPU it runs without pinned memory, streams or events, which is how the
+    tests check that path's bookkeeping and values without a GPU.
     """
 
-    def __init__(self, encoder: XClipEncoder, pixels: PixelConfig, *, batch_size: int, auto_batch: bool = False):
+    def __init__(
+        self,
+        encoder: XClipEncoder,
+        pixels: PixelConfig,
+        *,
+        batch_size: int,
+        auto_batch: bool = False,
+        overlap: bool | None = None,
+    ) -> None:
         self.encoder = encoder
         self.to_pixels = CropNormalizer(pixels)
         self.device = encoder.device
         self.on_gpu = self.device.type == "cuda"
+        self.overlap = self.on_gpu if overlap is None else overlap
         self.batch_size = batch_size
         self._auto = auto_batch and self.on_gpu
         self._flight: deque[_InFlight[T]] = deque()
-        if self.on_gpu:
+        if self.overlap:
             self._table = torch.from_numpy(self.to_pixels.table).to(self.device)
-            self._copy_stream = torch.cuda.Stream(self.device)
+            self._copy_stream = torch.cuda.Stream(self.device) if self.on_gpu else None
             self._staging: list[torch.Tensor | None] = [None, None]
             self._staged: list[Any] = [None, None]  # the event after which staging buffer k may be refilled
             self._turn = 0
@@ -73,7 +84,7 @@ class ModelFeed(Generic[T]):
 
     def push(self, crops: np.ndarray, payload: T) -> list[tuple[T, VideoEmbeddings]]:
         """Embed ``(B, T, h, w, 3)`` uint8 crops; returns every result that is ready (see the class docstring)."""
-        if not self.on_gpu:
+        if not self.overlap:
             return [(payload, self.encoder.encode_videos(self.to_pixels(crops)))]
         if self._auto:
             self._auto = False
@@ -103,24 +114,29 @@ class ModelFeed(Generic[T]):
         buf = self._staging[k]
         if buf is None or buf.shape[0] < n or buf.shape[1:] != crops.shape[1:]:
             buf = self._staging[k] = torch.empty(
-                (max(n, self.batch_size), *crops.shape[1:]), dtype=torch.uint8, pin_memory=True
+                (max(n, self.batch_size), *crops.shape[1:]), dtype=torch.uint8, pin_memory=self.on_gpu
             )
         np.copyto(buf[:n].numpy(), crops)
-        compute = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self._copy_stream):
-            on_gpu = buf[:n].to(self.device, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record(self._copy_stream)
-        self._staged[k] = copied
-        compute.wait_event(copied)
-        on_gpu.record_stream(compute)
-        v, z = self.encoder.encode_video_tensors(self._normalize(on_gpu))
-        v_host = torch.empty(v.shape, dtype=torch.float32, pin_memory=True)
-        z_host = torch.empty(z.shape, dtype=torch.float32, pin_memory=True)
+        if self._copy_stream is not None:
+            compute = torch.cuda.current_stream(self.device)
+            with torch.cuda.stream(self._copy_stream):
+                staged = buf[:n].to(self.device, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record(self._copy_stream)
+            self._staged[k] = copied
+            compute.wait_event(copied)
+            staged.record_stream(compute)  # allocated on the copy stream, used on the compute stream
+        else:
+            staged = buf[:n]  # the CPU computes before `push` returns: the buffer is free again at once
+        v, z = self.encoder.encode_video_tensors(self._normalize(staged))
+        v_host = torch.empty(v.shape, dtype=torch.float32, pin_memory=self.on_gpu)
+        z_host = torch.empty(z.shape, dtype=torch.float32, pin_memory=self.on_gpu)
         v_host.copy_(v.float(), non_blocking=True)
         z_host.copy_(z.float(), non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(compute)
+        done = None
+        if self.on_gpu:
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
         self._flight.append(_InFlight(payload, n, v_host, z_host, done))
 
     def _normalize(self, crops: torch.Tensor) -> torch.Tensor:
@@ -128,7 +144,8 @@ class ModelFeed(Generic[T]):
 
     def _collect(self) -> tuple[T, VideoEmbeddings]:
         item = self._flight.popleft()
-        item.done.synchronize()
+        if item.done is not None:
+            item.done.synchronize()
         emb = VideoEmbeddings(v=item.v.numpy().copy(), z=item.z.numpy().copy())
         return item.payload, emb
 

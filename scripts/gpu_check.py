@@ -224,11 +224,12 @@ def make_crops(n: int, frames: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 def embed(checkpoint: Any, crops: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """``v``, ``Z`` of `crops` through `ModelFeed` (on CUDA: pinned buffers, copy stream, one batch in flight)."""
+    """``v``, ``Z`` of `crops` through `ModelFeed`'s staged path (on CUDA: pinned buffers, a copy stream)."""
     from indexer.feed import ModelFeed
     from xclip_search.encoder import XClipEncoder
 
-    feed: ModelFeed[int] = ModelFeed(XClipEncoder(checkpoint), checkpoint.pixels, batch_size=batch)
+    # overlap: the staged path with one batch in flight, on the CPU too (a dry run checks its values)
+    feed: ModelFeed[int] = ModelFeed(XClipEncoder(checkpoint), checkpoint.pixels, batch_size=batch, overlap=True)
     out = []
     for i in range(0, len(crops), batch):
         out += feed.push(crops[i : i + batch], i)

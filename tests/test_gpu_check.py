@@ -95,6 +95,55 @@ def test_cpu_feed_is_the_plain_encoder_path(checkpoint: Any) -> None:
     assert np.array_equal(got[0][1].v, want.v) and np.array_equal(got[0][1].z, want.z)
 
 
+def test_overlapped_feed_returns_each_batch_one_push_later_with_the_same_values(checkpoint: Any) -> None:
+    from xclip_search.encoder import XClipEncoder
+
+    rng = np.random.default_rng(3)
+    batches = [rng.integers(0, 256, size=(n, 8, 32, 32, 3), dtype=np.uint8) for n in (2, 2, 1)]
+    encoder = XClipEncoder(checkpoint)
+    feed: ModelFeed[int] = ModelFeed(encoder, checkpoint.pixels, batch_size=2, overlap=True)
+    returned = [[payload for payload, _ in feed.push(b, i)] for i, b in enumerate(batches)]
+    assert returned == [[], [0], [1]]  # the staged path: one batch in flight, as on CUDA
+    fed = feed.push(batches[0], 3) + feed.drain()
+    assert [payload for payload, _ in fed] == [2, 3] and feed.drain() == []
+    want = encoder.encode_videos(CropNormalizer(checkpoint.pixels)(batches[2]))
+    assert np.array_equal(fed[0][1].v, want.v) and np.array_equal(fed[0][1].z, want.z)
+
+
+def test_indexing_with_a_batch_in_flight_stores_the_same_vectors(
+    tmp_path: Path, tiny_ckpt: Path, generated_videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+    import shutil
+
+    import indexer.ingest
+    from indexer import IndexOptions, run_index
+    from xclip_search.index import Index
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    for src in [*generated_videos.values(), REAL_CLIP]:
+        shutil.copy(src, library / src.name)
+    opts = IndexOptions(segment_seconds=1.0, workers=1, batch_size=3, commit_every=4)
+    plain = run_index([library], tmp_path / "plain", model=str(tiny_ckpt), options=opts)
+    monkeypatch.setattr(indexer.ingest, "ModelFeed", functools.partial(ModelFeed, overlap=True))
+    staged = run_index([library], tmp_path / "staged", model=str(tiny_ckpt), options=opts)
+    assert staged.to_dict() == plain.to_dict() and staged.segments > 6
+    with Index.open(tmp_path / "plain") as a, Index.open(tmp_path / "staged") as b:
+        rows_a = {(r["path"], r["seq"]): r["id"] for r in _segments(a)}
+        rows_b = {(r["path"], r["seq"]): r["id"] for r in _segments(b)}
+        assert rows_a.keys() == rows_b.keys()
+        keys = sorted(rows_a)
+        va, za = a.snapshot.vectors.gather(np.array([rows_a[k] for k in keys]))
+        vb, zb = b.snapshot.vectors.gather(np.array([rows_b[k] for k in keys]))
+    assert np.array_equal(va, vb) and np.array_equal(za, zb)
+
+
+def _segments(index: Any) -> list[dict[str, Any]]:
+    hits = index.search("a moving square", top_k=1000, per_video=False, rerank=False, merge=False)
+    return [{"path": h.path, "seq": round(h.start, 3), "id": h.segment_id} for h in hits]
+
+
 def test_batch_size_from_free_memory() -> None:
     assert auto_batch_size(free_bytes=10 << 30, bytes_per_segment=100 << 20, floor=8) == 61  # 0.6 of 10 GiB
     assert auto_batch_size(free_bytes=1 << 30, bytes_per_segment=1 << 30, floor=8) == 8  # never below the floor
