@@ -29,7 +29,7 @@ from indexer.gpudecode import CPU_MODE, NvdecDecoder, host_rgb
 from xclip_search.cli import cli
 from xclip_search.errors import DependencyError, VideoError
 
-from .conftest import REAL_CLIP
+from .conftest import REAL_CLIP, REAL_CLIP_HD
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -286,6 +286,7 @@ def test_decoder_chain_keeps_the_cpu_decoders_behind() -> None:
 
 def test_index_records_its_decoders(tmp_path: Path, tiny_ckpt: Path) -> None:
     from indexer import IndexOptions, run_index
+    from xclip_search.index import Index
     from xclip_search.store.catalog import Catalog
 
     opts = IndexOptions(workers=1, decoders=("indexer.gpudecode:CPU_MODE", "pyav"))
@@ -296,3 +297,6 @@ def test_index_records_its_decoders(tmp_path: Path, tiny_ckpt: Path) -> None:
         assert json.loads(catalog.get_meta("decoders") or "[]") == ["indexer.gpudecode:CPU_MODE"]
     finally:
         catalog.close()
+    run_index([str(REAL_CLIP_HD)], tmp_path / "idx", model=str(tiny_ckpt), options=IndexOptions(workers=1))
+    with Index.open(tmp_path / "idx") as index:
+        assert index.info()["decoders"] == ["decord", "indexer.gpudecode:CPU_MODE"]
