@@ -87,7 +87,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(64, 16, 32, 8, (640, 360), 2.0, (2, 4, 8, 14), 1_000_000, 512, 1 << 34, 1000, 4)
+        return cls(64, 16, 48, 10, (640, 360), 2.0, (2, 4, 8, 14), 1_000_000, 512, 1 << 34, 1000, 4)
 
     @classmethod
     def dry(cls) -> Sizes:
@@ -428,8 +428,8 @@ def clustered_vectors(count: int, dim: int, seed: int = 0) -> np.ndarray:
 def exact_top(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), k), dtype=np.int64)
-    for i in range(0, len(data), 200_000):
-        s = queries @ data[i : i + 200_000].T
+    for i in range(0, len(data), 50_000):
+        s = queries @ data[i : i + 50_000].T
         top = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, :k]
         cand_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)
         cand_i = np.concatenate([best_i, top + i], axis=1)
@@ -484,7 +484,10 @@ def check_faiss(report: Report, sizes: Sizes, device: str) -> None:
 # -- 4. GPU decode ----------------------------------------------------------------------------------------
 
 
-def _frames(decoder: Any, path: str, num_frames: int, segment_seconds: float) -> tuple[int, list[np.ndarray]]:
+def _frames(
+    decoder: Any, path: str, num_frames: int, segment_seconds: float
+) -> tuple[int, list[tuple[list[int], np.ndarray]]]:
+    """The frame count and, per segment, its T sampled indices and the decoded frames of the unique ones."""
     from indexer.segments import plan_segments
     from xclip_search.sampling import sample_frame_indices
 
@@ -493,63 +496,71 @@ def _frames(decoder: Any, path: str, num_frames: int, segment_seconds: float) ->
         info = video.info
         out = []
         for plan in plan_segments(info.num_frames, info.fps, segment_seconds):
-            idx = sorted(set(sample_frame_indices(plan.frame_start, plan.frame_end, num_frames)))
-            out.append(np.stack(list(video.iter_frames(idx))))
+            indices = sample_frame_indices(plan.frame_start, plan.frame_end, num_frames)
+            out.append((indices, np.stack(list(video.iter_frames(sorted(set(indices)))))))
         return info.num_frames, out
     finally:
         video.close()
 
 
-def check_decode(report: Report, sizes: Sizes, device: str, work: Path, model: str, nvdec: str) -> None:
+def _segment_crops(indices: list[int], frames: np.ndarray, pixels: Any) -> np.ndarray:
+    """The T model frames of one segment, repeats included, as a decode worker builds them."""
+    from xclip_search.pixels import resize_and_crop
+
+    crops = dict(zip(sorted(set(indices)), resize_and_crop(frames, pixels), strict=True))
+    return np.stack([crops[i] for i in indices])
+
+
+def check_decode(
+    report: Report, sizes: Sizes, device: str, work: Path, models: dict[str, Path | str], nvdec: str
+) -> None:
     from indexer.decoders import get_decoder
     from xclip_search.checkpoint import load_checkpoint
 
     clips = make_library(work / "library", sizes)[: sizes.decode_clips]
+    clips += [ROOT / "tests" / "data" / "bikes.mp4", ROOT / "tests" / "data" / "bigbuckbunny.mp4"]  # real footage
     gpu, cpu = get_decoder(nvdec), get_decoder("decord")
-    ckpt = load_checkpoint(model, device=device)
+    checkpoints = {name: load_checkpoint(str(model), device=device) for name, model in models.items()}
+    num_frames = {c.num_frames for c in checkpoints.values()}
+    assert len(num_frames) == 1, "the models must read the same frames"
+    frames_per_segment = num_frames.pop()
     counts_equal, max_diff, mean_diffs = True, 0, []
-    crops_gpu, crops_cpu = [], []
+    pairs: list[tuple[list[int], np.ndarray, np.ndarray]] = []
     t_gpu = t_cpu = 0.0
     frames_total = 0
     for clip in clips:
         started = time.monotonic()
-        n_gpu, f_gpu = _frames(gpu, str(clip), ckpt.num_frames, sizes.segment_seconds)
+        n_gpu, f_gpu = _frames(gpu, str(clip), frames_per_segment, sizes.segment_seconds)
         t_gpu += time.monotonic() - started
         started = time.monotonic()
-        n_cpu, f_cpu = _frames(cpu, str(clip), ckpt.num_frames, sizes.segment_seconds)
+        n_cpu, f_cpu = _frames(cpu, str(clip), frames_per_segment, sizes.segment_seconds)
         t_cpu += time.monotonic() - started
         counts_equal &= n_gpu == n_cpu and len(f_gpu) == len(f_cpu)
-        for a, b in zip(f_gpu, f_cpu, strict=False):
+        for (idx_a, a), (idx_b, b) in zip(f_gpu, f_cpu, strict=False):
             frames_total += len(a)
-            if a.shape != b.shape:
+            if a.shape != b.shape or idx_a != idx_b:
                 counts_equal = False
                 continue
             d = np.abs(a.astype(np.int16) - b.astype(np.int16))
             max_diff = max(max_diff, int(d.max()))
             mean_diffs.append(float(d.mean()))
-            crops_gpu.append(_segment_crops(a, ckpt))
-            crops_cpu.append(_segment_crops(b, ckpt))
-    report.add("decode", f"{nvdec} vs decord: same frame counts and shapes", counts_equal, passed=counts_equal)
+            pairs.append((idx_a, a, b))
+    report.add("decode", f"{nvdec} vs decord: same frame counts, indices and shapes", counts_equal,
+               passed=counts_equal, note=f"{len(clips)} clips, {frames_total} frames")  # fmt: skip
     report.add("decode", "pixel difference: max abs (0-255)", max_diff)
     report.add("decode", "pixel difference: mean abs (0-255)", float(np.mean(mean_diffs)) if mean_diffs else "n/a")
-    report.add("decode", f"{nvdec} frames/s (one process)", frames_total / max(t_gpu, 1e-9))
-    report.add("decode", "decord frames/s (one process)", frames_total / max(t_cpu, 1e-9))
-    if crops_gpu:
-        s_gpu, v_gpu = scores(ckpt, np.stack(crops_gpu), TEXTS[: sizes.score_texts])
-        s_cpu, v_cpu = scores(ckpt, np.stack(crops_cpu), TEXTS[: sizes.score_texts])
-        cos = float(np.min(np.sum(v_gpu * v_cpu, axis=1)))
-        report.add("decode", "embeddings: min cos(v_nvdec, v_decord)", cos)
-        report.add("decode", "scores: max abs change from decoding", float(np.abs(s_gpu - s_cpu).max()))
-
-
-def _segment_crops(frames: np.ndarray, ckpt: Any) -> np.ndarray:
-    """The T model frames of one segment from its unique decoded frames (repeats filled as the worker does)."""
-    from xclip_search.pixels import resize_and_crop
-
-    crops = resize_and_crop(frames, ckpt.pixels)
-    if len(crops) < ckpt.num_frames:
-        crops = np.concatenate([crops, np.repeat(crops[-1:], ckpt.num_frames - len(crops), axis=0)])
-    return crops[: ckpt.num_frames]
+    report.add("decode", f"{nvdec} frames/s (one process, seeks included)", frames_total / max(t_gpu, 1e-9))
+    report.add("decode", "decord frames/s (one process, seeks included)", frames_total / max(t_cpu, 1e-9))
+    for name, ckpt in checkpoints.items():
+        if not pairs:
+            break
+        crops_gpu = np.stack([_segment_crops(idx, a, ckpt.pixels) for idx, a, _ in pairs])
+        crops_cpu = np.stack([_segment_crops(idx, b, ckpt.pixels) for idx, _, b in pairs])
+        s_gpu, v_gpu = scores(ckpt, crops_gpu, TEXTS[: sizes.score_texts])
+        s_cpu, v_cpu = scores(ckpt, crops_cpu, TEXTS[: sizes.score_texts])
+        report.add("decode", f"{name}: min cos(v from {nvdec}, v from decord)", float(np.min(np.sum(v_gpu * v_cpu, 1))))
+        report.add("decode", f"{name}: max abs score change from decoding", float(np.abs(s_gpu - s_cpu).max()))
+        report.add("decode", f"{name}: top-10 overlap, {nvdec} vs decord frames", top_overlap(s_gpu, s_cpu))
 
 
 # -- main -------------------------------------------------------------------------------------------------
@@ -639,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         if "decode" in only:
             with section(report, "decode", deadline) as go:
                 if go:
-                    check_decode(report, sizes, device, work, model, nvdec)
+                    check_decode(report, sizes, device, work, models, nvdec)
 
     report.add("total", "seconds", time.monotonic() - started)
     table = report.table()
