@@ -8,9 +8,9 @@
 # A GPU run makes its own virtual environment ($GPU_CHECK_VENV, default /tmp/xclip-gpu-check-venv) that sees
 # the system's packages, so a CUDA torch already installed there is used as it is; otherwise it installs:
 #   - torch from PyPI (PyPI's Linux x86-64 torch wheels are the CUDA builds),
-#   - faiss-gpu-cu12 in place of faiss-cpu (both provide the `faiss` module),
-#   - PyNvVideoCodec (NVDEC, for --decoder nvdec) and nvidia-ml-py (GPU utilisation),
-#   - this project with its dependencies.
+#   - the project's dependencies but faiss-cpu (the project itself runs from this checkout),
+#   - faiss-gpu-cu12 (the `faiss` module with GPU support) in place of faiss-cpu,
+#   - PyNvVideoCodec (NVDEC, for --decoder nvdec) and nvidia-ml-py (GPU utilisation).
 # --wheelhouse DIR installs from a folder of wheels instead of the network (machines without one).
 # --dry-run installs nothing and runs with the Python in $PYTHON (default: python3).
 set -euo pipefail
@@ -64,13 +64,21 @@ pip_install() {
 if "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     stamp "torch with CUDA already here: $("$py" -c 'import torch; print(torch.__version__)')"
 else
-    stamp "installing torch (CUDA build)"
-    pip_install torch
+    # A CPU-only torch visible from the venv would satisfy a plain install: install one into the venv anyway.
+    stamp "installing torch (CUDA build) into the venv"
+    pip_install --ignore-installed torch
 fi
-stamp "installing the project and its dependencies"
-pip_install -e .
-stamp "installing faiss-gpu-cu12 in place of faiss-cpu, PyNvVideoCodec, nvidia-ml-py"
-"$py" -m pip uninstall -q -y faiss-cpu >/dev/null 2>&1 || true
+# The project runs from this checkout (PYTHONPATH): only its dependencies are installed, so nothing is built
+# (an offline machine has no setuptools to build with) and faiss-cpu never comes in.
+mapfile -t deps < <("$py" -c '
+import tomllib
+for dep in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
+    if not dep.startswith("faiss"):
+        print(dep)
+')
+stamp "installing the project's dependencies (those missing): ${deps[*]}"
+for dep in "${deps[@]}"; do pip_install "$dep"; done  # one at a time: one that cannot be had stops no other
+stamp "installing faiss-gpu-cu12, PyNvVideoCodec, nvidia-ml-py"
 for package in faiss-gpu-cu12 PyNvVideoCodec nvidia-ml-py; do pip_install "$package"; done
 stamp "installs done; running the checks"
 exec env PYTHONPATH="$PWD" "$py" scripts/gpu_check.py "${args[@]}"
