@@ -9,8 +9,8 @@ On CUDA the model would otherwise wait for every copy and the host for every res
   the GPU on a separate stream (``non_blocking``), while the previous batch is still computing;
 - the GPU turns them into pixel values with the same per-channel lookup table as `CropNormalizer` (the same
   float32 values: a table lookup, no arithmetic);
-- results are copied back into pinned buffers and read one batch later, so `push` returns while the GPU
-  works, and the caller decodes, reads the pool and writes the catalog meanwhile;
+- results are copied back into pinned buffers and read when done (`poll`), at the latest one batch later, so
+  `push` returns while the GPU works, and the caller decodes, reads the pool and writes the catalog meanwhile;
 - the batch size, when the user gives none, is chosen from the GPU's free memory, measured on a first batch.
 """
 
@@ -92,6 +92,14 @@ class ModelFeed(Generic[T]):
         self._launch(crops, payload)
         ready = []
         while len(self._flight) > 1:
+            ready.append(self._collect())
+        return ready
+
+    def poll(self) -> list[tuple[T, VideoEmbeddings]]:
+        """The results of batches that have finished, without waiting: a caller waiting for input calls it, so
+        a finished batch's files commit before the next batch fills."""
+        ready = []
+        while self._flight and (self._flight[0].done is None or self._flight[0].done.query()):
             ready.append(self._collect())
         return ready
 

@@ -133,6 +133,8 @@ def ingest(
                 commit(p)
 
     for event in events:
+        for done_items, emb in feed.poll():  # a batch that finished while the pool decoded: commit its files now
+            store(done_items, emb)
         if isinstance(event, SegmentReady):
             p = pending.get(event.path)
             if p is None or event.attempt > p.attempt:
@@ -170,19 +172,29 @@ def ingest(
 
 class _Decoders:
     """Records in the catalog which decoders built the index (meta ``decoders``: a sorted JSON list), so an index
-    decoded on the GPU (``nvdec``) says so; written when a decoder first builds a file, not per file."""
+    decoded on the GPU (``nvdec``) says so; written when a decoder first builds a file in this run, not per file.
+
+    Indexers sharing a catalog may add names at the same time: each write merges what the catalog holds just
+    before it. The record is informational, so a write that fails (two first writers racing on a new row) does
+    not stop the run; it is tried again with the next file.
+    """
 
     KEY = "decoders"
 
     def __init__(self, writer: IndexWriter) -> None:
-        self._writer = writer
-        raw = writer.catalog.get_meta(self.KEY)
-        self._seen: set[str] = set(json.loads(raw)) if raw else set()
+        self._catalog = writer.catalog
+        self._written: set[str] = set()
 
     def note(self, name: str) -> None:
-        if name not in self._seen:
-            self._seen.add(name)
-            self._writer.catalog.set_meta(self.KEY, json.dumps(sorted(self._seen)))
+        if name in self._written:
+            return
+        try:
+            raw = self._catalog.get_meta(self.KEY)
+            names = {*(json.loads(raw) if raw else []), name}
+            self._catalog.set_meta(self.KEY, json.dumps(sorted(names)))
+        except Exception:  # best effort (see the class docstring)
+            return
+        self._written.add(name)
 
 
 def _note(done: FileDone) -> str | None:

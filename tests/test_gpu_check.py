@@ -104,9 +104,10 @@ def test_overlapped_feed_returns_each_batch_one_push_later_with_the_same_values(
     feed: ModelFeed[int] = ModelFeed(encoder, checkpoint.pixels, batch_size=2, overlap=True)
     returned = [[payload for payload, _ in feed.push(b, i)] for i, b in enumerate(batches)]
     assert returned == [[], [0], [1]]  # the staged path: one batch in flight, as on CUDA
-    fed = feed.push(batches[0], 3) + feed.drain()
-    assert [payload for payload, _ in fed] == [2, 3] and feed.drain() == []
-    want = encoder.encode_videos(CropNormalizer(checkpoint.pixels)(batches[2]))
+    assert [payload for payload, _ in feed.poll()] == [2]  # finished (the CPU computes at once): no waiting
+    fed = [*feed.push(batches[2], 3), *feed.push(batches[0], 4), *feed.drain()]
+    assert [payload for payload, _ in fed] == [3, 4] and feed.drain() == [] and feed.poll() == []
+    want = encoder.encode_videos(CropNormalizer(checkpoint.pixels)(batches[2]))  # pushed with payload 3
     assert np.array_equal(fed[0][1].v, want.v) and np.array_equal(fed[0][1].z, want.z)
 
 
