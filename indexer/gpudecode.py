@@ -1,8 +1,9 @@
 """GPU video decoding with NVDEC through PyNvVideoCodec: ``index --decoder nvdec``.
 
 Why this library: it is the GPU decoder that installs from PyPI (``pip install PyNvVideoCodec``, wheels for
-CUDA 12 and 13 drivers). torchcodec's CUDA build is published on PyTorch's own wheel index only (PyPI has the
-CPU build), and decord's GPU build is not published at all. PyNvVideoCodec also needs no torch, so the decode
+CUDA 12 and 13 drivers; 2.2.4 when checked on 2026-12-04). torchcodec's CUDA build is published on PyTorch's
+own wheel index only, which this project's machines cannot reach (PyPI's torchcodec 0.17.0 is the CPU build),
+and decord's GPU build is not published at all. PyNvVideoCodec also needs no torch, so the decode
 workers stay torch-free (DESIGN.md §7) and this decoder plugs into them like decord and PyAV.
 
 Same frames as the CPU decoders: the frame count ``n`` that the sampling formula (DESIGN.md §2) reads comes
