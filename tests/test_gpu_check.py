@@ -145,6 +145,14 @@ def _segments(index: Any) -> list[dict[str, Any]]:
     return [{"path": h.path, "seq": round(h.start, 3), "id": h.segment_id} for h in hits]
 
 
+def test_float32_keeps_cudnn_convolutions_out_of_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xclip_search.encoder import exact_float32_convolutions
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    exact_float32_convolutions()
+    assert torch.backends.cudnn.allow_tf32 is False
+
+
 def test_batch_size_from_free_memory() -> None:
     assert auto_batch_size(free_bytes=10 << 30, bytes_per_segment=100 << 20, floor=8) == 61  # 0.6 of 10 GiB
     assert auto_batch_size(free_bytes=1 << 30, bytes_per_segment=1 << 30, floor=8) == 8  # never below the floor

@@ -44,6 +44,8 @@ class XClipEncoder:
         self.weight_dtype = next(checkpoint.model.parameters()).dtype
         # Weights kept in float32 for a lower compute dtype: run that dtype under autocast.
         self.autocast_dtype = self.dtype if self.dtype != self.weight_dtype else None
+        if self.device.type == "cuda" and self.dtype == torch.float32:
+            exact_float32_convolutions()
         self.num_frames = checkpoint.num_frames
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -125,6 +127,19 @@ class XClipEncoder:
             self._text_cache.move_to_end(text)
             rows.append(self._text_cache[text])
         return np.stack(rows).astype(np.float32, copy=False)
+
+
+def exact_float32_convolutions() -> None:
+    """Keep cuDNN's float32 convolutions in float32 (process-wide).
+
+    PyTorch lets cuDNN run float32 convolutions in TF32 on Ampere and newer GPUs by default (matrix products
+    it keeps in float32). X-CLIP's patch embedding is a convolution, and TF32's 10-bit mantissa there moves
+    scores by far more than the 1e-4 a float32 run promises, so float32 on CUDA turns it off. Lower precision
+    is what ``--dtype float16``/``bfloat16`` are for.
+    """
+    # The flag every PyTorch version honours; its newer per-operator form (cudnn.conv.fp32_precision) refuses to be
+    # read back through this one once the two are mixed, and other code may read this one.
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _check_text(text: str) -> str:
