@@ -133,9 +133,10 @@ def exact_float32_convolutions() -> None:
     """Keep cuDNN's float32 convolutions in float32 (process-wide).
 
     PyTorch lets cuDNN run float32 convolutions in TF32 on Ampere and newer GPUs by default (matrix products
-    it keeps in float32). X-CLIP's patch embedding is a convolution, and TF32's 10-bit mantissa there moves
-    scores by far more than the 1e-4 a float32 run promises, so float32 on CUDA turns it off. Lower precision
-    is what ``--dtype float16``/``bfloat16`` are for.
+    it keeps in float32). X-CLIP's patch embedding is a convolution over 3,072 values per patch, and TF32's
+    10-bit mantissa there can move scores by more than the 1e-4 a float32 run promises (an estimate: not yet
+    measured on a GPU), so float32 on CUDA turns it off. Lower precision is what ``--dtype float16``/``bfloat16``
+    are for.
     """
     # The flag every PyTorch version honours; its newer per-operator form (cudnn.conv.fp32_precision) refuses to be
     # read back through this one once the two are mixed, and other code may read this one.
