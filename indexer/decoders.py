@@ -282,14 +282,35 @@ def clean_message(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
+#: Decoders registered by name but imported only when asked for (their packages are optional).
+LAZY_DECODERS = ("nvdec",)
+
+
 def get_decoder(name: str) -> Decoder:
     """A decoder by name; ``module:attribute`` names a decoder object defined elsewhere (test fault injection)."""
     if name in DECODERS:
         return DECODERS[name]
+    if name == "nvdec":
+        from .gpudecode import NVDEC_DECODER
+
+        return NVDEC_DECODER
     if ":" in name:
         import importlib
 
         module, _, attr = name.partition(":")
         decoder: Decoder = getattr(importlib.import_module(module), attr)
         return decoder
-    raise VideoError(f"Invalid decoder ({name}). Supported values are {', '.join(DECODERS)}.")
+    raise VideoError(f"Invalid decoder ({name}). Supported values are {', '.join([*DECODERS, *LAZY_DECODERS])}.")
+
+
+def decoder_chain(first: str) -> tuple[str, ...]:
+    """The decoders a run tries per file when the user picks `first`: the CPU decoders stay behind it as the
+    retry path (a codec NVDEC lacks falls back to decord and PyAV). ``nvdec`` is checked here, once, so a
+    machine without the GPU or the package gets one error instead of a fallback note on every file."""
+    if first == "nvdec":
+        from .gpudecode import import_nvc
+
+        import_nvc()
+        return ("nvdec", *DEFAULT_DECODERS)
+    get_decoder(first)
+    return tuple(dict.fromkeys((first, *DEFAULT_DECODERS))) if first != "pyav" else ("pyav",)

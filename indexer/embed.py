@@ -15,6 +15,7 @@ from xclip_search.checkpoint import Checkpoint
 from xclip_search.encoder import VideoEmbeddings, XClipEncoder
 
 from .extract import CropNormalizer, Extracted, ExtractSpec
+from .feed import ModelFeed
 from .pool import DecodePool, FileDone, SegmentReady
 from .segments import DEFAULT_SEGMENT_SECONDS
 
@@ -35,11 +36,16 @@ def embed_files(
     *,
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
     workers: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     encoder: XClipEncoder | None = None,
 ) -> Iterator[EmbeddedFile]:
-    """Yield one `EmbeddedFile` per path, in completion order."""
+    """Yield one `EmbeddedFile` per path, in completion order.
+
+    Batches go through `ModelFeed`: on a GPU, pinned buffers and a copy stream overlap each batch's transfer
+    with the previous one's compute, and without a `batch_size` it is chosen from the free GPU memory (8 on CPU).
+    """
     enc = encoder or XClipEncoder(checkpoint)
+    feed: ModelFeed[int] = ModelFeed(enc, checkpoint.pixels, batch_size=batch_size or 8, auto_batch=batch_size is None)
     spec = ExtractSpec(num_frames=checkpoint.num_frames, pixels=checkpoint.pixels, segment_seconds=segment_seconds)
     n_workers = min(workers if workers is not None else 2, len(paths))
     segments: dict[str, list[SegmentReady]] = {}
@@ -56,9 +62,15 @@ def embed_files(
             if not isinstance(event, FileDone) or event.summary is None or not got:
                 yield EmbeddedFile(event.path, None, None, getattr(event, "reason", "no segments"))
                 continue
-            pixels = to_pixels(np.stack([s.crops for s in got]))
-            parts = [enc.encode_videos(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
-            emb = VideoEmbeddings(v=np.concatenate([p.v for p in parts]), z=np.concatenate([p.z for p in parts]))
+            crops = np.stack([s.crops for s in got])
+            parts, start = [], 0
+            while start < len(crops):
+                step = feed.batch_size  # may grow after the first batch on a GPU
+                parts += feed.push(crops[start : start + step], start)
+                start += step
+            parts = sorted(parts + feed.drain(), key=lambda part: part[0])
+            emb = VideoEmbeddings(v=np.concatenate([p.v for _, p in parts]), z=np.concatenate([p.z for _, p in parts]))
+            pixels = to_pixels(crops)
             s = event.summary
             extracted = Extracted(
                 path=event.path,

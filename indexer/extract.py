@@ -210,6 +210,11 @@ class CropNormalizer:
         levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)[None, :, :]  # (1, 256, 3)
         self._table = normalize(levels, cfg)[:, 0, :]  # (3, 256): channel, value
 
+    @property
+    def table(self) -> np.ndarray:
+        """The ``(3, 256)`` float32 pixel value of each channel level (`indexer.feed` does the lookup on a GPU)."""
+        return self._table
+
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         out = np.empty((*crops.shape[:-3], 3, *crops.shape[-3:-1]), dtype=np.float32)
         for c in range(3):

@@ -9,6 +9,7 @@ much work, and the next run resumes from what was committed.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,12 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xclip_search.checkpoint import Checkpoint
-from xclip_search.encoder import XClipEncoder
+from xclip_search.encoder import VideoEmbeddings, XClipEncoder
 from xclip_search.store.catalog import FAILED, INDEXED, SegmentRecord, VideoRecord
 from xclip_search.store.fsio import crash_point
 from xclip_search.store.writer import IndexWriter
 
-from .extract import CropNormalizer, ExtractSpec
+from .extract import ExtractSpec
+from .feed import ModelFeed
 from .pool import FileDone, FileFailed, PoolEvent, SegmentReady
 from .segments import SegmentPlan
 from .walk import FoundFile
@@ -34,6 +36,8 @@ class IngestSettings:
     batch_size: int
     commit_every: int
     commit_seconds: float
+    #: on a GPU, choose the batch size from its free memory (the user gave none); `batch_size` is the floor
+    gpu_batch: bool = False
 
 
 @dataclass
@@ -64,6 +68,9 @@ class _Pending:
         return self.done is not None and all(x is not None for x in self.v)
 
 
+_Item = tuple[_Pending, int, np.ndarray]  # (file, segment slot, crops) waiting for a model batch
+
+
 def ingest(
     writer: IndexWriter,
     checkpoint: Checkpoint,
@@ -75,11 +82,13 @@ def ingest(
     on_segments: Callable[[int], None],
 ) -> None:
     """Encode and commit every file in `todo` from the pool's `events`; reports each file once via `on_file`."""
-    encoder = XClipEncoder(checkpoint)
-    to_pixels = CropNormalizer(spec.pixels)
+    feed: ModelFeed[list[_Item]] = ModelFeed(
+        XClipEncoder(checkpoint), spec.pixels, batch_size=settings.batch_size, auto_batch=settings.gpu_batch
+    )
+    decoders = _Decoders(writer)
     by_path = {f.path: f for f in todo}
     pending: dict[str, _Pending] = {}
-    queue: list[tuple[_Pending, int, np.ndarray]] = []  # (file, segment slot, crops) waiting for a model batch
+    queue: list[_Item] = []
     last_flush = time.monotonic()
     ids = _SegmentIds(writer, settings.commit_every)
 
@@ -100,13 +109,17 @@ def ingest(
             _record_failure(writer, p.found, FileFailed(p.found.path, FAILED, "segments lost between processes"))
             on_file(Finished(p.found.path, FAILED, "segments lost between processes"))
             return
+        decoders.note(done.summary.decoder)
         n = _commit_video(writer, ids, p, done)
         on_file(Finished(p.found.path, INDEXED, _note(done), segments=n, warnings=done.warnings))
         maybe_flush()
 
-    def run_batch(items: list[tuple[_Pending, int, np.ndarray]]) -> None:
-        pixels = to_pixels(np.stack([crops for _, _, crops in items]))
-        emb = encoder.encode_videos(pixels)
+    def run_batch(items: list[_Item]) -> None:
+        # On a GPU the results come one batch later (`ModelFeed`): the next batch transfers while this one runs.
+        for done_items, emb in feed.push(np.stack([crops for _, _, crops in items]), items):
+            store(done_items, emb)
+
+    def store(items: list[_Item], emb: VideoEmbeddings) -> None:
         crash_point("batch-encoded")
         on_segments(len(items))
         touched: list[_Pending] = []
@@ -120,6 +133,8 @@ def ingest(
                 commit(p)
 
     for event in events:
+        for done_items, emb in feed.poll():  # a batch that finished while the pool decoded: commit its files now
+            store(done_items, emb)
         if isinstance(event, SegmentReady):
             p = pending.get(event.path)
             if p is None or event.attempt > p.attempt:
@@ -133,8 +148,8 @@ def ingest(
             p.z.append(None)
             p.thumbnails.append(event.thumbnail)
             queue.append((p, len(p.plans) - 1, event.crops))
-            while len(queue) >= settings.batch_size:
-                batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
+            while len(queue) >= feed.batch_size:
+                batch, queue = queue[: feed.batch_size], queue[feed.batch_size :]
                 run_batch(batch)
         elif isinstance(event, FileDone):
             p = pending.get(event.path) or pending.setdefault(event.path, _Pending(by_path[event.path]))
@@ -149,8 +164,37 @@ def ingest(
             on_file(Finished(event.path, event.status, event.reason, warnings=event.warnings))
             maybe_flush()
     while queue:
-        batch, queue = queue[: settings.batch_size], queue[settings.batch_size :]
+        batch, queue = queue[: feed.batch_size], queue[feed.batch_size :]
         run_batch(batch)
+    for done_items, emb in feed.drain():
+        store(done_items, emb)
+
+
+class _Decoders:
+    """Records in the catalog which decoders built the index (meta ``decoders``: a sorted JSON list), so an index
+    decoded on the GPU (``nvdec``) says so; written when a decoder first builds a file in this run, not per file.
+
+    Indexers sharing a catalog may add names at the same time: each write merges what the catalog holds just
+    before it. The record is informational, so a write that fails (two first writers racing on a new row) does
+    not stop the run; it is tried again with the next file.
+    """
+
+    KEY = "decoders"
+
+    def __init__(self, writer: IndexWriter) -> None:
+        self._catalog = writer.catalog
+        self._written: set[str] = set()
+
+    def note(self, name: str) -> None:
+        if name in self._written:
+            return
+        try:
+            raw = self._catalog.get_meta(self.KEY)
+            names = {*(json.loads(raw) if raw else []), name}
+            self._catalog.set_meta(self.KEY, json.dumps(sorted(names)))
+        except Exception:  # best effort (see the class docstring)
+            return
+        self._written.add(name)
 
 
 def _note(done: FileDone) -> str | None:

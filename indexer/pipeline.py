@@ -321,7 +321,10 @@ class _Encoding:
             )
         threads = self.threads if checkpoint.device.type == "cpu" else None
         settings = IngestSettings(
-            batch_size=self.batch_size, commit_every=self.opts.commit_every, commit_seconds=self.opts.commit_seconds
+            batch_size=self.batch_size,
+            commit_every=self.opts.commit_every,
+            commit_seconds=self.opts.commit_seconds,
+            gpu_batch=self.opts.batch_size is None,
         )
 
         def on_file(done: Finished) -> None:

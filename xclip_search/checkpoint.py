@@ -170,6 +170,7 @@ def load_checkpoint(
         )
     _check_weights_format(directory)
 
+    import torch
     from transformers import AutoTokenizer, XCLIPModel
     from transformers.utils import logging as hf_logging
 
@@ -180,7 +181,10 @@ def load_checkpoint(
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        net = XCLIPModel.from_pretrained(directory, use_safetensors=True, dtype=dt)
+        # bfloat16 keeps float32 weights and runs under autocast (`XClipEncoder`): matrix products in bfloat16,
+        # layer norms, softmax and reductions in float32. float16 casts the weights, as before.
+        weights = torch.float32 if dt == torch.bfloat16 else dt
+        net = XCLIPModel.from_pretrained(directory, use_safetensors=True, dtype=weights)
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"Cannot load X-CLIP from {directory}: {exc}".split("\n")[0]) from exc

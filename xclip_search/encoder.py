@@ -8,6 +8,7 @@ already through the prompt generator's layer norm, which does not depend on the 
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,21 +41,45 @@ class XClipEncoder:
         self.model = checkpoint.model
         self.device = checkpoint.device
         self.dtype = checkpoint.dtype
+        self.weight_dtype = next(checkpoint.model.parameters()).dtype
+        # Weights kept in float32 for a lower compute dtype: run that dtype under autocast.
+        self.autocast_dtype = self.dtype if self.dtype != self.weight_dtype else None
+        if self.device.type == "cuda" and self.dtype == torch.float32:
+            exact_float32_convolutions()
         self.num_frames = checkpoint.num_frames
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
 
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        """bfloat16 on CUDA runs float32 weights under autocast (see `checkpoint.load_checkpoint`)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
     @torch.inference_mode()
     def encode_videos(self, pixel_values: np.ndarray | torch.Tensor) -> VideoEmbeddings:
         """Pixel values ``(B, T, 3, H, W)`` to per-segment ``v`` and ``Z`` (see the module docstring)."""
-        pixels = torch.as_tensor(pixel_values)
+        v, z = self.encode_video_tensors(torch.as_tensor(pixel_values))
+        return VideoEmbeddings(
+            v=v.float().cpu().numpy(),
+            z=z.float().cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def encode_video_tensors(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_videos` leaving ``v`` and ``Z`` on the model's device, in its dtype (no synchronisation), for
+        callers that overlap the next batch's transfer with this one's compute (`indexer.feed`)."""
         if pixels.ndim != 5 or pixels.shape[1] != self.num_frames:
             raise InvalidArgumentError(
                 f"Expected pixel values of shape (B, {self.num_frames}, 3, H, W), got {tuple(pixels.shape)}"
             )
-        m = self.model
         batch, frames, channels, height, width = pixels.shape
-        flat = pixels.reshape(-1, channels, height, width).to(self.device, self.dtype)
+        flat = pixels.reshape(-1, channels, height, width).to(self.device, self.weight_dtype)
+        with self._autocast():
+            return self._vision(flat, batch, frames)
+
+    def _vision(self, flat: torch.Tensor, batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
         vision = m.vision_model(pixel_values=flat)
         cls = m.visual_projection(vision.pooler_output).view(batch, frames, -1)
         v = m.mit(cls).pooler_output
@@ -63,10 +88,7 @@ class XClipEncoder:
         z = patches.view(batch, frames, -1, v.shape[-1]).mean(dim=1)
         z = m.prompts_generator.layernorm(z)
         v = v / v.norm(p=2, dim=-1, keepdim=True)
-        return VideoEmbeddings(
-            v=v.float().cpu().numpy(),
-            z=z.float().cpu().numpy(),
-        )
+        return v, z
 
     @torch.inference_mode()
     def _encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
@@ -81,11 +103,12 @@ class XClipEncoder:
             return_tensors="pt",
         )
         m = self.model
-        out = m.text_model(
-            input_ids=enc["input_ids"].to(self.device),
-            attention_mask=enc["attention_mask"].to(self.device),
-        )
-        t = m.text_projection(out.pooler_output)
+        with self._autocast():
+            out = m.text_model(
+                input_ids=enc["input_ids"].to(self.device),
+                attention_mask=enc["attention_mask"].to(self.device),
+            )
+            t = m.text_projection(out.pooler_output)
         return np.asarray(t.float().cpu().numpy(), dtype=np.float32)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -104,6 +127,20 @@ class XClipEncoder:
             self._text_cache.move_to_end(text)
             rows.append(self._text_cache[text])
         return np.stack(rows).astype(np.float32, copy=False)
+
+
+def exact_float32_convolutions() -> None:
+    """Keep cuDNN's float32 convolutions in float32 (process-wide).
+
+    PyTorch lets cuDNN run float32 convolutions in TF32 on Ampere and newer GPUs by default (matrix products
+    it keeps in float32). X-CLIP's patch embedding is a convolution over 3,072 values per patch, and TF32's
+    10-bit mantissa there can move scores by more than the 1e-4 a float32 run promises (an estimate: not yet
+    measured on a GPU), so float32 on CUDA turns it off. Lower precision is what ``--dtype float16``/``bfloat16``
+    are for.
+    """
+    # The flag every PyTorch version honours; its newer per-operator form (cudnn.conv.fp32_precision) refuses to be
+    # read back through this one once the two are mixed, and other code may read this one.
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _check_text(text: str) -> str:

@@ -12,6 +12,7 @@ differs from the recorded one is refused.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -353,10 +354,12 @@ class Index:
         )
         statuses = self.catalog.status_counts()
         last_run = self.catalog.last_run()
+        decoders = self.catalog.get_meta("decoders")  # recorded by the indexer (indexer.ingest) as files commit
         return {
             "index": str(self.directory),
             "generation": m.generation,
             "model": m.model.to_dict(),
+            "decoders": json.loads(decoders) if decoders else [],
             "videos": {
                 "indexed": statuses.get("indexed", 0),
                 "failed": statuses.get("failed", 0),

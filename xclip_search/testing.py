@@ -67,7 +67,7 @@ def make_tiny_checkpoint(
 ) -> Path:
     """Write a random-init `XCLIPModel` in save_pretrained layout (safetensors unless `pickled`)."""
     import torch
-    from transformers import CLIPTokenizer, XCLIPConfig, XCLIPModel
+    from transformers import XCLIPConfig
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -100,6 +100,30 @@ def make_tiny_checkpoint(
         prompt_layers=2,
         prompt_num_attention_heads=heads,
     )
+    return _save_random(out, config, image_size=image_size, preprocessor=preprocessor, pickled=pickled)
+
+
+def make_base_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
+    """A random-init checkpoint of ``microsoft/xclip-base-patch32``'s shape, offline.
+
+    transformers' `XCLIPConfig` defaults are that model's configuration (ViT-B/32 at 224 px, 8 frames, 12-layer
+    text tower, 512-d projections), so this has the real sizes, memory and speed, with random weights
+    (``scripts/gpu_check.py`` compares devices on it; ~600 MB on disk).
+    """
+    import torch
+    from transformers import XCLIPConfig
+
+    torch.manual_seed(seed)
+    return _save_random(Path(directory), XCLIPConfig(), image_size=224)
+
+
+def _save_random(
+    out: Path, config: Any, *, image_size: int, preprocessor: Mapping[str, Any] | None = None, pickled: bool = False
+) -> Path:
+    import torch
+    from transformers import CLIPTokenizer, XCLIPModel
+
+    out.mkdir(parents=True, exist_ok=True)
     model = XCLIPModel(config).eval()
     # Random init leaves alpha at 0.1 and the MLP near zero; widen it so the prompts visibly move scores.
     with torch.no_grad():

@@ -126,6 +126,13 @@ from .base import cli, device_option, index_option, json_option
     default=None,
     help="Model precision (float16/bfloat16 on CUDA only) [default: float32].",
 )
+@click.option(
+    "--decoder",
+    type=click.Choice(["decord", "pyav", "nvdec"]),
+    default=None,
+    help="First video decoder per file; nvdec decodes on the GPU (pip install PyNvVideoCodec). The others "
+    "stay behind it as the retry path [default: decord].",
+)
 @json_option
 def index_cmd(
     paths: tuple[Path, ...],
@@ -149,6 +156,7 @@ def index_cmd(
     ray_decoders: int | None,
     device: str | None,
     dtype: str | None,
+    decoder: str | None,
     as_json: bool,
 ) -> int:
     """Index the videos in PATHS (files or folders, searched recursively).
@@ -187,6 +195,10 @@ def index_cmd(
         commit_every=commit_every,
         catalog_url=catalog_url,
     )
+    if decoder is not None:
+        from indexer.decoders import decoder_chain
+
+        options.decoders = decoder_chain(decoder)
     if dry_run:
         return _dry_run([str(p) for p in paths], target, model, options, as_json)
     progress = BarProgress(enabled=not as_json)
