@@ -16,7 +16,7 @@ from xclip_search.encoder import VideoEmbeddings, XClipEncoder
 
 from .extract import CropNormalizer, Extracted, ExtractSpec
 from .pool import DecodePool, FileDone, SegmentReady
-from .segments import DEFAULT_SEGMENT_SECONDS
+from .segments import Segmentation
 
 
 @dataclass
@@ -33,14 +33,17 @@ def embed_files(
     paths: Sequence[str],
     checkpoint: Checkpoint,
     *,
-    segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
+    segmentation: Segmentation | None = None,
     workers: int | None = None,
     batch_size: int = 8,
     encoder: XClipEncoder | None = None,
 ) -> Iterator[EmbeddedFile]:
-    """Yield one `EmbeddedFile` per path, in completion order."""
+    """Yield one `EmbeddedFile` per path, in completion order, cut into segments by `segmentation` (default:
+    the default of a new index; pass an index's recorded settings to cut a file as that index did)."""
     enc = encoder or XClipEncoder(checkpoint)
-    spec = ExtractSpec(num_frames=checkpoint.num_frames, pixels=checkpoint.pixels, segment_seconds=segment_seconds)
+    spec = ExtractSpec(num_frames=checkpoint.num_frames, pixels=checkpoint.pixels).with_segmentation(
+        segmentation or Segmentation()
+    )
     n_workers = min(workers if workers is not None else 2, len(paths))
     segments: dict[str, list[SegmentReady]] = {}
     to_pixels = CropNormalizer(spec.pixels)

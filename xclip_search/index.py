@@ -24,6 +24,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .defaults import default_index_dir
 from .errors import IndexMismatchError
 from .store.catalog import Catalog
+from .store.segmentation import RecordedSegmentation, read_segmentation
 from .store.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -87,6 +88,11 @@ class Index:
     @property
     def generation(self) -> int:
         return self.snapshot.generation
+
+    @property
+    def segmentation(self) -> RecordedSegmentation:
+        """How this index cut its videos (`tag` and `similar --at` cut new files the same way)."""
+        return read_segmentation(self.catalog)
 
     def refresh(self) -> bool:
         """Move to the newest published generation; returns True if there was one."""
@@ -299,6 +305,7 @@ class Index:
                 "removed": statuses.get("removed", 0),
             },
             "segments": self.catalog.live_segment_count(m.generation),
+            "segmentation": {**self.segmentation.settings.to_dict(), "recorded": self.segmentation.recorded},
             "ann": None
             if m.ann is None
             else {

@@ -159,6 +159,7 @@ def run_demo(opts: DemoOptions, *, progress: Any = None, say: Callable[[str], No
 
     from ..checkpoint import resolve_checkpoint
     from ..index import Index
+    from ..store.segmentation import Segmentation
     from ..tagging import tags_to_json
 
     note = say or (lambda _message: None)
@@ -204,7 +205,7 @@ def run_demo(opts: DemoOptions, *, progress: Any = None, say: Callable[[str], No
         started = time.perf_counter()
         paths = [str(out / "new-clips" / name) for name in fresh]
         checkpoint = index.checkpoint
-        for item in embed_files(paths, checkpoint, segment_seconds=0):
+        for item in embed_files(paths, checkpoint, segmentation=Segmentation(segment_seconds=0)):
             if item.embeddings is None or item.extracted is None:
                 continue
             tags = index.tag_embeddings(item.embeddings.v, item.embeddings.z, list(LABELS), top=3)

@@ -115,6 +115,9 @@ segments = Table(
     Column("row", Integer, nullable=False),
     Column("gen_added", Integer, nullable=False),
     Column("gen_removed", Integer),
+    # The shot the segment belongs to (shot-aligned segmentation): a hit widens over its neighbours only within
+    # one shot. NULL where shots were not detected (fixed windows, whole videos, catalogs before schema 4).
+    Column("shot", Integer),
     Index("ix_segments_video", "video_id"),
     Index("ix_segments_live", "gen_removed", "gen_added"),
 )
@@ -215,6 +218,7 @@ class SegmentRecord:
     frame_end: int
     id: int = -1
     row: int = -1
+    shot: int | None = None
 
 
 @dataclass
@@ -310,12 +314,19 @@ class _QueryMixin:
             return np.fromiter(conn.execute(query.order_by(segments.c.id)).scalars(), dtype=np.int64)
 
     def video_segments(self, video_ids: Sequence[int], generation: int) -> dict[int, list[dict[str, Any]]]:
-        """Every segment (id, seq, start_s, end_s) of the given videos visible in `generation`, in time order."""
+        """Every segment (id, seq, start_s, end_s, shot) of the given videos visible in `generation`, in time order."""
         out: dict[int, list[dict[str, Any]]] = {}
         if not video_ids:
             return out
         query = (
-            select(segments.c.id, segments.c.video_id, segments.c.seq, segments.c.start_s, segments.c.end_s)
+            select(
+                segments.c.id,
+                segments.c.video_id,
+                segments.c.seq,
+                segments.c.start_s,
+                segments.c.end_s,
+                segments.c.shot,
+            )
             .where(segments.c.video_id.in_(bindparam("vids", expanding=True)), live_at(generation))
             .order_by(segments.c.video_id, segments.c.seq)
         )
@@ -560,6 +571,7 @@ class Catalog(_QueryMixin):
                                 "row": s.row,
                                 "gen_added": generation,
                                 "gen_removed": None,
+                                "shot": s.shot,
                             }
                             for s in entry.segments
                         ],
