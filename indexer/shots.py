@@ -8,7 +8,9 @@ grid of about 48x27 luma values, and colour and brightness of that grid are comp
 Other pixel formats are scaled to that grid by FFmpeg's scaler instead. Nothing is kept but one small grid and
 one score per frame, so memory stays flat whatever the resolution and length.
 
-A cut is a frame whose difference from the previous frame is both large in absolute terms and several times
+A cut is a frame whose difference from the previous frame (each grid value's difference capped, so that a
+small part of the picture changing a lot, like a blinking light, does not count as much as all of it changing)
+is both large in absolute terms and several times
 the typical difference around it (a running baseline, as PySceneDetect's adaptive detector does), so fast
 motion and camera shake, which raise every neighbouring score, do not read as cuts. Gradual transitions (fades,
 dissolves) are not detected: the segments of such a shot are then plain windows.
@@ -30,10 +32,14 @@ from xclip_search.errors import VideoError
 
 #: Width of the luma grid compared between frames (height follows the aspect ratio).
 GRID_WIDTH = 48
-#: A cut's score (mean absolute difference of the grid, 0-255) must reach this ...
-MIN_SCORE = 18.0
+#: A cut's score (mean absolute difference of the grid, each value's difference capped at `CELL_CAP`) must
+#: reach this ...
+MIN_SCORE = 8.0
 #: ... and be this many times the running baseline of the scores around it.
-MIN_RATIO = 3.0
+MIN_RATIO = 2.5
+#: A cut changes the whole picture a little or a lot; a blinking light or a shape appearing changes a small part
+#: of it a lot. Capping each value's difference keeps the second from outscoring the first.
+CELL_CAP = 64.0
 #: Frames each side of a candidate whose scores make its baseline.
 WINDOW = 6
 #: 8-bit planar YUV formats whose planes are read in place.
@@ -126,7 +132,7 @@ def frame_scores(
                 seen = index + 1
                 grid = _grid(frame, steps)
                 if previous is not None and previous.shape == grid.shape:
-                    scores[index] = float(np.abs(grid - previous).mean())
+                    scores[index] = float(np.minimum(np.abs(grid - previous), CELL_CAP).mean())
                 previous = grid
                 if on_frame is not None:
                     on_frame()

@@ -99,7 +99,8 @@ def grid_swscale(path: str) -> list[int]:
             h = max(2, round(GRID_WIDTH * f.height / f.width))
             g = f.reformat(width=GRID_WIDTH, height=h, format="yuv444p")
             cur = np.concatenate([np.frombuffer(p, np.uint8) for p in g.planes]).astype(np.float32)
-            scores.append(0.0 if previous is None or previous.shape != cur.shape else float(np.abs(cur - previous).mean()))
+            same = previous is not None and previous.shape == cur.shape
+            scores.append(float(np.minimum(np.abs(cur - previous), 64).mean()) if same else 0.0)
             previous = cur
     return [c.frame for c in find_cuts(np.array(scores, np.float32))]
 
@@ -108,7 +109,7 @@ def pyscenedetect(path: str) -> list[int]:
     from scenedetect import ContentDetector, detect
 
     scenes = detect(path, ContentDetector(), backend="pyav")
-    return [s[0].get_frames() for s in scenes[1:]]
+    return [s[0].frame_num for s in scenes[1:]]
 
 
 def keyframes(path: str) -> list[int]:
@@ -127,7 +128,7 @@ def keyframes(path: str) -> list[int]:
             h = max(2, round(GRID_WIDTH * f.height / f.width))
             g = f.reformat(width=GRID_WIDTH, height=h, format="yuv444p")
             cur = np.concatenate([np.frombuffer(p, np.uint8) for p in g.planes]).astype(np.float32)
-            if previous is not None and float(np.abs(cur - previous).mean()) >= 18.0:
+            if previous is not None and float(np.minimum(np.abs(cur - previous), 64).mean()) >= 8.0:
                 cuts.append(int(np.searchsorted(pts, f.pts)))
             previous = cur
     return cuts
