@@ -3,6 +3,7 @@ cuts, and `xclip-search eval` on generated multi-scene videos (issue 15; setting
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sqlite3
@@ -100,7 +101,7 @@ def test_long_shots_split_into_near_equal_windows_and_never_span_a_cut() -> None
     assert [s[2] for s in spans] == [0, 1, 1, 1, 2, 2, 2, 2]
     assert all(e - s <= 10.0 for s, e, _ in spans)
     assert {round(e - s, 2) for s, e, shot in spans if shot == 1} == {7.68, 7.64}
-    assert plans[-1].frame_end == 25 * 60 and all(a.frame_end == b.frame_start for a, b in zip(plans, plans[1:]))
+    assert plans[-1].frame_end == 25 * 60 and all(a.frame_end == b.frame_start for a, b in itertools.pairwise(plans))
     assert {p.start_s for p in plans} >= {4.0, 27.0}  # every cut is a segment boundary
 
 
