@@ -9,9 +9,31 @@ import click
 
 from ..console import BarProgress, echo_json, format_bytes, format_time, table
 from ..defaults import default_index_dir
+from ..errors import InvalidArgumentError
 from .base import cli, device_option, index_option, json_option
 
 # -- index ------------------------------------------------------------------------------------------------
+
+_SEGMENTATION_FLAGS = {
+    "mode": "--segments",
+    "segment_seconds": "--segment-seconds",
+    "min_shot_seconds": "--min-shot-seconds",
+    "max_segments": "--max-segments",
+}
+
+
+def check_segmentation_flags(**given: Any) -> None:
+    """Validate segmentation options with the library's one check (`Segmentation`), field by field, so the
+    one-line error names the flag at fault (the library's own message names no flag)."""
+    from ..store.segmentation import Segmentation
+
+    for field, value in given.items():
+        if value is None:
+            continue
+        try:
+            Segmentation(**{field: value})
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{_SEGMENTATION_FLAGS[field]}: {exc}", hint=exc.hint) from exc
 
 
 @cli.command("index")
@@ -183,6 +205,12 @@ def index_cmd(
     from indexer.probe import Limits
 
     target = index_dir or default_index_dir()
+    check_segmentation_flags(
+        mode=segments_mode,
+        segment_seconds=segment_seconds,
+        min_shot_seconds=min_shot_seconds,
+        max_segments=max_segments,
+    )
     options = IndexOptions(
         segments=segments_mode,
         segment_seconds=segment_seconds,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,8 +138,11 @@ def similar_cmd(
             "Pass exactly one of EXAMPLE (a video file) or --video-id",
             hint="xclip-search similar clip.mp4, or xclip-search similar --video-id 42",
         )
-    if segment_seconds is not None and (segment_seconds <= 0 or not math.isfinite(segment_seconds)):
-        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). It must be positive.")
+    from .indexing import check_segmentation_flags
+
+    check_segmentation_flags(segment_seconds=segment_seconds)
+    if segment_seconds == 0:
+        raise InvalidArgumentError("Invalid --segment-seconds (0). It must be positive: --at picks one window.")
     with Index.open(index_dir, device=device) as index:
         if video_id is not None:
             ex = index.example(video_id, at=at)

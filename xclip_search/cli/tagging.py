@@ -76,10 +76,9 @@ def tag_cmd(
             hint="--model M tags with a checkpoint; --index DIR uses the model that built that index.",
         )
     label_list = parse_labels(labels, labels_file)
-    if segment_seconds is not None:
-        from ..store.segmentation import Segmentation
+    from .indexing import check_segmentation_flags
 
-        Segmentation(segment_seconds=segment_seconds)  # the one validation, before any model loads
+    check_segmentation_flags(segment_seconds=segment_seconds)  # the one validation, before any model loads
     if not paths and index_dir is None:
         raise InvalidArgumentError("No videos to tag", hint="Pass video files, or --index DIR to tag a whole index.")
     if paths and (save or where):
