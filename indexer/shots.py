@@ -4,7 +4,7 @@ Shot-aligned segments need the cuts before X-CLIP's frames are sampled (a segmen
 starts and ends), so a decode worker runs this first, as a pass of its own over the file. It must cost little
 next to the sampling decode, so it never converts or resizes a full frame: each decoded frame's Y, U and V
 planes are read in place (the decoder's own memory, yuv420p and its relatives) and subsampled by striding to a
-grid of about 48x27 luma values, and colour and brightness of that grid are compared with the frame before.
+grid of about 48x27 luma values (the decoder skips its deblocking filter, invisible at that scale), and colour and brightness of that grid are compared with the frame before.
 Other pixel formats are scaled to that grid by FFmpeg's scaler instead. Nothing is kept but one small grid and
 one score per frame, so memory stays flat whatever the resolution and length.
 
@@ -117,6 +117,9 @@ def frame_scores(
         container = av.open(path, metadata_errors="ignore")
         stream = container.streams.video[0]
         stream.thread_count = 1
+        # The deblocking filter only smooths block edges, which a grid of ~48x27 samples cannot see: skipping it
+        # saves about a fifth of H.264's decoding time (measured on tests/data).
+        stream.codec_context.options = {"skip_loop_filter": "all"}
         if skip_nonref:
             stream.codec_context.skip_frame = "NONREF"
         steps: dict[str, tuple[int, int]] = {}
