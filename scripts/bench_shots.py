@@ -180,7 +180,9 @@ def main() -> None:
             "one shot (bigbuckbunny)": [(ROOT / "tests" / "data" / "bigbuckbunny.mp4", [])],
         }
         print(f"{os.cpu_count()} CPU(s); CPU times, the best of {args.repeat}, one decoder thread\n")
-        header = f"{'method':28s} {'set':26s} {'CPU ms/video':>12s} {'recall':>7s} {'precision':>9s} {'found/true':>10s}"
+        header = (
+            f"{'method':28s} {'set':26s} {'CPU ms/video':>12s} {'recall':>7s} {'precision':>9s} {'found/true':>10s}"
+        )
         print(header)
         print("-" * len(header))
         for name, (fn, slack) in methods.items():
