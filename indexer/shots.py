@@ -4,19 +4,21 @@ Shot-aligned segments need the cuts before X-CLIP's frames are sampled (a segmen
 starts and ends), so a decode worker runs this first, as a pass of its own over the file. It must cost little
 next to the sampling decode, so it never converts or resizes a full frame: each decoded frame's Y, U and V
 planes are read in place (the decoder's own memory, yuv420p and its relatives) and subsampled by striding to a
-grid of about 48x27 luma values (the decoder skips its deblocking filter, invisible at that scale), and colour and brightness of that grid are compared with the frame before.
-Other pixel formats are scaled to that grid by FFmpeg's scaler instead. Nothing is kept but one small grid and
-one score per frame, so memory stays flat whatever the resolution and length.
+grid of about 48x27 luma values (the decoder skips its deblocking filter, invisible at that scale), and the
+colour and brightness of that grid are compared with the frame before. Other pixel formats are scaled to that
+grid by FFmpeg's scaler instead. Nothing is kept but one small grid and one score per frame, so memory stays
+flat whatever the resolution and length.
 
 A cut is a frame whose difference from the previous frame (each grid value's difference capped, so that a
 small part of the picture changing a lot, like a blinking light, does not count as much as all of it changing)
-is both large in absolute terms and several times
-the typical difference around it (a running baseline, as PySceneDetect's adaptive detector does), so fast
-motion and camera shake, which raise every neighbouring score, do not read as cuts. Gradual transitions (fades,
-dissolves) are not detected: the segments of such a shot are then plain windows.
+is both large in absolute terms and several times the typical difference around it (a running baseline, as
+PySceneDetect's adaptive detector does), so fast motion and camera shake, which raise every neighbouring score,
+do not read as cuts. Gradual transitions (fades, dissolves) are not detected: the segments of such a shot are
+then plain windows.
 
 Measured against PySceneDetect's content detector on a downscaled decode, keyframe placement, and this
-detector without B-frames: see ``scripts/bench_shots.py``. No torch here (decode workers import this).
+detector without B-frames: see ``scripts/bench_shots.py`` and the README. No torch here (decode workers import
+this).
 """
 
 from __future__ import annotations
