@@ -272,3 +272,13 @@ def test_top_hits_match_the_scenes_of_multi_scene_videos(
         ious[mode] = report["stages"]["rerank"]["mean_iou"]
     assert ious[SHOTS] >= 0.7, ious
     assert ious[FIXED] < ious[SHOTS] - 0.2, ious
+
+
+def test_a_malformed_ground_truth_is_a_one_line_error_naming_the_line(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text(
+        '{"query": "a", "relevant": ["x.mp4"]}\n{"query": "b", "relevant": [{"path": "y.mp4", "start": 3}]}\n'
+    )
+    result = CliRunner().invoke(cli, ["eval", str(truth), "--index", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "line 2" in result.stderr and "start" in result.stderr
+    assert "Traceback" not in result.output
