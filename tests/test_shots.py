@@ -282,3 +282,45 @@ def test_a_malformed_ground_truth_is_a_one_line_error_naming_the_line(tmp_path: 
     result = CliRunner().invoke(cli, ["eval", str(truth), "--index", str(tmp_path / "none")])
     assert result.exit_code == 1 and "line 2" in result.stderr and "start" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_every_codec_indexes_in_shots_mode_with_shots_recorded(tmp_path: Path, tiny_ckpt: Path, library: Path) -> None:
+    """The default (shots) on the mixed library: H.264, VP9, MPEG-4, MJPEG (yuvj420p planes read in place), and
+    an RGB (PNG) file whose frames go through FFmpeg's scaler instead; every readable file is indexed."""
+    import av
+
+    from indexer import IndexOptions, run_index
+    from xclip_search.store.catalog import Catalog
+
+    rgb = library / "rgb_png.mov"
+    with av.open(str(rgb), mode="w") as container:
+        stream = container.add_stream("png", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb24"
+        for i in range(30):
+            frame = np.full((48, 64, 3), 40 if i < 15 else 220, np.uint8)  # a cut at frame 15
+            frame[:, (i * 2) % 60 : (i * 2) % 60 + 4] = 128
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert [c.frame for c in detect_cuts(str(rgb))] == [15]
+    idx = tmp_path / "idx"
+    report = run_index([library], idx, model=str(tiny_ckpt), options=IndexOptions(workers=1, min_shot_seconds=0.5))
+    by_name = {Path(o.path).name: o for o in report.outcomes}
+    assert {n for n, o in by_name.items() if o.status == "indexed"} == {
+        "landscape_h264.mp4",
+        "portrait_vp9.webm",
+        "square_mpeg4.avi",
+        "short_mjpeg.mov",
+        "bikes.mp4",
+        "rgb_png.mov",
+    }
+    assert by_name["bikes.mp4"].segments == 5 and by_name["rgb_png.mov"].segments == 2
+    catalog = Catalog.open(idx)
+    try:
+        rows = [
+            r for segs in catalog.video_segments(list(range(1, 20)), catalog.latest_generation()).values() for r in segs
+        ]
+        assert rows and all(r["shot"] is not None for r in rows)
+    finally:
+        catalog.close()
