@@ -142,6 +142,8 @@ def frame_scores(
                 if on_frame is not None:
                     on_frame()
         return scores, n
+    except av.error.FFmpegError as exc:  # a demuxing error: the file's shots are unknown, not the file lost
+        raise VideoError(f"cannot read the packets for shot detection: {exc}") from exc
     finally:
         container.close()
 
