@@ -156,7 +156,8 @@ def dry_run(
 
 
 def _decode_seconds_per_segment(spec: ExtractSpec, planned: dict[str, int], opts: IndexOptions) -> float:
-    """Decode a few representative files in one worker and time it (per segment, one core)."""
+    """Decode a few representative files in one worker and time it (per planned segment, one core: with shots,
+    the planned count is a lower bound and the time includes cut detection, so the file's time is right)."""
     small = (
         sorted((n, p) for p, n in planned.items() if n <= _SAMPLE_MAX_SEGMENTS)
         or sorted((n, p) for p, n in planned.items())[:1]
@@ -174,7 +175,7 @@ def _decode_seconds_per_segment(spec: ExtractSpec, planned: dict[str, int], opts
         for event in pool.run(sample):
             segments += isinstance(event, SegmentReady)
         elapsed = time.perf_counter() - started
-    return elapsed / segments if segments else 0.0
+    return elapsed / sum(planned[p] for p in sample) if segments else 0.0
 
 
 def _model_seconds_per_segment(checkpoint: Checkpoint, batch_size: int, threads: int | None) -> float:
