@@ -39,6 +39,7 @@ from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, lo
 from xclip_search.errors import XClipSearchError
 from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry, SegmentRecord
 from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
+from xclip_search.store.segmentation import Segmentation, record_segmentation, settle_segmentation
 from xclip_search.store.vectors import WrittenParts
 from xclip_search.store.writer import IndexWriter, check_model
 
@@ -56,6 +57,7 @@ from .pipeline import (
     _names_recorded_model,
     _NoProgress,
     _writer,
+    segmentation_request,
     validate_options,
 )
 from .pool import FileDone, FileFailed
@@ -118,6 +120,9 @@ def run_index_ray(
     with contextlib.ExitStack() as stack:
         # the catalog named by --catalog (or the one the index records), as on one machine
         writer = _writer(stack, index_path, identity, opts) if identity is not None else None
+        segmentation = settle_segmentation(
+            writer.catalog if writer else None, segmentation_request(opts), where=f"The index at {index_path}"
+        )
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
@@ -129,13 +134,14 @@ def run_index_ray(
         if writer is None:
             assert checkpoint is not None
             writer = _writer(stack, index_path, checkpoint.identity, opts)
+            record_segmentation(writer.catalog, segmentation)
         writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
         try:
             _apply_plan(writer, plan, rows, report)
             if plan.todo:
                 assert checkpoint is not None
-                _distribute(writer, checkpoint, plan.todo, opts, ropts, report, prog)
+                _distribute(writer, checkpoint, plan.todo, opts, ropts, report, prog, segmentation)
             writer.flush()
             report.committed_elsewhere(writer.dropped)
             ann = writer.manifest.ann
@@ -214,15 +220,14 @@ def _distribute(
     ropts: RayOptions,
     report: IndexReport,
     prog: Progress,
+    segmentation: Segmentation,
 ) -> None:
     spec = ExtractSpec(
         num_frames=checkpoint.num_frames,
         pixels=checkpoint.pixels,
-        segment_seconds=opts.segment_seconds,
-        max_segments=opts.max_segments,
         decoders=opts.decoders,
         limits=opts.limits,
-    )
+    ).with_segmentation(segmentation)
     with connected(ropts.address) as ray, _data_context(ray):
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -328,6 +333,7 @@ class Committer:
                     frame_end=int(p[2]),
                     id=first + k,
                     row=int(result["row"]) + k,
+                    shot=None if len(p) < 6 or p[5] is None else int(p[5]),
                 )
                 for k, p in enumerate(plans)
             ]

@@ -21,14 +21,15 @@ import numpy as np
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from xclip_search.store.catalog import Catalog
 from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
+from xclip_search.store.segmentation import read_segmentation
 
 from .changes import classify
 from .extract import ExtractSpec
 from .modelspec import read_model_shape
-from .pipeline import IndexOptions, validate_options
+from .pipeline import IndexOptions, segmentation_request, validate_options
 from .pool import DecodePool, FileDone, FileFailed, SegmentReady
 from .probe import Probe
-from .segments import plan_segments
+from .segments import Segmentation, plan_segments
 from .tuning import available_cores, resolve_resources
 from .walk import walk
 
@@ -73,12 +74,14 @@ def dry_run(
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
     rows: dict[str, dict[str, Any]] = {}
     source = model
+    segmentation = segmentation_request(opts).over(Segmentation())
     if (index_path / MANIFEST_NAME).exists():
         recorded = read_manifest(index_path).model
         source = source or recorded.source
         catalog = Catalog.open(index_path)
         try:
             rows = catalog.videos_by_path()
+            segmentation = segmentation_request(opts).over(read_segmentation(catalog).settings)
         finally:
             catalog.close()
     plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
@@ -108,11 +111,9 @@ def dry_run(
     spec = ExtractSpec(
         num_frames=checkpoint.num_frames,
         pixels=checkpoint.pixels,
-        segment_seconds=opts.segment_seconds,
-        max_segments=opts.max_segments,
         decoders=opts.decoders,
         limits=opts.limits,
-    )
+    ).with_segmentation(segmentation)
     planned: dict[str, int] = {}
     with DecodePool(spec, max(1, min(res.workers, len(plan.todo))), timeout_s=opts.timeout_s) as pool:
         for event in pool.run([f.path for f in plan.todo], mode="probe"):
@@ -121,9 +122,13 @@ def dry_run(
                 continue
             if isinstance(event, FileDone):
                 probed = Probe(**event.probe)
+                # Shots are not known before decoding: fixed windows of the same length, the fewest it can be.
                 n = len(
                     plan_segments(
-                        probed.estimated_frames(), probed.fps, opts.segment_seconds, max_segments=opts.max_segments
+                        probed.estimated_frames(),
+                        probed.fps,
+                        segmentation.segment_seconds,
+                        max_segments=segmentation.max_segments,
                     )
                 )
                 planned[event.path] = n
@@ -151,7 +156,8 @@ def dry_run(
 
 
 def _decode_seconds_per_segment(spec: ExtractSpec, planned: dict[str, int], opts: IndexOptions) -> float:
-    """Decode a few representative files in one worker and time it (per segment, one core)."""
+    """Decode a few representative files in one worker and time it (per planned segment, one core: with shots,
+    the planned count is a lower bound and the time includes cut detection, so the file's time is right)."""
     small = (
         sorted((n, p) for p, n in planned.items() if n <= _SAMPLE_MAX_SEGMENTS)
         or sorted((n, p) for p, n in planned.items())[:1]
@@ -169,7 +175,7 @@ def _decode_seconds_per_segment(spec: ExtractSpec, planned: dict[str, int], opts
         for event in pool.run(sample):
             segments += isinstance(event, SegmentReady)
         elapsed = time.perf_counter() - started
-    return elapsed / segments if segments else 0.0
+    return elapsed / sum(planned[p] for p in sample) if segments else 0.0
 
 
 def _model_seconds_per_segment(checkpoint: Checkpoint, batch_size: int, threads: int | None) -> float:

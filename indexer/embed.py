@@ -17,7 +17,7 @@ from xclip_search.encoder import VideoEmbeddings, XClipEncoder
 from .extract import CropNormalizer, Extracted, ExtractSpec
 from .feed import ModelFeed
 from .pool import DecodePool, FileDone, SegmentReady
-from .segments import DEFAULT_SEGMENT_SECONDS
+from .segments import Segmentation
 
 
 @dataclass
@@ -34,19 +34,22 @@ def embed_files(
     paths: Sequence[str],
     checkpoint: Checkpoint,
     *,
-    segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
+    segmentation: Segmentation | None = None,
     workers: int | None = None,
     batch_size: int | None = None,
     encoder: XClipEncoder | None = None,
 ) -> Iterator[EmbeddedFile]:
-    """Yield one `EmbeddedFile` per path, in completion order.
+    """Yield one `EmbeddedFile` per path, in completion order, cut into segments by `segmentation` (default:
+    the default of a new index; pass an index's recorded settings to cut a file as that index did).
 
     Batches go through `ModelFeed`: on a GPU, pinned buffers and a copy stream overlap each batch's transfer
     with the previous one's compute, and without a `batch_size` it is chosen from the free GPU memory (8 on CPU).
     """
     enc = encoder or XClipEncoder(checkpoint)
     feed: ModelFeed[int] = ModelFeed(enc, checkpoint.pixels, batch_size=batch_size or 8, auto_batch=batch_size is None)
-    spec = ExtractSpec(num_frames=checkpoint.num_frames, pixels=checkpoint.pixels, segment_seconds=segment_seconds)
+    spec = ExtractSpec(num_frames=checkpoint.num_frames, pixels=checkpoint.pixels).with_segmentation(
+        segmentation or Segmentation()
+    )
     n_workers = min(workers if workers is not None else 2, len(paths))
     segments: dict[str, list[SegmentReady]] = {}
     to_pixels = CropNormalizer(spec.pixels)

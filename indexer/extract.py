@@ -14,7 +14,7 @@ segments of earlier attempts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,8 @@ from xclip_search.thumbnails import make_thumbnail
 
 from .decoders import DEFAULT_DECODERS, FORWARD_ONLY, Decoder, VideoInfo, get_decoder
 from .probe import Limits, Probe, probe
-from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS, SegmentPlan, plan_segments
+from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS, FIXED, Segmentation, SegmentPlan, plan_video
+from .shots import Cut, detect_cuts
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,31 @@ class ExtractSpec:
     limits: Limits = field(default_factory=Limits)
     #: make a JPEG thumbnail of each segment's middle sampled frame, from the full-size decoded frame
     thumbnails: bool = True
+    #: ``shots`` or ``fixed`` (see `indexer.segments`); indexing runs pass the index's settled `Segmentation`
+    #: through `with_segmentation`. Fixed here, so a bare spec plans what it says: windows of `segment_seconds`.
+    segments: str = FIXED
+    min_shot_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.segmentation  # noqa: B018  (validates the segmentation fields once, where the spec is made)
+
+    @property
+    def segmentation(self) -> Segmentation:
+        return Segmentation(
+            mode=self.segments,
+            segment_seconds=self.segment_seconds,
+            min_shot_seconds=self.min_shot_seconds,
+            max_segments=self.max_segments,
+        )
+
+    def with_segmentation(self, settings: Segmentation) -> ExtractSpec:
+        return replace(
+            self,
+            segments=settings.mode,
+            segment_seconds=settings.segment_seconds,
+            min_shot_seconds=settings.min_shot_seconds,
+            max_segments=settings.max_segments,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +77,8 @@ class ExtractSpec:
             "decoders": list(self.decoders),
             "limits": self.limits.to_dict(),
             "thumbnails": self.thumbnails,
+            "segments": self.segments,
+            "min_shot_seconds": self.min_shot_seconds,
         }
 
     @classmethod
@@ -76,6 +104,8 @@ class ExtractSpec:
             decoders=tuple(str(x) for x in d["decoders"]),
             limits=Limits.from_dict(d["limits"]),
             thumbnails=bool(d.get("thumbnails", True)),
+            segments=str(d.get("segments", FIXED)),
+            min_shot_seconds=float(d.get("min_shot_seconds", 1.0)),
         )
 
 
@@ -127,6 +157,7 @@ class Extraction:
         self._on_frame = on_frame or (lambda: None)
         self.probe = probed or probe(path, spec.limits)
         self.summary: FileSummary | None = None
+        self._cuts: list[Cut] | None = None
 
     def _decoders(self) -> list[tuple[str, Decoder]]:
         if not self.probe.seekable:
@@ -146,9 +177,7 @@ class Extraction:
                 if not info.width or not info.height:
                     info = VideoInfo(info.num_frames, info.fps, self.probe.width, self.probe.height)
                 self.spec.limits.check_frames(info)
-                plans = plan_segments(
-                    info.num_frames, info.fps, self.spec.segment_seconds, max_segments=self.spec.max_segments
-                )
+                plans = self._plan(info, notes)
                 for plan in plans:
                     crops, thumb = self._segment(video, plan)
                     yield SegmentCrops(attempt, plan, crops, thumb)
@@ -171,6 +200,20 @@ class Extraction:
             )
             return
         raise VideoError("; ".join(notes) if notes else "no decoder available")
+
+    def _plan(self, info: VideoInfo, notes: list[str]) -> list[SegmentPlan]:
+        """The file's segments; in shots mode after a cut-detection pass over small frames (`indexer.shots`),
+        which ticks progress like any decoding. Detection that fails costs the shots, not the file: its
+        segments are then fixed windows, with a note."""
+        settings = self.spec.segmentation
+        if settings.follows_shots and self._cuts is None:  # once per file, whichever decoder samples it
+            try:
+                self._cuts = detect_cuts(self.path, on_frame=self._on_frame)
+            except (VideoError, ValueError, OSError) as exc:
+                notes.append(f"shot detection: {exc}; fixed windows")
+                self._cuts = []
+                return plan_video(info.num_frames, info.fps, settings, None)
+        return plan_video(info.num_frames, info.fps, settings, self._cuts)
 
     def _segment(self, video: Any, plan: SegmentPlan) -> tuple[np.ndarray, bytes | None]:
         indices = sample_frame_indices(plan.frame_start, plan.frame_end, self.spec.num_frames)

@@ -238,6 +238,7 @@ def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: File
             frame_start=plan.frame_start,
             frame_end=plan.frame_end,
             id=first + k,
+            shot=plan.shot,
         )
         for k, plan in enumerate(p.plans)
     ]

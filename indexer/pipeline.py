@@ -21,6 +21,7 @@ from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, lo
 from xclip_search.errors import CheckpointError, InvalidArgumentError
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
 from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
+from xclip_search.store.segmentation import SegmentationRequest, record_segmentation, settle_segmentation
 from xclip_search.store.writer import IndexWriter, check_model
 
 from .changes import RunPlan, classify
@@ -29,7 +30,7 @@ from .extract import ExtractSpec
 from .modelspec import read_model_shape
 from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
-from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS
+from .segments import Segmentation
 from .tuning import likely_gpu, resolve_resources
 from .walk import walk
 
@@ -43,8 +44,12 @@ UNCHANGED, MOVED, REMOVED = "unchanged", "moved", "removed"
 class IndexOptions:
     """Knobs of an indexing run; `None` means chosen from the machine and the model (see `tuning`)."""
 
-    segment_seconds: float = DEFAULT_SEGMENT_SECONDS
-    max_segments: int = DEFAULT_MAX_SEGMENTS
+    # How videos are cut into segments (`xclip_search.store.segmentation`); None: what the index records, else
+    # the default (shots, at most 10 s, shots under 1 s join a neighbour, 360 per video).
+    segments: str | None = None
+    segment_seconds: float | None = None
+    min_shot_seconds: float | None = None
+    max_segments: int | None = None
     workers: int | None = None
     batch_size: int | None = None
     torch_threads: int | None = None
@@ -142,7 +147,15 @@ class _NoProgress:
         pass
 
 
+def segmentation_request(opts: IndexOptions) -> SegmentationRequest:
+    """The segmentation settings `opts` names (validated; unnamed fields come from the index or the default)."""
+    request = SegmentationRequest(opts.segments, opts.segment_seconds, opts.min_shot_seconds, opts.max_segments)
+    request.over(Segmentation())  # validates what was given before anything runs
+    return request
+
+
 def validate_options(opts: IndexOptions) -> None:
+    segmentation_request(opts)
     if opts.batch_size is not None and opts.batch_size < 1:
         raise InvalidArgumentError(f"Invalid batch size ({opts.batch_size}). It must be at least 1.")
     if opts.commit_every < 1 or opts.commit_seconds <= 0:
@@ -185,13 +198,18 @@ def run_index(
     with contextlib.ExitStack() as stack:
         # An existing index is locked before the walk; a new one once the model that names it is loaded.
         writer = _writer(stack, index_path, identity, opts) if identity is not None else None
+        # The index's recorded segmentation, or a one-line refusal when this run asks for another (None: new).
+        segmentation = settle_segmentation(
+            writer.catalog if writer else None, segmentation_request(opts), where=f"The index at {index_path}"
+        )
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
         run: _Encoding | None = None
         if plan.todo:
             # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
-            run = _Encoding.start(stack, plan, opts, checkpoint.directory if checkpoint else model_ref, revision)
+            model_dir = checkpoint.directory if checkpoint else model_ref
+            run = _Encoding.start(stack, plan, opts, model_dir, revision, segmentation)
         if checkpoint is None and (run is not None or writer is None):
             checkpoint = load_checkpoint(model_ref, revision=revision, device=opts.device, dtype=opts.dtype)
             if identity is not None:
@@ -199,6 +217,7 @@ def run_index(
         if writer is None:
             assert checkpoint is not None
             writer = _writer(stack, index_path, checkpoint.identity, opts)
+            record_segmentation(writer.catalog, segmentation)
         writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
         try:
@@ -286,7 +305,13 @@ class _Encoding:
 
     @classmethod
     def start(
-        cls, stack: contextlib.ExitStack, plan: RunPlan, opts: IndexOptions, model_ref: str | Path, revision: str | None
+        cls,
+        stack: contextlib.ExitStack,
+        plan: RunPlan,
+        opts: IndexOptions,
+        model_ref: str | Path,
+        revision: str | None,
+        segmentation: Segmentation,
     ) -> _Encoding:
         shape = read_model_shape(str(model_ref), revision)
         res = resolve_resources(
@@ -299,11 +324,9 @@ class _Encoding:
         spec = ExtractSpec(
             num_frames=shape.num_frames,
             pixels=shape.pixels,
-            segment_seconds=opts.segment_seconds,
-            max_segments=opts.max_segments,
             decoders=opts.decoders,
             limits=opts.limits,
-        )
+        ).with_segmentation(segmentation)
         workers = min(res.workers, len(plan.todo))
         pool = stack.enter_context(
             DecodePool(spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)

@@ -327,8 +327,9 @@ class DecodePool:
                     if kind == "tick":
                         continue
                     if kind == "segment":
-                        seq, f0, f1, s0, s1 = header["plan"]
-                        plan = SegmentPlan(int(seq), int(f0), int(f1), float(s0), float(s1))
+                        seq, f0, f1, s0, s1, *rest = header["plan"]
+                        shot = rest[0] if rest else None  # the shot the segment belongs to (shots mode)
+                        plan = SegmentPlan(int(seq), int(f0), int(f1), float(s0), float(s1), shot)
                         assert array is not None
                         thumb = _thumbnail_of(header)
                         self._emit(out, SegmentReady(task.path, int(header["attempt"]), plan, array, thumb))

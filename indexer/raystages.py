@@ -53,7 +53,7 @@ class DecodeStage:
     def decode(self, path: str) -> tuple[dict[str, Any], np.ndarray]:
         """One file's outcome (JSON-able) and its segments' crops, keeping only the last decoder attempt."""
         attempt = 0
-        plans: list[list[float]] = []
+        plans: list[list[float | None]] = []
         kept: list[np.ndarray] = []
         result: dict[str, Any] = {"status": "failed", "reason": "the decode pool returned no result"}
         for event in self.pool.run([path]):
@@ -63,7 +63,7 @@ class DecodeStage:
                 elif event.attempt < attempt:
                     continue
                 p = event.plan
-                plans.append([p.seq, p.frame_start, p.frame_end, p.start_s, p.end_s])
+                plans.append([p.seq, p.frame_start, p.frame_end, p.start_s, p.end_s, p.shot])
                 kept.append(event.crops)
             elif isinstance(event, FileDone):
                 assert event.summary is not None

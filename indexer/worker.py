@@ -120,7 +120,7 @@ def _run_task(out: int, task: dict[str, Any], spec: Any, capture: _LogCapture) -
                 "type": "segment",
                 "id": tid,
                 "attempt": seg.attempt,
-                "plan": [plan.seq, plan.frame_start, plan.frame_end, plan.start_s, plan.end_s],
+                "plan": [plan.seq, plan.frame_start, plan.frame_end, plan.start_s, plan.end_s, plan.shot],
             }
             if seg.thumbnail is not None:
                 header["thumb"] = base64.b64encode(seg.thumbnail).decode("ascii")

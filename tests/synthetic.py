@@ -44,6 +44,7 @@ class Video:
     height: int = 360
     seconds: float = 10.0
     gaps: Sequence[int] = ()  # segment positions preceded by a gap (not adjacent to the previous one)
+    shots: Sequence[int] | None = None  # each segment's shot (shot-aligned segmentation); None: not recorded
     ids: list[int] = field(default_factory=list)
 
 
@@ -91,6 +92,7 @@ def write_videos(
                         frame_start=j * 250,
                         frame_end=(j + 1) * 250,
                         id=first + j,
+                        shot=None if video.shots is None else video.shots[j],
                     )
                 )
                 start += video.seconds

@@ -46,6 +46,8 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path, generated_v
         str(idx),
         "--model",
         str(tiny_ckpt),
+        "--segments",
+        "fixed",
         "--segment-seconds",
         "2",
         "--workers",
@@ -123,14 +125,16 @@ def test_tag_files_with_model_json_shape(tiny_ckpt: Path, generated_videos: dict
     )
     assert result.exit_code == 3, result.stderr
     data = json.loads(result.stdout)
-    assert [r["path"] for r in data["results"]] == [str(REAL_CLIP.resolve())] * 2
+    # Cut into shots (the default without an index): bikes has 5 shots, each under 5 s.
+    assert [r["path"] for r in data["results"]] == [str(REAL_CLIP.resolve())] * 5
     assert data["failed"][0]["path"] == str(bad.resolve())
     for r in data["results"]:
         assert set(r) == {"path", "start", "end", "labels"}
         assert {x["label"] for x in r["labels"]} == set(labels.split(","))
         assert all(set(x) == {"label", "prob", "score"} for x in r["labels"])
         assert sum(x["prob"] for x in r["labels"]) == pytest.approx(1.0, abs=1e-5)
-    assert (data["results"][0]["start"], data["results"][1]["end"]) == (0.0, 10.0)
+    assert [(r["start"], r["end"]) for r in data["results"]][:2] == [(0.0, 1.2), (1.2, 3.04)]
+    assert data["results"][-1]["end"] == 10.0
 
 
 def test_tag_labels_file_top_and_human_output(built: Path, tmp_path: Path) -> None:

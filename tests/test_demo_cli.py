@@ -95,3 +95,26 @@ def test_bad_model_is_one_line_error(tmp_path: Path) -> None:
     proc = run_demo("--dir", str(tmp_path / "run"), "--model", str(tmp_path / "no-such-model"))
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: ") and "Traceback" not in proc.stderr
+
+
+def test_eval_runs_on_the_demo_ground_truth_out_of_the_box(demo_run: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = demo_run
+    truth = out / "library" / "ground-truth.jsonl"
+    lines = [json.loads(line) for line in truth.read_text().splitlines()]
+    # every distinct caption over the library, plus each scene within its scene video (3 videos x 4 scenes)
+    assert sum(1 for x in lines if "within" in x) == 12
+    proc = subprocess.run(
+        [sys.executable, "-m", "xclip_search", "eval", str(truth), "--index", str(out / "index"), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["queries"] == len(lines) and report["with_spans"] == len(lines)
+    assert set(report["stages"]) == {"first_stage", "rerank", "exhaustive"}
+    for stage in report["stages"].values():
+        assert set(stage) == {"recall@1", "recall@5", "recall@10", "median_rank", "mrr", "mean_iou"}
+        # within-video queries always find their video first: recall@1 is at least their share
+        assert stage["recall@1"] >= 12 / len(lines) and 0.0 <= stage["mean_iou"] <= 1.0

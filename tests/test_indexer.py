@@ -15,7 +15,7 @@ from xclip_search.errors import IndexMismatchError
 
 from .conftest import REAL_CLIP
 
-OPTS = IndexOptions(segment_seconds=1.0, workers=1)
+OPTS = IndexOptions(segments="fixed", segment_seconds=1.0, workers=1)  # counts below are 1 s windows
 
 
 def test_mixed_folder_every_file_gets_one_status(tmp_path: Path, tiny_ckpt: Path, library: Path) -> None:

@@ -101,7 +101,9 @@ def test_an_indexing_run_survives_every_fault_and_records_each_reason(
     tmp_path: Path, tiny_ckpt: Path, faulty_library: Path
 ) -> None:
     idx = tmp_path / "idx"
-    opts = IndexOptions(segment_seconds=2.0, workers=2, timeout_s=FAULT_TIMEOUT_S, memory_mb=768, decoders=FAULTY)
+    opts = IndexOptions(
+        segments="fixed", segment_seconds=2.0, workers=2, timeout_s=FAULT_TIMEOUT_S, memory_mb=768, decoders=FAULTY
+    )
     report = run_index([faulty_library], idx, model=str(tiny_ckpt), options=opts)
     by_name = {Path(o.path).name: o for o in report.outcomes}
     assert report.exit_code == 3

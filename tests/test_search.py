@@ -326,8 +326,9 @@ def test_similar_to_a_video_file_embeds_it_as_the_index_does(tmp_path: Path, tin
     clip = str(lib / "bikes.mp4")
     args = ["similar", clip, "--index", str(idx), "--at", "3", "--segment-seconds", "2", "--json"]
     data = json.loads(run(*args, "--include-source", "--all-segments").stdout)  # type: ignore[attr-defined]
-    assert data["example"] == {"video_id": 1, "path": clip, "start": 2.0, "end": 4.0}
+    # Cut as the index cut it (shots, the default): 3 s falls in the shot between the cuts at frames 30 and 76.
+    assert data["example"] == {"video_id": 1, "path": clip, "start": 1.2, "end": 3.04}
     first = data["results"][0]
-    assert (first["path"], first["start"], first["end"]) == (clip, 2.0, 4.0)
+    assert (first["path"], first["start"], first["end"]) == (clip, 1.2, 3.04)
     assert first["score"] == pytest.approx(1.0, abs=1e-5)  # the same frames, pixels and model as the index
     assert json.loads(run(*args).stdout)["results"] == []  # type: ignore[attr-defined]  # only the source is indexed

@@ -36,6 +36,7 @@ from .results import (
 )
 from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
 from .store.manifest import MANIFEST_NAME
+from .store.segmentation import RecordedSegmentation, read_segmentation
 from .store.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class Index:
     @property
     def generation(self) -> int:
         return self.snapshot.generation
+
+    @property
+    def segmentation(self) -> RecordedSegmentation:
+        """How this index cut its videos (`tag` and `similar --at` cut new files the same way)."""
+        return read_segmentation(self.catalog)
 
     def refresh(self) -> bool:
         """Move to the newest published generation; returns True if there was one.
@@ -367,6 +373,7 @@ class Index:
                 "removed": statuses.get("removed", 0),
             },
             "segments": self.catalog.live_segment_count(m.generation),
+            "segmentation": {**self.segmentation.settings.to_dict(), "recorded": self.segmentation.recorded},
             "ann": None
             if m.ann is None
             else {

@@ -408,7 +408,11 @@ def _kept(allowed: np.ndarray | None, segment_id: int) -> bool:
 
 
 def _adjacent(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Consecutive windows of one video that touch (no gap between them)."""
+    """Consecutive windows of one video that touch (no gap between them) and lie in the same shot: a hit never
+    widens across a cut (segments planned without shots, with no shot recorded, widen as before)."""
+    shot_a, shot_b = a.get("shot"), b.get("shot")
+    if shot_a is not None and shot_b is not None and shot_a != shot_b:
+        return False
     return int(b["seq"]) == int(a["seq"]) + 1 and float(b["start_s"]) - float(a["end_s"]) <= 1e-3
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from . import admin, demo, indexing, searching, serving, tagging
+from . import admin, demo, evaluate, indexing, searching, serving, tagging
 from .base import EXIT_PARTIAL, EXIT_USER_ERROR, cli
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "admin",
     "cli",
     "demo",
+    "evaluate",
     "indexing",
     "main",
     "searching",

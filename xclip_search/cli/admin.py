@@ -137,6 +137,14 @@ def export_cmd(index_dir: Path | None, parquet_dir: Path, no_z: bool, where: Any
 # -- info -------------------------------------------------------------------------------------------------
 
 
+def _segmentation_line(d: dict[str, Any]) -> str:
+    from ..store.segmentation import RecordedSegmentation, Segmentation
+
+    recorded = bool(d["recorded"])
+    settings = Segmentation.from_dict(d)
+    return RecordedSegmentation(settings, recorded).describe()
+
+
 @cli.command("info")
 @index_option()
 @click.option("--failures", is_flag=True, help="List the files that failed or were skipped, with reasons.")
@@ -171,6 +179,7 @@ def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
         ),
         ("videos", ", ".join(f"{v} {k}" for k, v in data["videos"].items())),
         ("segments", data["segments"]),
+        ("segmentation", _segmentation_line(data["segmentation"])),
         ("ANN", _ann_line(ann)),
         (
             "disk",

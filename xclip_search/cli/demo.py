@@ -64,6 +64,8 @@ def _marks() -> tuple[str, str]:
 
 
 def _print_report(d: dict[str, Any]) -> None:
+    from ..demo.run import GROUND_TRUTH_FILE
+
     yes, no = _marks()
     n = d["indexed"]
     if n["indexed"]:
@@ -98,3 +100,4 @@ def _print_report(d: dict[str, Any]) -> None:
     click.echo("Next:")
     click.echo(f'  xclip-search search "red circle moving left" --index {d["index"]}')
     click.echo(f"  xclip-search serve --index {d['index']}")
+    click.echo(f"  xclip-search eval {Path(d['library']) / GROUND_TRUTH_FILE} --index {d['index']}   # recall, IoU")

@@ -14,6 +14,27 @@ from .base import cli, device_option, index_option, json_option
 
 # -- index ------------------------------------------------------------------------------------------------
 
+_SEGMENTATION_FLAGS = {
+    "mode": "--segments",
+    "segment_seconds": "--segment-seconds",
+    "min_shot_seconds": "--min-shot-seconds",
+    "max_segments": "--max-segments",
+}
+
+
+def check_segmentation_flags(**given: Any) -> None:
+    """Validate segmentation options with the library's one check (`Segmentation`), field by field, so the
+    one-line error names the flag at fault (the library's own message names no flag)."""
+    from ..store.segmentation import Segmentation
+
+    for field, value in given.items():
+        if value is None:
+            continue
+        try:
+            Segmentation(**{field: value})
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{_SEGMENTATION_FLAGS[field]}: {exc}", hint=exc.hint) from exc
+
 
 @cli.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
@@ -25,18 +46,31 @@ from .base import cli, device_option, index_option, json_option
     "model, or microsoft/xclip-base-patch32 for a new index].",
 )
 @click.option(
+    "--segments",
+    "segments_mode",
+    type=click.Choice(["shots", "fixed"]),
+    default=None,
+    help="How videos are cut into moments: 'shots' follows detected cuts (long shots split into windows of at "
+    "most --segment-seconds), 'fixed' uses consecutive windows [default: the index's recorded setting, else shots].",
+)
+@click.option(
     "--segment-seconds",
     type=float,
-    default=10.0,
-    show_default=True,
-    help="Length of the searchable moments; 0 = one segment per whole video.",
+    default=None,
+    help="Length (at most, with shots) of the searchable moments; 0 = one segment per whole video "
+    "[default: the index's recorded setting, else 10].",
+)
+@click.option(
+    "--min-shot-seconds",
+    type=float,
+    default=None,
+    help="With --segments shots: shorter shots join a neighbour [default: recorded, else 1].",
 )
 @click.option(
     "--max-segments",
-    type=click.IntRange(min=1),
-    default=360,
-    show_default=True,
-    help="Cap on segments per video (longer windows beyond it).",
+    type=int,
+    default=None,
+    help="Cap on segments per video (longer windows beyond it) [default: recorded, else 360].",
 )
 @click.option(
     "--workers",
@@ -138,8 +172,10 @@ def index_cmd(
     paths: tuple[Path, ...],
     index_dir: Path | None,
     model: str | None,
-    segment_seconds: float,
-    max_segments: int,
+    segments_mode: str | None,
+    segment_seconds: float | None,
+    min_shot_seconds: float | None,
+    max_segments: int | None,
     workers: int | None,
     batch_size: int | None,
     threads: int | None,
@@ -177,10 +213,16 @@ def index_cmd(
     from indexer.probe import Limits
 
     target = index_dir or default_index_dir()
-    if segment_seconds < 0:
-        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). Use 0 or a positive number.")
-    options = IndexOptions(
+    check_segmentation_flags(
+        mode=segments_mode,
         segment_seconds=segment_seconds,
+        min_shot_seconds=min_shot_seconds,
+        max_segments=max_segments,
+    )
+    options = IndexOptions(
+        segments=segments_mode,
+        segment_seconds=segment_seconds,
+        min_shot_seconds=min_shot_seconds,
         max_segments=max_segments,
         workers=workers,
         batch_size=batch_size,

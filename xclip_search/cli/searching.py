@@ -95,9 +95,8 @@ def search_cmd(
 @click.option(
     "--segment-seconds",
     type=float,
-    default=10.0,
-    show_default=True,
-    help="Window length used to find --at in an example file.",
+    default=None,
+    help="Window length used to find --at in an example file [default: the index's segmentation].",
 )
 @click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option("--candidates", type=int, default=None, help="First-stage candidates [default: 100].")
@@ -112,7 +111,7 @@ def similar_cmd(
     index_dir: Path | None,
     video_id: int | None,
     at: float | None,
-    segment_seconds: float,
+    segment_seconds: float | None,
     top_k: int,
     candidates: int | None,
     all_segments: bool,
@@ -137,8 +136,11 @@ def similar_cmd(
             "Pass exactly one of EXAMPLE (a video file) or --video-id",
             hint="xclip-search similar clip.mp4, or xclip-search similar --video-id 42",
         )
-    if segment_seconds <= 0:
-        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). It must be positive.")
+    from .indexing import check_segmentation_flags
+
+    check_segmentation_flags(segment_seconds=segment_seconds)
+    if segment_seconds == 0:
+        raise InvalidArgumentError("Invalid --segment-seconds (0). It must be positive: --at picks one window.")
     with Index.open(index_dir, device=device) as index:
         if video_id is not None:
             ex = index.example(video_id, at=at)
@@ -163,16 +165,21 @@ def similar_cmd(
     return 0
 
 
-def _embed_example(index: Any, path: Path, at: float | None, segment_seconds: float) -> Any:
+def _embed_example(index: Any, path: Path, at: float | None, segment_seconds: float | None) -> Any:
+    from dataclasses import replace
+
     from indexer.embed import embed_files
 
     from ..errors import VideoError
     from ..example import example_from_embedding
 
     encoder, _ = index._components()
-    seconds = 0.0 if at is None else segment_seconds
+    # Cut the example as the index cut its videos (its recorded segmentation), so --at picks a comparable moment.
+    settings = index.segmentation.settings
+    seconds = 0.0 if at is None else (segment_seconds if segment_seconds is not None else settings.segment_seconds)
+    settings = replace(settings, segment_seconds=seconds)
     absolute = os.path.abspath(path)
-    item = next(iter(embed_files([absolute], index.checkpoint, segment_seconds=seconds, encoder=encoder)))
+    item = next(iter(embed_files([absolute], index.checkpoint, segmentation=settings, encoder=encoder)))
     if item.embeddings is None or item.extracted is None:
         raise VideoError(f"Cannot read the example video {path}: {item.error or 'unknown error'}")
     spans = [(float(s.start_s), float(s.end_s)) for s in item.extracted.segments]

@@ -38,9 +38,9 @@ from .base import EXIT_PARTIAL, cli, device_option, filter_options, json_option
 @click.option(
     "--segment-seconds",
     type=float,
-    default=10.0,
-    show_default=True,
-    help="Segment length for PATHS; 0 = whole video.",
+    default=None,
+    help="Segment length (at most, within shots) for PATHS; 0 = whole video [default: with --index, the index's "
+    "segmentation; else shots of at most 10 s].",
 )
 @click.option("--save", is_flag=True, help="With --index and no PATHS: store the labels kept, for search --tag.")
 @filter_options
@@ -54,7 +54,7 @@ def tag_cmd(
     labels_file: Path | None,
     top: int,
     min_prob: float | None,
-    segment_seconds: float,
+    segment_seconds: float | None,
     save: bool,
     where: Any,
     device: str | None,
@@ -76,8 +76,9 @@ def tag_cmd(
             hint="--model M tags with a checkpoint; --index DIR uses the model that built that index.",
         )
     label_list = parse_labels(labels, labels_file)
-    if segment_seconds < 0:
-        raise InvalidArgumentError(f"Invalid --segment-seconds ({segment_seconds}). Use 0 or a positive number.")
+    from .indexing import check_segmentation_flags
+
+    check_segmentation_flags(segment_seconds=segment_seconds)  # the one validation, before any model loads
     if not paths and index_dir is None:
         raise InvalidArgumentError("No videos to tag", hint="Pass video files, or --index DIR to tag a whole index.")
     if paths and (save or where):
@@ -109,30 +110,37 @@ def _tag_files(
     labels: list[str],
     top: int,
     min_prob: float | None,
-    segment_seconds: float,
+    segment_seconds: float | None,
     device: str | None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    from dataclasses import replace
+
     from indexer.embed import embed_files
 
     from ..checkpoint import load_checkpoint
     from ..encoder import XClipEncoder
     from ..index import Index
     from ..prompting import PromptScorer
+    from ..store.segmentation import Segmentation
     from ..tagging import Tagger, tags_to_json
 
     index = None
+    settings = Segmentation()
     if index_dir is not None:
         index = Index.open(index_dir, device=device)
         checkpoint = index.checkpoint
+        settings = index.segmentation.settings  # cut new files as the index cut its own
     else:
         checkpoint = load_checkpoint(model or "", device=device)
+    if segment_seconds is not None:
+        settings = replace(settings, segment_seconds=segment_seconds)
     encoder = XClipEncoder(checkpoint)
     tagger = Tagger(encoder, PromptScorer(checkpoint.model))
     results: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     order = {str(p.resolve()): i for i, p in enumerate(paths)}
     done = []
-    for item in embed_files(list(order), checkpoint, segment_seconds=segment_seconds, encoder=encoder):
+    for item in embed_files(list(order), checkpoint, segmentation=settings, encoder=encoder):
         if item.embeddings is None or item.extracted is None:
             failed.append({"path": item.path, "reason": item.error or "unknown error"})
             continue

@@ -23,11 +23,14 @@ import numpy as np
 from . import clips as gen
 
 SEED = 20261121
-SEGMENT_SECONDS = 2.0  # one scene of a scene video; single clips (16-32 frames at 12 fps) stay one segment
+# Segments follow shots (the default): each 2 s scene of a scene video is a shot, so one segment, and windows
+# of at most 3 s keep single clips (16-32 frames at 12 fps, up to 2.7 s) one segment too.
+SEGMENT_SECONDS = 3.0
 FPS = 12.0
 SCENE_FRAMES = 24
 LABELS = gen.MOTIONS  # zero-shot tagging vocabulary: the seven motions
 TRUTH_FILE = "captions.json"
+GROUND_TRUTH_FILE = "ground-truth.jsonl"  # what `xclip-search eval` reads (xclip_search.evaluate)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,28 @@ def build_library(directory: Path, opts: DemoOptions) -> dict[str, list[Truth]]:
     return truth
 
 
+def write_ground_truth(directory: Path, truth: dict[str, list[Truth]]) -> Path:
+    """The library's captions as an `xclip-search eval` ground truth (JSON Lines, paths relative to it).
+
+    Two kinds of query: each distinct caption over the whole library (relevant: every file and span showing it),
+    and each scene's caption within its scene video (relevant: that scene's span), which measures how well a
+    hit's time range matches the scene.
+    """
+    by_caption: dict[str, list[dict[str, Any]]] = {}
+    for name, rows in truth.items():
+        for t in rows:
+            by_caption.setdefault(t.caption, []).append({"path": name, "start": t.start, "end": t.end})
+    lines = [{"query": caption, "relevant": relevant} for caption, relevant in by_caption.items()]
+    for name, rows in truth.items():
+        if len(rows) > 1:
+            for t in rows:
+                span = {"path": name, "start": t.start, "end": t.end}
+                lines.append({"query": t.caption, "relevant": [span], "within": name})
+    path = directory / GROUND_TRUTH_FILE
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
 def new_clips(directory: Path, opts: DemoOptions) -> dict[str, str]:
     """Clips the index never saw (another seed), one shape each, for tagging: file name -> caption."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -159,6 +184,7 @@ def run_demo(opts: DemoOptions, *, progress: Any = None, say: Callable[[str], No
 
     from ..checkpoint import resolve_checkpoint
     from ..index import Index
+    from ..store.segmentation import Segmentation
     from ..tagging import tags_to_json
 
     note = say or (lambda _message: None)
@@ -170,6 +196,7 @@ def run_demo(opts: DemoOptions, *, progress: Any = None, say: Callable[[str], No
     started = time.perf_counter()
     note(f"Generating the demo library in {library} ...")
     truth = build_library(library, opts)
+    write_ground_truth(library, truth)
     fresh = new_clips(out / "new-clips", opts)
     seconds["generate"] = time.perf_counter() - started
 
@@ -204,7 +231,7 @@ def run_demo(opts: DemoOptions, *, progress: Any = None, say: Callable[[str], No
         started = time.perf_counter()
         paths = [str(out / "new-clips" / name) for name in fresh]
         checkpoint = index.checkpoint
-        for item in embed_files(paths, checkpoint, segment_seconds=0):
+        for item in embed_files(paths, checkpoint, segmentation=Segmentation(segment_seconds=0)):
             if item.embeddings is None or item.extracted is None:
                 continue
             tags = index.tag_embeddings(item.embeddings.v, item.embeddings.z, list(LABELS), top=3)

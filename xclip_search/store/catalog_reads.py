@@ -65,12 +65,19 @@ class CatalogReads:
             return np.fromiter(conn.execute(query.order_by(segments.c.id)).scalars(), dtype=np.int64)
 
     def video_segments(self, video_ids: Sequence[int], generation: int) -> dict[int, list[dict[str, Any]]]:
-        """Every segment (id, seq, start_s, end_s) of the given videos visible in `generation`, in time order."""
+        """Every segment (id, seq, start_s, end_s, shot) of the given videos visible in `generation`, in time order."""
         out: dict[int, list[dict[str, Any]]] = {}
         if not video_ids:
             return out
         query = (
-            select(segments.c.id, segments.c.video_id, segments.c.seq, segments.c.start_s, segments.c.end_s)
+            select(
+                segments.c.id,
+                segments.c.video_id,
+                segments.c.seq,
+                segments.c.start_s,
+                segments.c.end_s,
+                segments.c.shot,
+            )
             .where(segments.c.video_id.in_(bindparam("vids", expanding=True)), live_at(generation))
             .order_by(segments.c.video_id, segments.c.seq)
         )

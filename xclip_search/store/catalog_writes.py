@@ -159,6 +159,7 @@ class CatalogWrites:
                                 "row": s.row,
                                 "gen_added": generation,
                                 "gen_removed": None,
+                                "shot": s.shot,
                             }
                             for s in entry.segments
                         ],

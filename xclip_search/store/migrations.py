@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import CatalogError
 
-LATEST = 3
+LATEST = 4
 VERSION_KEY = "schema_version"
 
 
@@ -37,8 +37,14 @@ def _v3_tags(conn: Connection, metadata: MetaData) -> None:
     metadata.tables["tags"].create(conn, checkfirst=True)
 
 
+def _v4_segment_shots(conn: Connection, metadata: MetaData) -> None:
+    """The shot of each segment (shot-aligned segmentation): merging never widens a hit across a cut."""
+    if "shot" not in {c["name"] for c in inspect(conn).get_columns("segments")}:
+        conn.exec_driver_sql("ALTER TABLE segments ADD COLUMN shot INTEGER")
+
+
 # STEPS[i] takes a catalog from version i + 1 to version i + 2.
-STEPS: list[Callable[[Connection, MetaData], None]] = [_v2_file_identity, _v3_tags]
+STEPS: list[Callable[[Connection, MetaData], None]] = [_v2_file_identity, _v3_tags, _v4_segment_shots]
 assert len(STEPS) == LATEST - 1
 
 

@@ -64,6 +64,7 @@ class SegmentRecord:
     frame_end: int
     id: int = -1
     row: int = -1
+    shot: int | None = None
 
 
 @dataclass

@@ -90,6 +90,9 @@ segments = Table(
     Column("row", Integer, nullable=False),
     Column("gen_added", Integer, nullable=False),
     Column("gen_removed", Integer),
+    # The shot the segment belongs to (shot-aligned segmentation): a hit widens over its neighbours only within
+    # one shot. NULL where shots were not detected (fixed windows, whole videos, catalogs before schema 4).
+    Column("shot", Integer),
     Index("ix_segments_video", "video_id"),
     Index("ix_segments_live", "gen_removed", "gen_added"),
 )
