@@ -60,3 +60,16 @@ class DependencyError(XClipSearchError):
 
 class CatalogError(XClipSearchError):
     """The catalog database cannot be reached, is newer than this code, or belongs to another index."""
+
+
+class ShardCorruptError(IndexCorruptError):
+    """A vector shard's files are missing or fail their checksums; `shard` names it, `paths` the videos it holds."""
+
+    def __init__(self, message: str, *, shard: str, paths: tuple[str, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.shard = shard
+        self.paths = paths
+
+
+class CatalogCorruptError(CatalogError):
+    """The catalog database file is damaged (truncated, overwritten, fails SQLite's integrity check)."""

@@ -749,6 +749,26 @@ class Catalog(_QueryMixin):
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(shards).order_by(shards.c.generation)).mappings()]
 
+    # -- integrity (see store.integrity) -------------------------------------------------------------------
+
+    def shard_videos(self, shard: str, generation: int) -> list[str]:
+        """Paths of the videos with segments visible in `generation` whose vectors are in shard `shard`."""
+        query = (
+            select(videos.c.path)
+            .distinct()
+            .select_from(segments.join(videos, videos.c.id == segments.c.video_id))
+            .where(segments.c.shard == shard, live_at(generation))
+            .order_by(videos.c.path)
+        )
+        with self.engine.connect() as conn:
+            return [str(p) for p in conn.execute(query).scalars()]
+
+    def drop_shard_rows(self, names: Sequence[str]) -> None:
+        """Forget shards no live segment uses any more (damaged ones whose videos were re-embedded)."""
+        if names:
+            with self.engine.begin() as conn:
+                conn.execute(delete(shards).where(shards.c.name.in_(bindparam("n", expanding=True))), {"n": list(names)})
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
