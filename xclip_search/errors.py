@@ -73,3 +73,7 @@ class ShardCorruptError(IndexCorruptError):
 
 class CatalogCorruptError(CatalogError):
     """The catalog database file is damaged (truncated, overwritten, fails SQLite's integrity check)."""
+
+
+class ManifestCorruptError(IndexCorruptError):
+    """``manifest.json`` cannot be parsed or fails its checksum; a writer rebuilds it from the catalog."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from . import admin, demo, indexing, searching, serving, tagging
+from . import admin, demo, indexing, integrity, searching, serving, tagging
 from .base import EXIT_PARTIAL, EXIT_USER_ERROR, cli
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "cli",
     "demo",
     "indexing",
+    "integrity",
     "main",
     "searching",
     "serving",

@@ -767,7 +767,8 @@ class Catalog(_QueryMixin):
         """Forget shards no live segment uses any more (damaged ones whose videos were re-embedded)."""
         if names:
             with self.engine.begin() as conn:
-                conn.execute(delete(shards).where(shards.c.name.in_(bindparam("n", expanding=True))), {"n": list(names)})
+                query = delete(shards).where(shards.c.name.in_(bindparam("n", expanding=True)))
+                conn.execute(query, {"n": list(names)})
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
