@@ -49,6 +49,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..errors import CatalogError, IndexCorruptError
 from . import migrations
+from .dbguard import guard_sqlite
 from .location import CATALOG_NAME, CatalogLocation, is_default, resolve
 from .manifest import ShardInfo, now_iso
 
@@ -402,6 +403,7 @@ class Catalog(_QueryMixin):
         engine = create_engine(location.url, pool_pre_ping=shared)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            guard_sqlite(engine)  # a damaged file: one line naming it and the recovery
         try:
             migrations.migrate(engine, metadata, create=create, where=location.display)
         except OperationalError as exc:

@@ -294,6 +294,7 @@ def prepare_reembedding(writer: Any, rows: dict[str, dict[str, Any]]) -> dict[st
     out = dict(rows)
     for name in damaged:
         for path in writer.catalog.shard_videos(name, writer.manifest.generation):
+            writer.reembed.add(path)
             if path in out:
                 out[path] = {**out[path], "size": -1, "mtime_ns": -1}
     return out

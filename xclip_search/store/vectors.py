@@ -56,7 +56,7 @@ def row_checksums(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.uint32)
     flat = np.ascontiguousarray(rows).reshape(n, -1)
     size = flat.shape[1] * flat.dtype.itemsize
-    data = memoryview(flat).cast("B")
+    data = flat.view(np.uint8).reshape(-1).data
     keys = ids.tobytes()
     crc32 = zlib.crc32
     return np.array(

@@ -101,6 +101,7 @@ class IndexWriter:
         # Shards found damaged (see store.integrity): dropped from the manifest once none of their segments is
         # live any more, i.e. once their videos were re-embedded or retired.
         self.damaged: set[str] = set()
+        self.reembed: set[str] = set()  # their videos' paths: re-embedded although their stamps are unchanged
         self._shards_dropped = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -357,7 +358,7 @@ class IndexWriter:
         """Leave out of the batch the files another writer indexed, identical, since this run looked."""
         if not self._entries:
             return
-        done = self.catalog.already_indexed([e.video for e in self._entries])
+        done = self.catalog.already_indexed([e.video for e in self._entries]) - self.reembed
         if not done:
             return
         self.dropped.extend(e.video.path for e in self._entries if e.video.path in done)
@@ -412,7 +413,7 @@ class IndexWriter:
         with self.catalog.commit_lock():
             self._refresh()
             self._drop_committed_elsewhere()
-            done = self.catalog.already_indexed([e.video for e in entries])
+            done = self.catalog.already_indexed([e.video for e in entries]) - self.reembed
             generation = self.manifest.generation + 1
             if not done:
                 shard: ShardInfo | None = self.vectors.complete_shard(parts, generation, ids)
