@@ -21,7 +21,7 @@ from xclip_search import Index
 from xclip_search.cli import cli
 from xclip_search.errors import ShardCorruptError
 from xclip_search.store.manifest import ShardInfo
-from xclip_search.store.vectors import CRC, VectorStore, VectorView
+from xclip_search.store.vectors import ROWHASH, VectorStore, VectorView, _keys, row_hashes
 
 from .conftest import REAL_CLIP
 
@@ -234,13 +234,13 @@ def test_a_damaged_catalog_is_one_line_naming_the_file_and_the_recovery(
     assert verify.exit_code == 1 and "catalog.sqlite" in verify.output
 
 
-def test_shards_without_row_checksums_are_verified_whole(tmp_path: Path) -> None:
-    """Indexes written before row checksums existed still refuse damaged rows (their sha256, once)."""
+def test_shards_without_row_hashes_are_verified_whole(tmp_path: Path) -> None:
+    """Indexes written before row hashes existed still refuse damaged rows (their sha256, once)."""
     store = VectorStore(tmp_path)
     rng = np.random.default_rng(0)
     info = store.write_shard(1, np.arange(4), rng.standard_normal((4, 8)), rng.standard_normal((4, 2, 8)))
-    store.path(info.name, CRC).unlink()
-    old = ShardInfo(info.name, info.count, info.generation, {k: v for k, v in info.sha256.items() if k != CRC})
+    store.path(info.name, ROWHASH).unlink()
+    old = ShardInfo(info.name, info.count, info.generation, {k: v for k, v in info.sha256.items() if k != ROWHASH})
     view = VectorView(store, [old])
     view.gather(np.array([2, 0]))
     flip_row(store.path(info.name, "v"), 3, nbytes=8)
@@ -248,7 +248,7 @@ def test_shards_without_row_checksums_are_verified_whole(tmp_path: Path) -> None
         VectorView(store, [old]).gather(np.array([0]))
 
 
-def test_row_checksums_cover_the_row_and_its_id(tmp_path: Path) -> None:
+def test_row_hashes_cover_the_row_and_its_id(tmp_path: Path) -> None:
     store = VectorStore(tmp_path)
     rng = np.random.default_rng(1)
     ids = np.array([10, 11, 12])
@@ -257,5 +257,29 @@ def test_row_checksums_cover_the_row_and_its_id(tmp_path: Path) -> None:
     v, z = view.gather(np.array([12, 10]))
     assert v.shape == (2, 8) and z.shape == (2, 2, 8)
     swap_ids(store.path(info.name, "ids"), 0)
-    with pytest.raises(ShardCorruptError, match="row checksum"):
+    with pytest.raises(ShardCorruptError, match="row hash"):
         VectorView(store, [info]).gather_v(np.array([11]))
+
+
+def test_row_hash_is_the_multilinear_sum_and_catches_every_one_word_change() -> None:
+    rng = np.random.default_rng(2)
+    rows = rng.standard_normal((3, 5, 3)).astype(np.float16)  # 30 bytes a row: padded to 8 words
+    ids = np.array([7, 1 << 40, -3])
+    got = row_hashes(ids, rows)
+    for i in range(3):
+        data = rows[i].tobytes() + b"\x00\x00"
+        words = np.frombuffer(data, np.uint32).tolist() + np.array([ids[i]]).view(np.uint32).tolist()
+        keys = [int(k) for k in _keys(8)]
+        assert int(got[i]) == sum(w * k for w, k in zip(words, keys, strict=True)) % (1 << 64)
+    v = rng.standard_normal((1, 64)).astype(np.float32)
+    base = row_hashes(np.array([5]), v)[0]
+    raw = v.view(np.uint32)
+    for word in range(64):
+        for bit in (0, 17, 31):  # low, middle and sign bits of each float
+            damaged = raw.copy()
+            damaged[0, word] ^= np.uint32(1 << bit)
+            assert row_hashes(np.array([5]), damaged.view(np.float32))[0] != base
+    # Two sign bits flipped together (what defeats a sum over 64-bit words) are caught too.
+    damaged = raw.copy()
+    damaged[0, [1, 3]] ^= np.uint32(1 << 31)
+    assert row_hashes(np.array([5]), damaged.view(np.float32))[0] != base

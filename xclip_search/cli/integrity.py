@@ -59,9 +59,9 @@ def verify_cmd(index_dir: Path | None, repair: bool, device: str | None, as_json
             f"DAMAGED shard {s.name}: {', '.join(s.damaged_files)}; holds {len(s.videos)} video(s): "
             f"{', '.join(s.videos) or '-'}"
         )
-    old = sum(1 for s in shards if not s.row_checksums)
+    old = sum(1 for s in shards if not s.row_hashes)
     if old:
-        click.echo(f"{old} shard(s) predate row checksums: searches verify them whole, once per process.")
+        click.echo(f"{old} shard(s) predate row hashes: searches verify them whole, once per process.")
     if report.ok:
         click.echo("OK: every file matches its checksum.")
         return 0

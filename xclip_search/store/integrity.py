@@ -33,7 +33,7 @@ from . import ann as ann_store
 from .catalog import CATALOG_NAME, Catalog
 from .fsio import sha256_file
 from .manifest import Manifest, ShardInfo, read_manifest
-from .vectors import CRC, VectorStore
+from .vectors import ROWHASH, VectorStore
 
 DAMAGED_KEY = "damaged_shards"  # catalog meta: shards a verify found damaged, re-embedded by the next run
 SEGMENTING_KEY = "segmenting"  # catalog meta: the last run's segment windows, which a repair reuses
@@ -48,7 +48,7 @@ class ShardStatus:
     count: int
     damaged_files: tuple[str, ...] = ()
     videos: tuple[str, ...] = ()
-    row_checksums: bool = True
+    row_hashes: bool = True
 
     @property
     def ok(self) -> bool:
@@ -62,7 +62,7 @@ class ShardStatus:
             "ok": self.ok,
             "damaged_files": list(self.damaged_files),
             "videos": list(self.videos),
-            "row_checksums": self.row_checksums,
+            "row_hashes": self.row_hashes,
         }
 
 
@@ -107,7 +107,7 @@ class IntegrityReport:
             "shards": {
                 "checked": len(self.shards),
                 "segments": sum(s.count for s in self.shards),
-                "without_row_checksums": sum(1 for s in self.shards if not s.row_checksums),
+                "without_row_hashes": sum(1 for s in self.shards if not s.row_hashes),
                 "damaged": [s.to_dict() for s in self.damaged_shards],
             },
             "repaired": list(self.repaired),
@@ -165,7 +165,7 @@ def verify_index(index_dir: Path) -> IntegrityReport:
         for info in infos:
             damaged = tuple(store.damaged_files(info, cached=False))
             videos = tuple(_videos(catalog, info.name, generation)) if damaged else ()
-            shards.append(ShardStatus(info.name, info.generation, info.count, damaged, videos, CRC in info.sha256))
+            shards.append(ShardStatus(info.name, info.generation, info.count, damaged, videos, ROWHASH in info.sha256))
         ann = None
         if manifest is not None and manifest.ann is not None:
             ann = _check_ann(index_dir, manifest)
