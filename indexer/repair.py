@@ -6,7 +6,8 @@
 - the videos of each damaged or missing shard are embedded again from their files, by an ``index`` run over
   exactly those files with the segment windows the index recorded, after which the shard holds no live
   segment and is dropped; videos whose files are gone are retired (as ``--prune`` would);
-- the ANN is rebuilt when it is damaged or held ids of a dropped shard.
+- the ANN is rebuilt when it is damaged or held ids of a dropped shard;
+- shards written before row hashes existed get their row-hash file (after their sha256s check out).
 
 A damaged catalog is not repaired here: it is the index's record of what exists (see the hint it raises).
 """
@@ -37,7 +38,7 @@ def repair_index(
     """Verify the index and repair what can be repaired; returns the verification after the repair."""
     target = Path(index_dir).expanduser().resolve()
     before = verify_index(target)
-    if before.ok:
+    if before.ok and all(s.row_hashes for s in before.shards):
         return before
     if not before.catalog.ok:
         raise CatalogCorruptError(
@@ -69,6 +70,9 @@ def repair_index(
     with IndexWriter(target, identity) as writer:
         writer.damaged |= set(damaged)
         dropped = writer.drop_dead_shards()
+        upgraded = writer.add_row_hashes()
+        if upgraded:
+            repaired.append(f"row hashes added to {len(upgraded)} shard(s) written before they existed")
         ann_bad = before.ann is not None and not before.ann.ok
         if writer.manifest.shards and (ann_bad or writer.manifest.ann is None or dropped):
             writer.publish_ann(force=True)

@@ -283,3 +283,29 @@ def test_row_hash_is_the_multilinear_sum_and_catches_every_one_word_change() -> 
     damaged = raw.copy()
     damaged[0, [1, 3]] ^= np.uint32(1 << 31)
     assert row_hashes(np.array([5]), damaged.view(np.float32))[0] != base
+
+
+def test_an_index_from_before_row_hashes_is_searched_and_upgraded_by_repair(idx: Path, expected: Results) -> None:
+    from dataclasses import replace
+
+    from xclip_search.store.integrity import recorded_model
+    from xclip_search.store.manifest import write_manifest
+    from xclip_search.store.writer import IndexWriter
+
+    with IndexWriter(idx, recorded_model(idx)) as writer:  # make it look like an index from before row hashes
+        old = []
+        for info in writer.manifest.shards:
+            sums = {k: v for k, v in info.sha256.items() if k != ROWHASH}
+            writer.catalog.set_shard_checksums(info.name, sums)
+            writer.vectors.path(info.name, ROWHASH).unlink()
+            old.append(replace(info, sha256=sums))
+        writer.manifest = replace(writer.manifest, shards=tuple(old))
+        write_manifest(idx, writer.manifest)
+    assert_same(results(idx), expected)
+    report = json.loads(run("verify", "--index", str(idx), "--json").output)
+    assert report["ok"] is True and report["shards"]["without_row_hashes"] == len(old)
+    result = run("verify", "--index", str(idx), "--repair", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.splitlines()[-1])
+    assert report["shards"]["without_row_hashes"] == 0 and "row hashes added" in report["repaired"][0]
+    assert_same(results(idx), expected)

@@ -765,6 +765,13 @@ class Catalog(_QueryMixin):
         with self.engine.connect() as conn:
             return [str(p) for p in conn.execute(query).scalars()]
 
+    def set_shard_checksums(self, name: str, checksums: dict[str, str]) -> None:
+        """Record a shard's file checksums again (a row-hash file added to a shard written before them)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(shards).where(shards.c.name == name).values(checksums=json.dumps(checksums, sort_keys=True))
+            )
+
     def drop_shard_rows(self, names: Sequence[str]) -> None:
         """Forget shards no live segment uses any more (damaged ones whose videos were re-embedded)."""
         if names:

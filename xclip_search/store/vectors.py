@@ -240,6 +240,19 @@ class VectorStore:
             )
         return Shard(info=info, ids=ids, v=v, z=z, rowhash=hashes)
 
+    def write_row_hashes(self, info: ShardInfo) -> str:
+        """Write the row-hash file of a shard from before row hashes existed (verify it first); its sha256."""
+        shard = self.open_shard(info)
+        hashes = np.concatenate(
+            [
+                shard_hashes(shard.ids[i : i + 4096], shard.v[i : i + 4096], shard.z[i : i + 4096])
+                for i in range(0, max(info.count, 1), 4096)
+            ]
+        )
+        digest = _write_array(self.path(info.name, ROWHASH), hashes)
+        fsync_dir(self.root)
+        return digest
+
     def damaged_files(self, info: ShardInfo, *, cached: bool = True) -> list[str]:
         """The files of a shard that are missing or fail the sha256 the manifest records (reads them whole)."""
         return [

@@ -43,7 +43,7 @@ from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecor
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
-from .vectors import VectorStore, VectorView, WrittenParts
+from .vectors import ROWHASH, VectorStore, VectorView, WrittenParts
 
 ANN_POLICY_KEY = "ann_policy"
 log = logging.getLogger("xclip_search.store")
@@ -259,6 +259,26 @@ class IndexWriter:
                 self.manifest = replace(self.manifest, shards=shards, ann=self._ann_after(dead), updated_at=now_iso())
                 write_manifest(self.dir, self.manifest)
         return dead
+
+    def add_row_hashes(self) -> list[str]:
+        """Give the shards written before row hashes existed their row-hash file; returns the shards upgraded.
+
+        Only shards whose files match the manifest's sha256s are upgraded (hashing damaged rows would bless
+        them); the file is published before the catalog and manifest name it, so a crash leaves it unused.
+        """
+        upgraded: list[str] = []
+        shards: list[ShardInfo] = []
+        for info in self.manifest.shards:
+            if ROWHASH not in info.sha256 and not self.vectors.damaged_files(info, cached=False):
+                info = replace(info, sha256={**info.sha256, ROWHASH: self.vectors.write_row_hashes(info)})
+                self.catalog.set_shard_checksums(info.name, info.sha256)
+                upgraded.append(info.name)
+            shards.append(info)
+        if upgraded:
+            with self.catalog.commit_lock():
+                self.manifest = replace(self.manifest, shards=tuple(shards), updated_at=now_iso())
+                write_manifest(self.dir, self.manifest)
+        return upgraded
 
     def _without_dead(self, generation: int) -> tuple[tuple[ShardInfo, ...], list[str]]:
         dead = [
