@@ -15,7 +15,7 @@ model's shapes (D = 512, N = 49 tokens), with ``Z`` memory-mapped from disk, and
 - rerank throughput (pairs/s) of the single-token shortcut against transformers' own `XCLIPPromptGenerator`
   on the same pairs, and their largest score difference;
 - the score error of storing ``Z`` as float16, memory (RSS) and disk per segment;
-- with --row-checks, the cost of verifying every row's checksum before its score is used (issue 12): the same
+- with --row-checks, the cost of checking every row's hash before its score is used (issue 12): the same
   queries timed with the checks on and off, interleaved (alternating which goes first), printed as a ratio.
 
 Synthetic data (what makes ANN recall and the rerank meaningful; random unit vectors would make both trivial):
@@ -585,7 +585,7 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
                 cost = row_check_cost(engine, t_lat, DEFAULT_CANDIDATES)
                 row["latency_ms"][f"threads_{threads}"]["row_checks"] = cost
                 log(
-                    f"    row checksums on / off (interleaved, {len(t_lat)} queries each): p50 "
+                    f"    row hashes checked / not (interleaved, {len(t_lat)} queries each): p50 "
                     f"{cost['p50_on_ms']:.2f} / {cost['p50_off_ms']:.2f} ms -> ratio {cost['ratio_p50']:.3f}; mean "
                     f"{cost['mean_on_ms']:.2f} / {cost['mean_off_ms']:.2f} ms -> ratio {cost['ratio_mean']:.3f} "
                     f"(target <= 1.05; load {load_avg()})"
@@ -668,7 +668,7 @@ def main() -> int:
     parser.add_argument(
         "--row-checks",
         action="store_true",
-        help="Also time the queries with the per-row checksum verification off, interleaved, and print the ratio.",
+        help="Also time the queries with the per-row hash checks off, interleaved, and print the ratio.",
     )
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
