@@ -137,7 +137,7 @@ def one_error_line(result: Result) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("kind", ["v", "z", "ids"])
+@pytest.mark.parametrize("kind", ["v", "z", "ids", "rowhash"])
 def test_damaged_rows_are_refused_named_and_repaired(idx: Path, kind: str, expected: Results) -> None:
     shard, video = damage(idx, kind)
     # Searching: a one-line error that names the shard, its damaged file and its videos; no results.
@@ -202,6 +202,28 @@ def test_a_garbage_manifest_is_rebuilt_from_the_catalog(idx: Path, expected: Res
     assert_same(results(idx), expected)
     with Index.open(idx) as index:
         assert index.snapshot.manifest.ann is not None  # rebuilt too
+
+
+def test_a_deleted_manifest_is_rebuilt_by_repair(idx: Path, expected: Results) -> None:
+    (idx / "manifest.json").unlink()
+    line = one_error_line(run("search", QUERIES[0], "--index", str(idx)))
+    assert "manifest.json is missing" in line
+    assert run("verify", "--index", str(idx)).exit_code == 1
+    assert run("verify", "--index", str(idx), "--repair").exit_code == 0
+    assert_same(results(idx), expected)
+
+
+def test_a_damaged_ann_file_is_refused_and_rebuilt(idx: Path, expected: Results) -> None:
+    ann = next((idx / "ann").glob("*.faiss"))
+    flip_bytes = bytearray(ann.read_bytes())
+    flip_bytes[-100:] = bytes(b ^ 0xFF for b in flip_bytes[-100:])
+    ann.write_bytes(bytes(flip_bytes))
+    line = one_error_line(run("search", QUERIES[0], "--index", str(idx)))
+    assert ann.name in line and "checksum" in line
+    report = json.loads(run("verify", "--index", str(idx), "--json").output)
+    assert report["ann"]["ok"] is False and report["shards"]["damaged"] == []
+    assert run("verify", "--index", str(idx), "--repair").exit_code == 0
+    assert_same(results(idx), expected)
 
 
 def test_an_index_run_rebuilds_a_garbage_manifest(idx: Path, lib: Path, tiny_ckpt: Path, expected: Results) -> None:

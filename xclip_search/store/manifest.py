@@ -132,6 +132,8 @@ def read_manifest(directory: Path) -> Manifest:
             f"No index at {directory}",
             hint="Build one with 'xclip-search index PATH --index DIR', or pass --index / set XCLIP_SEARCH_INDEX.",
         )
+    if not path.is_file() and (directory / "catalog.sqlite").is_file():
+        raise ManifestCorruptError(f"{path} is missing", hint=_REBUILD_HINT)
     if not path.is_file():
         raise IndexNotFoundError(
             f"{directory} is not an xclip-search index (no {MANIFEST_NAME})",
