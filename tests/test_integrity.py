@@ -331,3 +331,20 @@ def test_an_index_from_before_row_hashes_is_searched_and_upgraded_by_repair(idx:
     report = json.loads(result.output.splitlines()[-1])
     assert report["shards"]["without_row_hashes"] == 0 and "row hashes added" in report["repaired"][0]
     assert_same(results(idx), expected)
+
+
+def test_a_gather_across_shards_of_both_z_precisions_is_exact_and_checked(tmp_path: Path) -> None:
+    store = VectorStore(tmp_path)
+    rng = np.random.default_rng(3)
+    v1, z1 = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((4, 2, 8)).astype(np.float32)
+    v2, z2 = rng.standard_normal((3, 8)).astype(np.float32), rng.standard_normal((3, 2, 8)).astype(np.float16)
+    a = store.write_shard(1, np.arange(4), v1, z1)
+    b = store.write_shard(2, np.arange(10, 13), v2, z2, z_dtype="float16")
+    view = VectorView(store, [a, b])
+    v, z = view.gather(np.array([11, 2, 10, 0]))
+    assert np.array_equal(v, np.stack([v2[1], v1[2], v2[0], v1[0]]))
+    assert np.array_equal(z, np.stack([z2[1], z1[2], z2[0], z1[0]]).astype(np.float32))
+    flip_row(store.path(b.name, "z"), 0, nbytes=2)
+    with pytest.raises(ShardCorruptError, match=b.name):
+        view.gather(np.array([2, 10]))
+    view.gather(np.array([2, 11]))  # the other rows still read

@@ -355,18 +355,29 @@ class VectorView:
             if digest is not None and not file_matches(self.store.path(info.name, part), digest):
                 raise self.damaged(s, "")
 
-    def _check_rows(self, s: int, ids: np.ndarray, rows: np.ndarray, data: np.ndarray, column: int) -> None:
-        """Raise unless the rows `rows` of shard `s`, read as `data`, are the bytes written for segments `ids`."""
-        if not self.verify_rows or len(rows) == 0:
-            return
+    def _expected(self, s: int, rows: np.ndarray, column: int) -> np.ndarray | None:
+        """The recorded hashes of rows `rows` of shard `s` (None: a shard from before row hashes, checked whole)."""
         shard = self.shards[s]
-        if shard.rowhash is None:  # written before row hashes existed: the whole files, once
+        if shard.rowhash is None:
             self.verify_whole(s)
+            return None
+        return np.asarray(shard.rowhash[rows, column])
+
+    def _check(self, ids: np.ndarray, data: np.ndarray, expected: np.ndarray, where: np.ndarray, part: str) -> None:
+        """Raise unless `data` (rows as stored, for segments `ids`) hash to `expected`; `where` = (shard, row).
+
+        One call hashes every row of a gather, whatever shards they come from (per-call overhead, not bytes,
+        dominated the cost when each shard's rows were hashed apart). Rows of shards without row hashes carry
+        the sentinel `expected` of 0 with shard -1 in `where` and are skipped (their shard was checked whole).
+        """
+        if len(ids) == 0:
             return
-        bad = np.nonzero(row_hashes(ids, data) != shard.rowhash[rows, column])[0]
+        checked = where[:, 0] >= 0
+        got = row_hashes(ids, data)
+        bad = np.nonzero(checked & (got != expected))[0]
         if len(bad):
-            part = "v" if column == 0 else "z"
-            raise self.damaged(s, f"row {int(rows[bad[0]])} ({part}) fails its row hash")
+            s, row = (int(x) for x in where[bad[0]])
+            raise self.damaged(s, f"row {row} ({part}) fails its row hash")
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -396,36 +407,53 @@ class VectorView:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, self.dim), np.float32)
         self._advise(shard_idx, rows, ("v", "z"))
         first = self.shards[int(shard_idx[0])]
-        v = np.empty((n, first.v.shape[1]), np.float32)
+        v = self._gather_part(ids, shard_idx, rows, "v", np.dtype(np.float32))
+        # Z as stored (float16 or float32), hashed as stored, then widened; mixed shards go dtype by dtype.
         z = np.empty((n, *first.z.shape[1:]), np.float32)
+        kinds = {int(s): self.shards[int(s)].z.dtype for s in np.unique(shard_idx)}
+        for dtype in set(kinds.values()):
+            if len(set(kinds.values())) == 1:
+                sel = np.arange(n)
+            else:
+                sel = np.nonzero(np.isin(shard_idx, [s for s, d in kinds.items() if d == dtype]))[0]
+            z[sel] = self._gather_part(ids[sel], shard_idx[sel], rows[sel], "z", np.dtype(dtype))
+        return v, z
+
+    def _gather_part(
+        self, ids: np.ndarray, shard_idx: np.ndarray, rows: np.ndarray, part: str, dtype: np.dtype
+    ) -> np.ndarray:
+        """Rows of ``v`` or ``Z`` (as stored, in `dtype`) for segments `ids`, verified against their row hashes."""
+        column = 0 if part == "v" else 1
+        first = self.shards[int(shard_idx[0])]
+        shape = (first.v if part == "v" else first.z).shape[1:]
+        out = np.empty((len(ids), *shape), dtype)
+        expected = np.zeros(len(ids), np.uint64)
+        where = np.full((len(ids), 2), -1, np.int64)
         for s in np.unique(shard_idx):
             sel = np.nonzero(shard_idx == s)[0]
             shard = self.shards[int(s)]
             # Sorted row order reads the memory map front to back.
             order = np.argsort(rows[sel])
             picked = rows[sel][order]
-            wanted = ids[sel[order]]
-            v_rows, z_rows = shard.v[picked], shard.z[picked]
-            self._check_rows(int(s), wanted, picked, v_rows, 0)
-            self._check_rows(int(s), wanted, picked, z_rows, 1)
-            v[sel[order]] = v_rows
-            z[sel[order]] = z_rows
-        return v, z
+            out[sel[order]] = (shard.v if part == "v" else shard.z)[picked]
+            if self.verify_rows:
+                hashes = self._expected(int(s), picked, column)
+                if hashes is not None:
+                    expected[sel[order]] = hashes
+                    where[sel[order], 0] = int(s)
+                    where[sel[order], 1] = picked
+        if self.verify_rows:
+            self._check(ids, out, expected, where, part)
+        return out
 
     def gather_v(self, ids: np.ndarray) -> np.ndarray:
         """``v`` (n, D) float32 for the given segment ids, without touching ``Z`` (first-stage refinement)."""
         ids = np.asarray(ids, dtype=np.int64)
         shard_idx, rows = self.locate(ids)
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), np.float32)
         self._advise(shard_idx, rows, ("v",))
-        v = np.empty((len(rows), self.dim), np.float32)
-        for s in np.unique(shard_idx):
-            sel = np.nonzero(shard_idx == s)[0]
-            order = np.argsort(rows[sel])
-            picked = rows[sel][order]
-            v_rows = self.shards[int(s)].v[picked]
-            self._check_rows(int(s), ids[sel[order]], picked, v_rows, 0)
-            v[sel[order]] = v_rows
-        return v
+        return self._gather_part(ids, shard_idx, rows, "v", np.dtype(np.float32))
 
     def scan(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, v) of every row of shard `s`, for an exhaustive scan: ids and v verified whole first."""
