@@ -38,7 +38,8 @@ from typing import Any
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
 from xclip_search.errors import XClipSearchError
 from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry, SegmentRecord
-from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
+from xclip_search.store.integrity import prepare_reembedding, recorded_model
+from xclip_search.store.manifest import MANIFEST_NAME
 from xclip_search.store.segmentation import Segmentation, record_segmentation, settle_segmentation
 from xclip_search.store.vectors import WrittenParts
 from xclip_search.store.writer import IndexWriter, check_model
@@ -111,7 +112,7 @@ def run_index_ray(
     identity: ModelIdentity | None = None
     model_ref, revision = model or DEFAULT_MODEL, None
     if (index_path / MANIFEST_NAME).exists():
-        identity = read_manifest(index_path).model
+        identity = recorded_model(index_path)  # the catalog's record when the manifest is damaged
         if model is not None and not _names_recorded_model(model, identity):
             checkpoint = load_checkpoint(model, device="cpu")
             check_model(identity, checkpoint.identity, index_path)
@@ -124,6 +125,8 @@ def run_index_ray(
             writer.catalog if writer else None, segmentation_request(opts), where=f"The index at {index_path}"
         )
         rows = writer.catalog.videos_by_path() if writer is not None else {}
+        if writer is not None:  # videos of damaged shards are re-embedded like changed files
+            rows = prepare_reembedding(writer, rows)
         plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
         if checkpoint is None and (plan.todo or writer is None):

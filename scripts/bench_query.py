@@ -14,7 +14,9 @@ model's shapes (D = 512, N = 49 tokens), with ``Z`` memory-mapped from disk, and
   beyond rank 5,000 - the script prints the deepest rank it saw);
 - rerank throughput (pairs/s) of the single-token shortcut against transformers' own `XCLIPPromptGenerator`
   on the same pairs, and their largest score difference;
-- the score error of storing ``Z`` as float16, memory (RSS) and disk per segment.
+- the score error of storing ``Z`` as float16, memory (RSS) and disk per segment;
+- with --row-checks, the cost of checking every row's hash before its score is used (issue 12): the same
+  queries timed with the checks on and off, interleaved (alternating which goes first), printed as a ratio.
 
 Synthetic data (what makes ANN recall and the rerank meaningful; random unit vectors would make both trivial):
 videos belong to topics; ``v = normalize(topic + video offset + segment offset + noise)`` with offsets in a
@@ -321,6 +323,37 @@ def latency_with_text(engine: Any, count: int, c: int, tag: str) -> dict[str, li
     return out
 
 
+def row_check_cost(engine: Any, t: np.ndarray, c: int) -> dict[str, float]:
+    """Latency with and without the row checksums (`VectorView.verify_rows`), interleaved query by query."""
+    view = engine.snapshot.vectors
+    on: list[float] = []
+    off: list[float] = []
+    cpu_on: list[float] = []
+    cpu_off: list[float] = []
+    for q in t[:5]:
+        engine.search_embedding(q, top_k=10, candidates=c)
+    try:
+        for i, q in enumerate(t):
+            for flag in (True, False) if i % 2 == 0 else (False, True):
+                view.verify_rows = flag
+                start, start_cpu = time.perf_counter(), time.process_time()
+                engine.search_embedding(q, top_k=10, candidates=c)
+                (on if flag else off).append(time.perf_counter() - start)
+                # CPU seconds: less disturbed than wall time when other processes load the cores.
+                (cpu_on if flag else cpu_off).append(time.process_time() - start_cpu)
+    finally:
+        view.verify_rows = True
+    return {
+        "cpu_ratio_mean": float(np.sum(cpu_on) / np.sum(cpu_off)),
+        "p50_on_ms": pct(on, 50) * 1e3,
+        "p50_off_ms": pct(off, 50) * 1e3,
+        "mean_on_ms": float(np.mean(on)) * 1e3,
+        "mean_off_ms": float(np.mean(off)) * 1e3,
+        "ratio_p50": pct(on, 50) / pct(off, 50),
+        "ratio_mean": float(np.sum(on) / np.sum(off)),
+    }
+
+
 def fmt_ms(xs: list[float]) -> str:
     return f"p50 {pct(xs, 50) * 1e3:7.1f} ms  p99 {pct(xs, 99) * 1e3:7.1f} ms"
 
@@ -554,6 +587,15 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
                 f"    with text encoding (distinct strings, base text tower): total {fmt_ms(lat_text['total'])}; "
                 f"encoding alone {fmt_ms(lat_text['encode'])}"
             )
+            if args.row_checks:
+                cost = row_check_cost(engine, t_lat, DEFAULT_CANDIDATES)
+                row["latency_ms"][f"threads_{threads}"]["row_checks"] = cost
+                log(
+                    f"    row hashes checked / not (interleaved, {len(t_lat)} queries each): p50 "
+                    f"{cost['p50_on_ms']:.2f} / {cost['p50_off_ms']:.2f} ms -> ratio {cost['ratio_p50']:.3f}; mean "
+                    f"{cost['mean_on_ms']:.2f} / {cost['mean_off_ms']:.2f} ms -> ratio {cost['ratio_mean']:.3f}; CPU "
+                    f"time ratio {cost['cpu_ratio_mean']:.3f} (target <= 1.05; load {load_avg()})"
+                )
         torch.set_num_threads(args.bulk_threads)
         faiss.omp_set_num_threads(os.cpu_count() or 1)
 
@@ -628,6 +670,11 @@ def main() -> int:
         "--threads",
         default="1,2",
         help="Torch/FAISS thread counts to time queries with (on a shared machine 1 thread is steadier).",
+    )
+    parser.add_argument(
+        "--row-checks",
+        action="store_true",
+        help="Also time the queries with the per-row hash checks off, interleaved, and print the ratio.",
     )
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()

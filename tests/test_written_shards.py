@@ -97,10 +97,10 @@ def test_uncommitted_worker_shards_are_removed_by_the_next_writer(tmp_path: Path
         kept = VectorStore(idx).write_parts(v, z)
         writer.commit_written(kept, [entry("/lib/a.mp4", [0, 1], writer.reserve_ids(2))])
         VectorStore(idx).write_parts(v, z)  # a worker's shard whose commit never came (the driver died)
-    assert len(parts_on_disk(idx)) == 5
+    assert len(parts_on_disk(idx)) == 6  # ids, v, z and the row hashes (rowhash); v and z of the lost one
     with IndexWriter(idx, IDENTITY):
         pass
-    assert parts_on_disk(idx) == sorted(f"{kept.name}.{p}.npy" for p in ("ids", "v", "z"))
+    assert parts_on_disk(idx) == sorted(f"{kept.name}.{p}.npy" for p in ("ids", "v", "z", "rowhash"))
 
 
 def test_decode_workers_survive_from_one_run_to_the_next(tiny_ckpt: Path) -> None:

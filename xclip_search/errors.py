@@ -72,3 +72,20 @@ class NotFoundError(XClipSearchError):
 
 class UnsupportedError(XClipSearchError):
     """The operation needs something this build does not have yet."""
+
+
+class ShardCorruptError(IndexCorruptError):
+    """A vector shard's files are missing or fail their checksums; `shard` names it, `paths` the videos it holds."""
+
+    def __init__(self, message: str, *, shard: str, paths: tuple[str, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.shard = shard
+        self.paths = paths
+
+
+class CatalogCorruptError(CatalogError):
+    """The catalog database file is damaged (truncated, overwritten, fails SQLite's integrity check)."""
+
+
+class ManifestCorruptError(IndexCorruptError):
+    """``manifest.json`` cannot be parsed or fails its checksum; a writer rebuilds it from the catalog."""

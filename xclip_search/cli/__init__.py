@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from . import admin, demo, evaluate, indexing, searching, serving, tagging
+from . import admin, demo, evaluate, indexing, integrity, searching, serving, tagging
 from .base import EXIT_PARTIAL, EXIT_USER_ERROR, cli
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "demo",
     "evaluate",
     "indexing",
+    "integrity",
     "main",
     "searching",
     "serving",

@@ -22,6 +22,7 @@ from ..errors import CatalogError, IndexCorruptError
 from . import migrations
 from .catalog_reads import CatalogReads
 from .catalog_writes import CatalogWrites
+from .dbguard import guard_sqlite
 from .location import CATALOG_NAME, CatalogLocation, is_default, resolve
 from .records import (
     BatchEntry,
@@ -85,6 +86,7 @@ class Catalog(CatalogReads, CatalogWrites):
         engine = create_engine(location.url, pool_pre_ping=shared)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            guard_sqlite(engine)  # a damaged file: one line naming it and the recovery
         try:
             migrations.migrate(engine, metadata, create=create, where=location.display)
         except OperationalError as exc:

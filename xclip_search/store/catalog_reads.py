@@ -361,6 +361,20 @@ class CatalogReads:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    # -- integrity (see store.integrity) -------------------------------------------------------------------
+
+    def shard_videos(self, shard: str, generation: int) -> list[str]:
+        """Paths of the videos with segments visible in `generation` whose vectors are in shard `shard`."""
+        query = (
+            select(videos.c.path)
+            .distinct()
+            .select_from(segments.join(videos, videos.c.id == segments.c.video_id))
+            .where(segments.c.shard == shard, live_at(generation))
+            .order_by(videos.c.path)
+        )
+        with self.engine.connect() as conn:
+            return [str(p) for p in conn.execute(query).scalars()]
+
 
 _SEGMENT_KEYS = tuple(f.name for f in fields(SegmentRow))
 

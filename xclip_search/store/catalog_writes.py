@@ -251,6 +251,22 @@ class CatalogWrites:
             else:
                 conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value))
 
+    # -- integrity (see store.integrity) -------------------------------------------------------------------
+
+    def set_shard_checksums(self, name: str, checksums: dict[str, str]) -> None:
+        """Record a shard's file checksums again (a row-hash file added to a shard written before them)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(shards).where(shards.c.name == name).values(checksums=json.dumps(checksums, sort_keys=True))
+            )
+
+    def drop_shard_rows(self, names: Sequence[str]) -> None:
+        """Forget shards no live segment uses any more (damaged ones whose videos were re-embedded)."""
+        if names:
+            with self.engine.begin() as conn:
+                query = delete(shards).where(shards.c.name.in_(bindparam("n", expanding=True)))
+                conn.execute(query, {"n": list(names)})
+
 
 def _inserted_id(result: Any) -> int:
     key = result.inserted_primary_key

@@ -15,11 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import IndexCorruptError, IndexNotFoundError
+from ..errors import IndexCorruptError, IndexNotFoundError, ManifestCorruptError
 from ..identity import ModelIdentity
 from .fsio import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.json"
+_REBUILD_HINT = (
+    "Run 'xclip-search verify --repair' (or any 'xclip-search index' run) to rebuild it from the catalog's last "
+    "generation."
+)
 FORMAT_VERSION = 1
 
 
@@ -128,6 +132,8 @@ def read_manifest(directory: Path) -> Manifest:
             f"No index at {directory}",
             hint="Build one with 'xclip-search index PATH --index DIR', or pass --index / set XCLIP_SEARCH_INDEX.",
         )
+    if not path.is_file() and (directory / "catalog.sqlite").is_file():
+        raise ManifestCorruptError(f"{path} is missing", hint=_REBUILD_HINT)
     if not path.is_file():
         raise IndexNotFoundError(
             f"{directory} is not an xclip-search index (no {MANIFEST_NAME})",
@@ -136,12 +142,13 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise IndexCorruptError(f"Cannot parse {path}: {exc}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ManifestCorruptError(f"Cannot parse {path}: {first}", hint=_REBUILD_HINT) from exc
     if not isinstance(doc, dict):
-        raise IndexCorruptError(f"{path} is not a manifest")
+        raise ManifestCorruptError(f"{path} is not a manifest", hint=_REBUILD_HINT)
     checksum = doc.pop("checksum", None)
     if checksum != _body_checksum(doc):
-        raise IndexCorruptError(f"{path} fails its checksum; the file was modified or damaged")
+        raise ManifestCorruptError(f"{path} fails its checksum; the file was modified or damaged", hint=_REBUILD_HINT)
     if doc.get("format") != FORMAT_VERSION:
         raise IndexCorruptError(
             f"{path} has format {doc.get('format')}; this xclip-search reads format {FORMAT_VERSION}",
@@ -149,5 +156,5 @@ def read_manifest(directory: Path) -> Manifest:
         )
     try:
         return Manifest.from_dict(doc)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IndexCorruptError(f"{path} is missing fields: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ManifestCorruptError(f"{path} is missing fields: {exc}", hint=_REBUILD_HINT) from exc

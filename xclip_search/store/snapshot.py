@@ -47,7 +47,7 @@ class Snapshot:
         self.dir = index_dir
         self.manifest = manifest
         self.catalog = catalog
-        self.vectors = VectorView(VectorStore(index_dir), manifest.shards)
+        self.vectors = VectorView(VectorStore(index_dir), manifest.shards, holders=self._shard_videos)
         self._ann: Any = None
 
     @classmethod
@@ -75,6 +75,10 @@ class Snapshot:
     @property
     def generation(self) -> int:
         return self.manifest.generation
+
+    def _shard_videos(self, shard: str) -> list[str]:
+        """The videos with live segments in `shard` (named in the error that reports it damaged)."""
+        return self.catalog.shard_videos(shard, self.manifest.generation)
 
     def ann_index(self) -> Any:
         if self._ann is None and self.manifest.ann is not None:
@@ -133,11 +137,11 @@ class Snapshot:
             ids, scores = self._ann_search(index, q, fetch, allowed)
             id_parts.append(ids)
             score_parts.append(scores)
-        for shard in self.vectors.iter_shards():
+        for i, shard in enumerate(self.vectors.iter_shards()):
             if shard.info.generation <= covered:
                 continue
-            shard_ids = np.asarray(shard.ids)
-            scores = np.asarray(shard.v, dtype=np.float32) @ q
+            shard_ids, shard_v = self.vectors.scan(i)
+            scores = shard_v @ q
             if allowed is not None:
                 mask = np.isin(shard_ids, allowed, assume_unique=True)
                 shard_ids, scores = shard_ids[mask], scores[mask]

@@ -1,5 +1,16 @@
 """Vector data: immutable shards of ``ids``, ``v`` and ``Z`` as plain ``.npy`` files, read by memory map.
 
+Next to them a shard keeps ``rowhash``: for each row, a 64-bit hash of its ``v`` bytes and one of its ``Z``
+bytes, each covering the row's segment id too (so a row read under another id fails, as when two ids are
+swapped). `VectorView` checks those of every row it hands out before a score is computed from it; shards
+scanned in full (those newer than the ANN) and shards written before row hashes existed are verified whole,
+by the manifest's sha256s, once per process and file state. A failing shard is reported with its videos.
+
+The row hash is multilinear: the row's 32-bit words times fixed odd 64-bit keys, summed modulo 2^64 (one
+``einsum``, ~7 GB/s on one core where zlib's ROWHASH-32 does ~4). A change confined to one 32-bit word is always
+detected; other damage escapes with a probability of at most about 2^-32 over the keys (ROWHASH-32's for random
+damage). It guards against damage, not tampering: whoever can rewrite the shards can rewrite the hashes.
+
 ``.npy`` is a documented, pickle-free format (loaded with ``allow_pickle=False``) that every array tool reads,
 and a memory map lets a search touch only the rows of its candidates, so an index larger than RAM still
 answers quickly. Shards are written once under a unique name and never modified; replacing or pruning a video
@@ -8,21 +19,24 @@ retires its segments in the catalog, and the vectors stay until a compaction rew
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import IndexCorruptError
-from .fsio import atomic_write, fsync_dir, remove_stale_temporaries
+from ..errors import IndexCorruptError, ShardCorruptError
+from .fsio import atomic_write, fsync_dir, remove_stale_temporaries, sha256_file
 from .manifest import ShardInfo
 
 VECTORS_DIR = "vectors"
 PARTS = ("ids", "v", "z")
+ROWHASH = "rowhash"  # the per-row hashes: (count, 2) uint64, columns v and Z
+REPAIR_HINT = "Run 'xclip-search verify --repair' to re-embed the videos it holds from their files."
 Z_DTYPES = ("float32", "float16")
 _MAX_OPEN_FDS = 256
 
@@ -35,6 +49,75 @@ class Shard:
     ids: np.ndarray
     v: np.ndarray
     z: np.ndarray
+    rowhash: np.ndarray | None = None  # None for shards written before row hashes existed
+
+
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 of each uint64 (wrapping arithmetic): fixed keys that no library version can change."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=16)
+def _keys(words: int) -> np.ndarray:
+    """The odd 64-bit keys of a row of `words` 32-bit words, plus two for the segment id (read-only)."""
+    keys = _splitmix64(np.arange(words + 2, dtype=np.uint64)) | np.uint64(1)
+    keys.flags.writeable = False
+    return keys
+
+
+def row_hashes(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The 64-bit multilinear hash of each row's stored bytes and its segment id (uint64, one a row)."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    flat = np.ascontiguousarray(rows).reshape(n, -1).view(np.uint8)
+    if flat.shape[1] % 4:  # rows of an odd number of float16s: zero-pad to whole words
+        flat = np.pad(flat, ((0, 0), (0, 4 - flat.shape[1] % 4)))
+    words = flat.view(np.uint32)
+    keys = _keys(words.shape[1])
+    id_words = ids.view(np.uint32).reshape(n, 2)
+    with np.errstate(over="ignore"):
+        h = np.einsum("ij,j->i", words, keys[:-2]) + np.einsum("ij,j->i", id_words, keys[-2:])
+    return np.asarray(h, dtype=np.uint64)
+
+
+def shard_hashes(ids: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The ``rowhash`` array of a shard: (count, 2) uint64, the row hashes of ``v`` and of ``Z``."""
+    return np.stack([row_hashes(ids, v), row_hashes(ids, z)], axis=1).astype(np.uint64)
+
+
+# Files whose sha256 matched, with the (device, inode, size, mtime) they had then: a whole-file check runs once
+# per process and file state, not on every read.
+_MATCHED: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+
+
+def file_matches(path: Path, sha256: str, *, cached: bool = True) -> bool:
+    """Whether `path` exists and has this sha256 (remembered until the file's stat changes)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    state = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (str(path), sha256)
+    if cached and _MATCHED.get(key) == state:
+        return True
+    try:
+        ok = sha256_file(path) == sha256
+    except OSError:
+        return False
+    if ok:
+        _MATCHED[key] = state
+    else:
+        _MATCHED.pop(key, None)
+    return ok
 
 
 @dataclass(frozen=True)
@@ -85,6 +168,7 @@ class VectorStore:
             "v": np.ascontiguousarray(v, dtype=np.float32),
             "z": np.ascontiguousarray(z, dtype=np.dtype(z_dtype)),
         }
+        arrays[ROWHASH] = shard_hashes(arrays["ids"], arrays["v"], arrays["z"])
         sums = {part: _write_array(self.path(name, part), arr) for part, arr in arrays.items()}
         fsync_dir(self.root)
         return ShardInfo(name=name, count=n, generation=generation, sha256=sums, z_dtype=z_dtype)
@@ -108,31 +192,74 @@ class VectorStore:
         """Add the ids to a shard another process wrote, after checking its files have the announced rows."""
         if len(ids) != parts.count:
             raise ValueError(f"shard {parts.name} holds {parts.count} rows; got {len(ids)} ids")
+        loaded: dict[str, np.ndarray] = {}
         for part in ("v", "z"):
             try:
-                rows = np.load(self.path(parts.name, part), mmap_mode="r", allow_pickle=False).shape[0]
+                loaded[part] = np.load(self.path(parts.name, part), mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise IndexCorruptError(f"Vector shard {parts.name} written by a worker is unreadable: {exc}") from exc
+            rows = loaded[part].shape[0]
             if rows != parts.count:
                 raise IndexCorruptError(f"Vector shard {parts.name} holds {rows} rows; the worker said {parts.count}")
-        sums = {**parts.sha256, "ids": _write_array(self.path(parts.name, "ids"), np.ascontiguousarray(ids, np.int64))}
+            if not file_matches(self.path(parts.name, part), parts.sha256[part], cached=False):
+                raise IndexCorruptError(f"Vector shard {parts.name} written by a worker fails its checksum ({part})")
+        ids = np.ascontiguousarray(ids, np.int64)
+        hashes = shard_hashes(ids, loaded["v"], loaded["z"])
+        sums = {
+            **parts.sha256,
+            "ids": _write_array(self.path(parts.name, "ids"), ids),
+            ROWHASH: _write_array(self.path(parts.name, ROWHASH), hashes),
+        }
         fsync_dir(self.root)
         return ShardInfo(name=parts.name, count=parts.count, generation=generation, sha256=sums, z_dtype=parts.z_dtype)
 
     def open_shard(self, info: ShardInfo) -> Shard:
         """Memory-map a shard, checking that its files exist and have the recorded shapes."""
-        try:
-            ids = np.load(self.path(info.name, "ids"), mmap_mode="r", allow_pickle=False)
-            v = np.load(self.path(info.name, "v"), mmap_mode="r", allow_pickle=False)
-            z = np.load(self.path(info.name, "z"), mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise IndexCorruptError(
-                f"Vector shard {info.name} is missing or damaged: {exc}",
-                hint="Run 'xclip-search index' again on the same folders to re-encode the affected videos.",
-            ) from exc
-        if not (len(ids) == v.shape[0] == z.shape[0] == info.count):
-            raise IndexCorruptError(f"Vector shard {info.name} holds {len(ids)} rows; the manifest says {info.count}")
-        return Shard(info=info, ids=ids, v=v, z=z)
+        loaded: dict[str, np.ndarray] = {}
+        for part in (*PARTS, ROWHASH):
+            if part == ROWHASH and ROWHASH not in info.sha256:
+                continue
+            path = self.path(info.name, part)
+            try:
+                loaded[part] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                what = "is missing" if not path.exists() else f"is unreadable ({exc})"
+                raise ShardCorruptError(
+                    f"Vector shard {info.name} is damaged: {VECTORS_DIR}/{path.name} {what}",
+                    shard=info.name,
+                    hint=REPAIR_HINT,
+                ) from exc
+        ids, v, z, hashes = loaded["ids"], loaded["v"], loaded["z"], loaded.get(ROWHASH)
+        rows = {len(ids), v.shape[0], z.shape[0], info.count} | ({hashes.shape[0]} if hashes is not None else set())
+        if len(rows) != 1 or (hashes is not None and hashes.shape[1:] != (2,)):
+            raise ShardCorruptError(
+                f"Vector shard {info.name} is damaged: its files hold {len(ids)}, {v.shape[0]} and {z.shape[0]} "
+                f"rows; the manifest says {info.count}",
+                shard=info.name,
+                hint=REPAIR_HINT,
+            )
+        return Shard(info=info, ids=ids, v=v, z=z, rowhash=hashes)
+
+    def write_row_hashes(self, info: ShardInfo) -> str:
+        """Write the row-hash file of a shard from before row hashes existed (verify it first); its sha256."""
+        shard = self.open_shard(info)
+        hashes = np.concatenate(
+            [
+                shard_hashes(shard.ids[i : i + 4096], shard.v[i : i + 4096], shard.z[i : i + 4096])
+                for i in range(0, max(info.count, 1), 4096)
+            ]
+        )
+        digest = _write_array(self.path(info.name, ROWHASH), hashes)
+        fsync_dir(self.root)
+        return digest
+
+    def damaged_files(self, info: ShardInfo, *, cached: bool = True) -> list[str]:
+        """The files of a shard that are missing or fail the sha256 the manifest records (reads them whole)."""
+        return [
+            f"{VECTORS_DIR}/{self.path(info.name, part).name}"
+            for part, digest in sorted(info.sha256.items())
+            if not file_matches(self.path(info.name, part), digest, cached=cached)
+        ]
 
     def remove_unreferenced(self, referenced: set[str]) -> int:
         """Delete shard files no catalog row refers to (left by a run that crashed before its commit)."""
@@ -155,11 +282,30 @@ def _write_array(path: Path, array: np.ndarray) -> str:
 
 
 class VectorView:
-    """The vectors of one published generation: lookup of ``v``/``Z`` rows by segment id across shards."""
+    """The vectors of one published generation: lookup of ``v``/``Z`` rows by segment id across shards.
 
-    def __init__(self, store: VectorStore, shard_infos: Sequence[ShardInfo]) -> None:
+    Every row handed out is checked against its row hash first (see the module docstring); `holders` names
+    the videos a shard holds, for the error that reports a damaged one. `verify_rows` = False skips the row
+    checks (``scripts/bench_query.py`` measures their cost with it; nothing else turns them off).
+    """
+
+    def __init__(
+        self,
+        store: VectorStore,
+        shard_infos: Sequence[ShardInfo],
+        *,
+        holders: Callable[[str], Sequence[str]] | None = None,
+    ) -> None:
         self._fds: dict[tuple[int, str], int | None] = {}
-        self.shards = [store.open_shard(info) for info in shard_infos]
+        self.store = store
+        self.verify_rows = True
+        self._holders = holders
+        self.shards: list[Shard] = []
+        for info in shard_infos:
+            try:
+                self.shards.append(store.open_shard(info))
+            except ShardCorruptError as exc:
+                raise self._with_holders(exc) from exc
         if self.shards:
             all_ids = np.concatenate([np.asarray(s.ids) for s in self.shards])
             where = np.concatenate([np.full(len(s.ids), i, dtype=np.int32) for i, s in enumerate(self.shards)])
@@ -172,6 +318,66 @@ class VectorView:
         self._ids = all_ids[order]
         self._shard = where[order]
         self._row = rows[order]
+        # Segment ids are never reused, so an id found twice means a damaged ids file.
+        twice = np.nonzero(self._ids[1:] == self._ids[:-1])[0]
+        if len(twice):
+            s = int(self._shard[twice[0] + 1])
+            raise self.damaged(s, f"segment id {int(self._ids[twice[0]])} appears twice")
+
+    def _with_holders(self, exc: ShardCorruptError) -> ShardCorruptError:
+        paths = tuple(self._holders(exc.shard)) if self._holders is not None and not exc.paths else exc.paths
+        if not paths:
+            return exc
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        err = ShardCorruptError(
+            f"{exc.message}; it holds {len(paths)} video{'s' if len(paths) != 1 else ''}: {shown}",
+            shard=exc.shard,
+            paths=paths,
+            hint=exc.hint,
+        )
+        return err
+
+    def damaged(self, s: int, detail: str) -> ShardCorruptError:
+        """The error for shard `s` failing a check: which of its files fail their sha256, and its videos."""
+        info = self.shards[s].info
+        files = self.store.damaged_files(info, cached=False)
+        where = f"{', '.join(files)} fail{'s' if len(files) == 1 else ''} its checksum" if files else detail
+        if files and detail:
+            where = f"{detail}; {where}"
+        err = ShardCorruptError(f"Vector shard {info.name} is damaged: {where}", shard=info.name, hint=REPAIR_HINT)
+        return self._with_holders(err)
+
+    def verify_whole(self, s: int, parts: Sequence[str] = (*PARTS, ROWHASH)) -> None:
+        """Check the given files of shard `s` against the manifest's sha256s (once per process and file state)."""
+        info = self.shards[s].info
+        for part in parts:
+            digest = info.sha256.get(part)
+            if digest is not None and not file_matches(self.store.path(info.name, part), digest):
+                raise self.damaged(s, "")
+
+    def _expected(self, s: int, rows: np.ndarray, column: int) -> np.ndarray | None:
+        """The recorded hashes of rows `rows` of shard `s` (None: a shard from before row hashes, checked whole)."""
+        shard = self.shards[s]
+        if shard.rowhash is None:
+            self.verify_whole(s)
+            return None
+        return np.asarray(shard.rowhash[rows, column])
+
+    def _check(self, ids: np.ndarray, data: np.ndarray, expected: np.ndarray, where: np.ndarray, part: str) -> None:
+        """Raise unless `data` (rows as stored, for segments `ids`) hash to `expected`; `where` = (shard, row).
+
+        One call hashes every row of a gather, whatever shards they come from (per-call overhead, not bytes,
+        dominated the cost when each shard's rows were hashed apart). Rows of shards without row hashes carry
+        the sentinel `expected` of 0 with shard -1 in `where` and are skipped (their shard was checked whole).
+        """
+        if len(ids) == 0:
+            return
+        checked = where[:, 0] >= 0
+        got = row_hashes(ids, data)
+        bad = np.nonzero(checked & (got != expected))[0]
+        if len(bad):
+            s, row = (int(x) for x in where[bad[0]])
+            raise self.damaged(s, f"row {row} ({part}) fails its row hash")
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -186,39 +392,75 @@ class VectorView:
         pos = np.searchsorted(self._ids, ids)
         pos = np.minimum(pos, max(len(self._ids) - 1, 0))
         if len(self._ids) == 0 or not np.array_equal(self._ids[pos], ids):
-            raise KeyError("segment id not in the published vector data")
+            missing = int(ids[np.nonzero(self._ids[pos] != ids)[0][0]]) if len(self._ids) else int(ids[0])
+            for s in range(len(self.shards)):  # an id the catalog knows but no shard holds: find the damage
+                self.verify_whole(s, ("ids", ROWHASH))
+            raise IndexCorruptError(f"Segment {missing} is not in the published vector data", hint=REPAIR_HINT)
         return self._shard[pos], self._row[pos]
 
     def gather(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``v`` (n, D) and ``Z`` (n, N, D) as float32 for the given segment ids, in the given order."""
+        ids = np.asarray(ids, dtype=np.int64)
         shard_idx, rows = self.locate(ids)
         n = len(rows)
         if n == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, self.dim), np.float32)
         self._advise(shard_idx, rows, ("v", "z"))
         first = self.shards[int(shard_idx[0])]
-        v = np.empty((n, first.v.shape[1]), np.float32)
+        v = self._gather_part(ids, shard_idx, rows, "v", np.dtype(np.float32))
+        # Z as stored (float16 or float32), hashed as stored, then widened; mixed shards go dtype by dtype.
         z = np.empty((n, *first.z.shape[1:]), np.float32)
+        kinds = {int(s): self.shards[int(s)].z.dtype for s in np.unique(shard_idx)}
+        for dtype in set(kinds.values()):
+            if len(set(kinds.values())) == 1:
+                sel = np.arange(n)
+            else:
+                sel = np.nonzero(np.isin(shard_idx, [s for s, d in kinds.items() if d == dtype]))[0]
+            z[sel] = self._gather_part(ids[sel], shard_idx[sel], rows[sel], "z", np.dtype(dtype))
+        return v, z
+
+    def _gather_part(
+        self, ids: np.ndarray, shard_idx: np.ndarray, rows: np.ndarray, part: str, dtype: np.dtype
+    ) -> np.ndarray:
+        """Rows of ``v`` or ``Z`` (as stored, in `dtype`) for segments `ids`, verified against their row hashes."""
+        column = 0 if part == "v" else 1
+        first = self.shards[int(shard_idx[0])]
+        shape = (first.v if part == "v" else first.z).shape[1:]
+        out = np.empty((len(ids), *shape), dtype)
+        expected = np.zeros(len(ids), np.uint64)
+        where = np.full((len(ids), 2), -1, np.int64)
         for s in np.unique(shard_idx):
             sel = np.nonzero(shard_idx == s)[0]
             shard = self.shards[int(s)]
             # Sorted row order reads the memory map front to back.
             order = np.argsort(rows[sel])
             picked = rows[sel][order]
-            v[sel[order]] = shard.v[picked]
-            z[sel[order]] = shard.z[picked]
-        return v, z
+            out[sel[order]] = (shard.v if part == "v" else shard.z)[picked]
+            if self.verify_rows:
+                hashes = self._expected(int(s), picked, column)
+                if hashes is not None:
+                    expected[sel[order]] = hashes
+                    where[sel[order], 0] = int(s)
+                    where[sel[order], 1] = picked
+        if self.verify_rows:
+            self._check(ids, out, expected, where, part)
+        return out
 
     def gather_v(self, ids: np.ndarray) -> np.ndarray:
         """``v`` (n, D) float32 for the given segment ids, without touching ``Z`` (first-stage refinement)."""
+        ids = np.asarray(ids, dtype=np.int64)
         shard_idx, rows = self.locate(ids)
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), np.float32)
         self._advise(shard_idx, rows, ("v",))
-        v = np.empty((len(rows), self.dim), np.float32)
-        for s in np.unique(shard_idx):
-            sel = np.nonzero(shard_idx == s)[0]
-            order = np.argsort(rows[sel])
-            v[sel[order]] = self.shards[int(s)].v[rows[sel][order]]
-        return v
+        return self._gather_part(ids, shard_idx, rows, "v", np.dtype(np.float32))
+
+    def scan(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, v) of every row of shard `s`, for an exhaustive scan: ids and v verified whole first."""
+        if self.verify_rows:
+            self.verify_whole(s, ("ids", "v", ROWHASH))
+        shard = self.shards[s]
+        return np.asarray(shard.ids), np.asarray(shard.v, dtype=np.float32)
 
     def prefetch_z(self, ids: np.ndarray) -> None:
         """Ask the kernel to start reading the ``Z`` rows of `ids` now, asynchronously (ids it lacks are skipped)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -33,7 +34,7 @@ from types import TracebackType
 
 import numpy as np
 
-from ..errors import CatalogError, IndexCorruptError, IndexMismatchError, InvalidArgumentError
+from ..errors import CatalogError, IndexCorruptError, IndexMismatchError, InvalidArgumentError, ManifestCorruptError
 from ..identity import ModelIdentity
 from ..thumbnails import remove_unreferenced as remove_unreferenced_thumbnails
 from ..thumbnails import write_thumbnail_shard
@@ -42,9 +43,10 @@ from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecor
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
-from .vectors import VectorStore, VectorView, WrittenParts
+from .vectors import ROWHASH, VectorStore, VectorView, WrittenParts
 
 ANN_POLICY_KEY = "ann_policy"
+log = logging.getLogger("xclip_search.store")
 # The most vectors of newer shards a trained ANN index leaves to the snapshot's exact scan (see publish_ann).
 TAIL_MAX = 100_000
 
@@ -96,6 +98,11 @@ class IndexWriter:
         self.manifest: Manifest
         self.run_id: int | None = None
         self.changed = False
+        # Shards found damaged (see store.integrity): dropped from the manifest once none of their segments is
+        # live any more, i.e. once their videos were re-embedded or retired.
+        self.damaged: set[str] = set()
+        self.reembed: set[str] = set()  # their videos' paths: re-embedded although their stamps are unchanged
+        self._shards_dropped = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -174,7 +181,11 @@ class IndexWriter:
             )
             write_manifest(self.dir, self.manifest)
         else:
-            self.manifest = read_manifest(self.dir)
+            try:
+                self.manifest = read_manifest(self.dir)
+            except ManifestCorruptError as exc:
+                self.manifest = self._manifest_from_catalog()
+                log.warning("Warning: %s; rebuilt it from the catalog (generation %d)", exc, self.manifest.generation)
             check_model(self.manifest.model, self.identity, self.dir)
             self._recover()
         referenced = {s.name for s in self.manifest.shards}
@@ -214,6 +225,79 @@ class IndexWriter:
             )
             for r in self.catalog.shard_rows()
         )
+
+    def _manifest_from_catalog(self) -> Manifest:
+        """A new manifest for the catalog's last committed generation (the old one is unreadable), published.
+
+        The catalog holds everything a manifest names except the ANN cache, which the next `publish_ann`
+        rebuilds; until then searches scan the shards exactly.
+        """
+        recorded = self.catalog.get_meta("model")
+        model = ModelIdentity.from_dict(json.loads(recorded)) if recorded is not None else self.identity
+        now = now_iso()
+        manifest = Manifest(
+            generation=self.catalog.latest_generation(),
+            model=model,
+            shards=self._catalog_shards(),
+            ann=None,
+            created_at=now,
+            updated_at=now,
+        )
+        write_manifest(self.dir, manifest)
+        return manifest
+
+    def drop_dead_shards(self) -> list[str]:
+        """Drop from the manifest (and catalog) the damaged shards none of whose segments is live any more.
+
+        Their videos were re-embedded into new shards (or retired); the ANN, which may still hold their ids,
+        is dropped with them and rebuilt by the next `publish_ann`. Returns the shards dropped.
+        """
+        shards, dead = self._without_dead(self.manifest.generation)
+        if dead:
+            with self.catalog.commit_lock():
+                self.catalog.drop_shard_rows(dead)
+                self.manifest = replace(self.manifest, shards=shards, ann=self._ann_after(dead), updated_at=now_iso())
+                write_manifest(self.dir, self.manifest)
+        return dead
+
+    def add_row_hashes(self) -> list[str]:
+        """Give the shards written before row hashes existed their row-hash file; returns the shards upgraded.
+
+        Only shards whose files match the manifest's sha256s are upgraded (hashing damaged rows would bless
+        them); the file is published before the catalog and manifest name it, so a crash leaves it unused.
+        """
+        upgraded: list[str] = []
+        shards: list[ShardInfo] = []
+        for info in self.manifest.shards:
+            if ROWHASH not in info.sha256 and not self.vectors.damaged_files(info, cached=False):
+                info = replace(info, sha256={**info.sha256, ROWHASH: self.vectors.write_row_hashes(info)})
+                self.catalog.set_shard_checksums(info.name, info.sha256)
+                upgraded.append(info.name)
+            shards.append(info)
+        if upgraded:
+            with self.catalog.commit_lock():
+                self.manifest = replace(self.manifest, shards=tuple(shards), updated_at=now_iso())
+                write_manifest(self.dir, self.manifest)
+        return upgraded
+
+    def _without_dead(self, generation: int) -> tuple[tuple[ShardInfo, ...], list[str]]:
+        dead = [
+            s.name
+            for s in self.manifest.shards
+            if s.name in self.damaged and not self.catalog.shard_videos(s.name, generation)
+        ]
+        if dead:
+            self.damaged -= set(dead)
+            self._shards_dropped = True
+        return tuple(s for s in self.manifest.shards if s.name not in dead), dead
+
+    def _ann_after(self, dead: Sequence[str]) -> AnnInfo | None:
+        """The ANN entry once shards `dead` are gone: none if it may hold their ids (it is rebuilt)."""
+        ann = self.manifest.ann
+        if ann is None or not dead:
+            return ann
+        first = min(s.generation for s in self.manifest.shards if s.name in dead)
+        return None if ann.generation >= first else ann
 
     def _recover(self) -> None:
         """Roll the manifest forward to the catalog's last committed generation (see the module docstring)."""
@@ -294,7 +378,7 @@ class IndexWriter:
         """Leave out of the batch the files another writer indexed, identical, since this run looked."""
         if not self._entries:
             return
-        done = self.catalog.already_indexed([e.video for e in self._entries])
+        done = self.catalog.already_indexed([e.video for e in self._entries]) - self.reembed
         if not done:
             return
         self.dropped.extend(e.video.path for e in self._entries if e.video.path in done)
@@ -349,7 +433,7 @@ class IndexWriter:
         with self.catalog.commit_lock():
             self._refresh()
             self._drop_committed_elsewhere()
-            done = self.catalog.already_indexed([e.video for e in entries])
+            done = self.catalog.already_indexed([e.video for e in entries]) - self.reembed
             generation = self.manifest.generation + 1
             if not done:
                 shard: ShardInfo | None = self.vectors.complete_shard(parts, generation, ids)
@@ -386,8 +470,12 @@ class IndexWriter:
         crash_point("shard-written")
         self.catalog.commit_batch(generation, self.run_id, entries, shard, self._removed, self._updates)
         crash_point("catalog-committed")
-        shards = (*self.manifest.shards, shard) if shard else self.manifest.shards
-        self.manifest = replace(self.manifest, generation=generation, shards=shards, updated_at=now_iso())
+        kept, dead = self._without_dead(generation) if self.damaged else (self.manifest.shards, [])
+        self.catalog.drop_shard_rows(dead)
+        shards = (*kept, shard) if shard else kept
+        self.manifest = replace(
+            self.manifest, generation=generation, shards=shards, ann=self._ann_after(dead), updated_at=now_iso()
+        )
         write_manifest(self.dir, self.manifest)
         crash_point("manifest-published")
         self._entries, self._v, self._z, self._removed, self._updates = [], [], [], [], []
@@ -448,10 +536,15 @@ class IndexWriter:
         up_to_date = current is not None and (
             current.generation == self.manifest.generation or self._ann_is_fresh_enough(current)
         )
-        if current is not None and up_to_date and not force:
+        if current is not None and up_to_date and not force and not self._shards_dropped:
             return current
         generation = self.manifest.generation
-        view = VectorView(self.vectors, self.manifest.shards)
+        view = VectorView(
+            self.vectors, self.manifest.shards, holders=lambda name: self.catalog.shard_videos(name, generation)
+        )
+        # The ANN is built only from shards whose every file matches the manifest's sha256 (read whole).
+        for i in range(len(view.shards)):
+            view.verify_whole(i)
         live = self.catalog.live_segment_ids(generation)
         dim = self.identity.embed_dim
         plan = ann_store.plan_ann(len(live), dim, kind=kind, memory_budget=budget)
@@ -482,4 +575,5 @@ class IndexWriter:
             write_manifest(self.dir, self.manifest)
             crash_point("ann-published")
             ann_store.remove_unreferenced(self.dir, keep=info.file)
+        self._shards_dropped = False
         return info
