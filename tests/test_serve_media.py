@@ -42,10 +42,7 @@ def video_of(client: TestClient, suffix: str) -> tuple[int, Path]:
         ("bytes = 5 - 6", 100, (5, 6)),
         ("bytes=9-3", 100, None),  # invalid: ignored, whole file
         ("bytes=0-1,5-6", 100, None),  # multi-range: whole file
-        ("bytes=abc", 100, None),
-        ("bytes=-", 100, None),
-        ("items=0-5", 100, None),
-        ("bytes=0x10-20", 100, None),
+        ("items=0-5", 100, None),  # another unit: ignored
     ],
 )
 def test_parse_range(header: str | None, size: int, expected: tuple[int, int] | None) -> None:
@@ -53,7 +50,21 @@ def test_parse_range(header: str | None, size: int, expected: tuple[int, int] | 
     assert (None if got is None else (got.start, got.end)) == expected
 
 
-@pytest.mark.parametrize("header", ["bytes=100-", "bytes=100-200", "bytes=-0", f"bytes={'9' * 30}-"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=100-",
+        "bytes=100-200",
+        "bytes=-0",
+        f"bytes={'9' * 30}-",
+        # malformed bytes ranges are refused (416), never a 500: ASCII digits only
+        "bytes=abc",
+        "bytes=-",
+        "bytes=0x10-20",
+        "bytes=\u00b2-",
+        "bytes=1-\u0663",
+    ],
+)
 def test_parse_range_unsatisfiable(header: str) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, 100)
