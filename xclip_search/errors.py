@@ -60,3 +60,11 @@ class DependencyError(XClipSearchError):
 
 class CatalogError(XClipSearchError):
     """The catalog database cannot be reached, is newer than this code, or belongs to another index."""
+
+
+class RequestTooLargeError(InvalidArgumentError):
+    """A request asks for more work or sends more bytes than one request may (the server answers 413)."""
+
+
+class ServerBusyError(XClipSearchError):
+    """Too many expensive requests are already running; retry later (the server answers 429)."""

@@ -27,12 +27,15 @@ from ..errors import (
     IndexBusyError,
     IndexNotFoundError,
     InvalidArgumentError,
+    RequestTooLargeError,
+    ServerBusyError,
     VideoError,
     XClipSearchError,
 )
 from ..index import Index
 from ..thumbnails import ThumbnailSource
 from .jobs import ReindexJob
+from .limits import RequestLimitsMiddleware, route_methods
 from .metrics import Metrics, MetricsMiddleware
 from .routes import library, media, search, system, tags
 from .security import AccessPolicy, HostCheckMiddleware, is_loopback
@@ -43,6 +46,8 @@ log = logging.getLogger("xclip_search.serve")
 
 _STATUS: list[tuple[type[XClipSearchError], int]] = [
     (NotFoundError, 404),
+    (RequestTooLargeError, 413),
+    (ServerBusyError, 429),
     (InvalidArgumentError, 400),
     (UnsupportedError, 501),
     (DependencyError, 501),
@@ -114,6 +119,7 @@ def create_app(settings: ServeSettings, *, index: Index | None = None) -> FastAP
         app.include_router(module.router)
     _add_pages(app)
     _add_error_handlers(app)
+    app.add_middleware(RequestLimitsMiddleware, methods=route_methods(app.routes))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(HostCheckMiddleware, policy=policy)
     return app

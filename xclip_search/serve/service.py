@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,10 @@ from ..store.snapshot import Candidate, Snapshot
 from ..tagging import MAX_LABELS, LabelScore
 from . import catalog_views as views
 from .catalog_views import SearchFilters
+from .limits import check_search_cost, check_tag_cost
 from .media import PathGuard, roots_from_runs
 from .metrics import Metrics
+from .modelqueue import ModelQueue
 
 MAX_CANDIDATES = 100_000
 T = TypeVar("T")
@@ -70,7 +71,7 @@ class IndexService:
         self._components: tuple[Any, Any] | None = None
         self._guard: PathGuard | None = None
         self._guard_generation = -1
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xclip-model")
+        self._model = ModelQueue()  # one model thread, shared fairly (see modelqueue)
         self.pin()
 
     @property
@@ -119,14 +120,16 @@ class IndexService:
     def _on_model_thread(self, work: Callable[[], T]) -> T:
         """Run model work on the service's one model thread: requests queue there instead of competing for the
         same cores, and torch keeps one OpenMP thread team instead of starting one per request thread."""
-        return self._model_thread.submit(work).result()
+        return self._model.run(work)
 
     def _tag(self, v: np.ndarray, z: np.ndarray, labels: list[str], top: int | None) -> list[list[LabelScore]]:
-        def work() -> list[list[LabelScore]]:
+        check_tag_cost(len(labels), len(v))
+
+        def work(v: np.ndarray, z: np.ndarray, labels: list[str]) -> list[list[LabelScore]]:
             with self.metrics.time_stage("tag"):
                 return self.index.tag_embeddings(v, z, labels, top=top)
 
-        return self._on_model_thread(work)
+        return self._model.tag_sliced(work, v, z, labels)
 
     @property
     def model_loaded(self) -> bool:
@@ -161,6 +164,7 @@ class IndexService:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         snap = self.pin()
+        check_search_cost(top_k, candidates, rerank, sum(s.count for s in snap.manifest.shards))
         allowed = None
         if filters is not None and filters.active:
             allowed = views.allowed_segment_ids(snap.catalog, snap.generation, filters)
@@ -282,11 +286,12 @@ class IndexService:
         labels = _check_labels(labels)
         snap = self.pin()
         if video_id is None:
+            check_tag_cost(len(labels), snap.catalog.live_segment_count(snap.generation))
 
             def whole() -> int:
                 return sum(len(s.labels) for s in self.index.tag_index(labels, top=top, save=True))
 
-            return self._on_model_thread(whole)
+            return self._model.run_bulk(whole)
         segs = views.video_segments(snap.catalog, snap.generation, video_id)
         if not segs:
             raise NotFoundError(f"No indexed video with id {video_id} in this index")
@@ -334,7 +339,7 @@ class IndexService:
         return [str(p) for p in roots_from_runs(views.recorded_roots(self.pin().catalog))]
 
     def close(self) -> None:
-        self._model_thread.shutdown(wait=True)
+        self._model.shutdown()
         self.index.close()
 
 
