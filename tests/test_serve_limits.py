@@ -295,3 +295,26 @@ def test_sliced_tagging_equals_one_pass(serve_index: Path, monkeypatch: pytest.M
         assert a["segment_id"] == b["segment_id"]
         assert [x["label"] for x in a["labels"]] == [x["label"] for x in b["labels"]]
         assert [x["prob"] for x in a["labels"]] == pytest.approx([x["prob"] for x in b["labels"]], abs=1e-5)
+
+
+def test_health_reports_an_unreadable_manifest(serve_index: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from .test_serve_api import make_client
+
+    copy = tmp_path / "index"
+    shutil.copytree(serve_index, copy)
+    with make_client(copy) as c:
+        assert c.get("/api/health").json()["status"] == "ok"
+        good = (copy / "manifest.json").read_bytes()
+        (copy / "manifest.json").write_bytes(b"{ garbage")
+        r = c.get("/api/health")
+        assert r.status_code == 503, r.text
+        data = r.json()
+        assert data["status"] == "error" and data["error"] and "manifest" in data["error"].lower(), data
+        assert data["generation"] >= 1  # still serving the last good generation
+        assert c.get("/api/search", params={"q": "a dog"}).status_code == 200
+        (copy / "manifest.json").unlink()
+        assert c.get("/api/health").status_code == 503
+        (copy / "manifest.json").write_bytes(good)
+        assert c.get("/api/health").json()["status"] == "ok"

@@ -71,6 +71,7 @@ class IndexService:
         self._components: tuple[Any, Any] | None = None
         self._guard: PathGuard | None = None
         self._guard_generation = -1
+        self.refresh_error: XClipSearchError | None = None  # why the newest manifest could not be read (health)
         self._model = ModelQueue()  # one model thread, shared fairly (see modelqueue)
         self.pin()
 
@@ -95,8 +96,10 @@ class IndexService:
                 try:
                     if self.index.refresh() and previous is not None:
                         self.metrics.refreshes.inc()
-                except XClipSearchError:
+                    self.refresh_error = None
+                except XClipSearchError as exc:
                     self._manifest_key = previous  # keep serving the last good snapshot; retry next request
+                    self.refresh_error = exc
                 snap = self.index.snapshot
                 self.metrics.generation.set(snap.generation)
                 self.metrics.segments.set(snap.catalog.live_segment_count(snap.generation))
