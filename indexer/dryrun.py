@@ -81,7 +81,9 @@ def dry_run(
             rows = catalog.videos_by_path()
         finally:
             catalog.close()
-    plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+    plan = classify(
+        walk(roots, follow_links=opts.follow_links), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune
+    )
     counts = {
         "to_index": len(plan.todo),
         "unchanged": len(plan.unchanged),

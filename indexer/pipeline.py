@@ -31,7 +31,7 @@ from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS
 from .tuning import likely_gpu, resolve_resources
-from .walk import walk
+from .walk import Walker
 
 if TYPE_CHECKING:
     from .ingest import Finished
@@ -52,6 +52,7 @@ class IndexOptions:
     commit_seconds: float = 30.0
     prune: bool = False
     retry_failed: bool = False
+    follow_links: bool = False  # follow symlinks leading outside the roots (`walk`'s symlink rule)
     device: str | None = None
     dtype: str | None = None
     limits: Limits = field(default_factory=Limits)
@@ -186,7 +187,8 @@ def run_index(
         # An existing index is locked before the walk; a new one once the model that names it is loaded.
         writer = _writer(stack, index_path, identity, opts) if identity is not None else None
         rows = writer.catalog.videos_by_path() if writer is not None else {}
-        plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        walker = Walker(roots, follow_links=opts.follow_links)
+        plan = classify(walker, rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
         run: _Encoding | None = None
         if plan.todo:
@@ -199,7 +201,7 @@ def run_index(
         if writer is None:
             assert checkpoint is not None
             writer = _writer(stack, index_path, checkpoint.identity, opts)
-        writer.run_id = writer.catalog.start_run(roots)
+        writer.run_id = writer.catalog.start_run(roots + walker.outside)  # followed link targets: servable
         status = "interrupted"
         try:
             _apply_plan(writer, plan, rows, report)
