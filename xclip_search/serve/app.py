@@ -33,13 +33,13 @@ from ..errors import (
     XClipSearchError,
 )
 from ..index import Index
-from ..thumbnails import ThumbnailSource
 from .jobs import ReindexJob
 from .limits import RequestLimitsMiddleware, route_methods
 from .metrics import Metrics, MetricsMiddleware
 from .routes import library, media, search, system, tags
 from .security import AccessPolicy, HostCheckMiddleware, is_loopback
 from .service import IndexService, NotFoundError, UnsupportedError
+from .thumbnails import ThumbnailSource
 
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("xclip_search.serve")
@@ -95,6 +95,7 @@ def create_app(settings: ServeSettings, *, index: Index | None = None) -> FastAP
             yield
         finally:
             app.state.jobs.stop()
+            app.state.thumbnails.close()  # the decode workers of on-demand thumbnails
             service.close()
 
     app = FastAPI(

@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from ...thumbnails import ThumbnailSource
 from ..media import FileRangeResponse, OpenedFile, Unsatisfiable, content_type, parse_range
 from ..service import IndexService
+from ..thumbnails import ThumbnailSource
 from .library import SegmentId, VideoId
 
 router = APIRouter(prefix="/api", tags=["media"])
