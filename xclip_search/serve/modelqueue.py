@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import ServerBusyError
 
 T = TypeVar("T")
-SLICE_SCORES = 16_384
-TEXT_SLICE = 64
+SLICE_SCORES = 1_024
+TEXT_SLICE = 16
 MAX_BULK_REQUESTS = 4
 
 
