@@ -91,6 +91,7 @@ def searches_under_tag_load(client: object, n_clients: int, n_queries: int, top_
 
     assert isinstance(client, httpx.Client)
     base = str(client.base_url)
+    client.post("/api/tag", json={"labels": ["warm up"], "limit": 1}).raise_for_status()  # loads the tagger
     idle_ms = []
     for q in queries(n_queries, "idle"):
         t0 = time.perf_counter()
