@@ -4,7 +4,8 @@ The server must not decode videos in its own process: one hostile file could cra
 `FrameJobs` keeps a few `indexer.worker` processes (a fresh interpreter without torch, address space capped by
 ``memory_mb``, no core dumps, killed with their parent) and hands each of them one frame at a time:
 
-- a request waits for an idle worker (at most `workers` decodes at once; the others queue);
+- a request waits for an idle worker (at most `workers` decodes at once; the others queue, for at most
+  `timeout_s`, then count as undecodable);
 - a worker that does not answer within `timeout_s` is killed (SIGKILL) and the frame counts as undecodable;
 - a worker that dies (segfault, abort, out of memory) costs that frame only; a fresh one is started for the
   next request. A worker that cannot start at all makes every frame undecodable (None), never an exception.
@@ -59,7 +60,10 @@ class FrameJobs:
 
     def thumbnail(self, path: str, frame: int, fps: float | None) -> bytes | None:
         """The JPEG of frame `frame` of `path` decoded in a worker, or None (undecodable, timed out, crashed)."""
-        worker = self._slots.get()
+        try:
+            worker = self._slots.get(timeout=self.timeout_s)
+        except queue.Empty:  # every worker busy for a whole timeout: give up rather than pile up threads
+            return None
         try:
             if worker is not None and worker.proc.poll() is not None:  # died while idle: start another
                 self._retire(worker, kill=False)
