@@ -64,7 +64,7 @@ from .pipeline import (
 from .pool import FileDone, FileFailed
 from .raystages import PATH, RESULT, DecodeStage, EmbedStage
 from .tuning import resolve_resources
-from .walk import FoundFile, walk
+from .walk import FoundFile, Walker
 
 LOST_REASON = "lost with its Ray worker (see the Ray logs); not recorded, so the next run tries it again"
 
@@ -127,7 +127,8 @@ def run_index_ray(
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         if writer is not None:  # videos of damaged shards are re-embedded like changed files
             rows = prepare_reembedding(writer, rows)
-        plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        walker = Walker(roots, follow_links=opts.follow_links)
+        plan = classify(walker, rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
         if checkpoint is None and (plan.todo or writer is None):
             # The driver only needs the model's identity and shape; the workers load it on their devices.
@@ -138,7 +139,7 @@ def run_index_ray(
             assert checkpoint is not None
             writer = _writer(stack, index_path, checkpoint.identity, opts)
             record_segmentation(writer.catalog, segmentation)
-        writer.run_id = writer.catalog.start_run(roots)
+        writer.run_id = writer.catalog.start_run(roots + walker.outside)  # followed link targets: servable
         status = "interrupted"
         try:
             _apply_plan(writer, plan, rows, report)

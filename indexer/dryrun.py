@@ -84,7 +84,9 @@ def dry_run(
             segmentation = segmentation_request(opts).over(read_segmentation(catalog).settings)
         finally:
             catalog.close()
-    plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+    plan = classify(
+        walk(roots, follow_links=opts.follow_links), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune
+    )
     counts = {
         "to_index": len(plan.todo),
         "unchanged": len(plan.unchanged),

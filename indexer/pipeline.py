@@ -33,7 +33,7 @@ from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .segments import Segmentation
 from .tuning import likely_gpu, resolve_resources
-from .walk import walk
+from .walk import Walker
 
 if TYPE_CHECKING:
     from .ingest import Finished
@@ -58,6 +58,7 @@ class IndexOptions:
     commit_seconds: float = 30.0
     prune: bool = False
     retry_failed: bool = False
+    follow_links: bool = False  # follow symlinks leading outside the roots (`walk`'s symlink rule)
     device: str | None = None
     dtype: str | None = None
     limits: Limits = field(default_factory=Limits)
@@ -206,7 +207,8 @@ def run_index(
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         if writer is not None:  # videos of damaged shards are re-embedded like changed files
             rows = prepare_reembedding(writer, rows)
-        plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        walker = Walker(roots, follow_links=opts.follow_links)
+        plan = classify(walker, rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
         run: _Encoding | None = None
         if plan.todo:
@@ -221,7 +223,7 @@ def run_index(
             assert checkpoint is not None
             writer = _writer(stack, index_path, checkpoint.identity, opts)
             record_segmentation(writer.catalog, segmentation)
-        writer.run_id = writer.catalog.start_run(roots)
+        writer.run_id = writer.catalog.start_run(roots + walker.outside)  # followed link targets: servable
         status = "interrupted"
         try:
             _apply_plan(writer, plan, rows, report)

@@ -24,7 +24,6 @@ import contextlib
 import os
 import queue
 import selectors
-import sys
 import tempfile
 import threading
 import time
@@ -41,7 +40,7 @@ from xclip_search.errors import XClipSearchError
 from .extract import Extraction, ExtractSpec, FileSummary, SegmentCrops
 from .protocol import ProtocolError, read_message
 from .segments import SegmentPlan
-from .workerproc import START_TIMEOUT_S, Task, WorkerProcess, death_reason
+from .workerproc import START_TIMEOUT_S, Task, WorkerProcess, death_reason, worker_env
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 2048
@@ -200,16 +199,7 @@ class DecodePool:
     # -- supervisor thread ----------------------------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        paths = [p for p in sys.path if p]
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["XCLIP_SEARCH_WORKER_MEMORY_MB"] = str(self.memory_mb)
-        env["XCLIP_SEARCH_WORKER_NICE"] = str(self.nice)
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = "1"
-        env["MALLOC_ARENA_MAX"] = "2"
-        env.pop("XCLIP_SEARCH_CRASH_AT", None)  # crash points are for the writer process
-        return env
+        return worker_env(self.memory_mb, self.nice)
 
     def _supervise(self, paths: list[str], mode: str, out: queue.Queue[PoolEvent | BaseException | None]) -> None:
         try:

@@ -7,6 +7,12 @@ are recognised by device and inode, and the later paths are reported as skipped 
 are walked before any symlink is followed, so a file's path is the one without symlinks wherever one exists;
 directories are tracked by device and inode too, so a symlink loop ends. An unreadable directory or a broken
 link is a recorded issue, not a crash.
+
+**The symlink rule** (the same for indexing and serving): a symbolic link met inside a root is followed when its
+target (resolved) stays inside one of the roots; a link leading outside is skipped with the reason recorded,
+unless `follow_links` (``index --follow-links``), which follows it and lists its target in `Walker.outside`: the
+run records those targets with its roots, so the server (whose `PathGuard` serves only files inside recorded
+roots) can play every file the run indexed. A root named explicitly is followed wherever it points.
 """
 
 from __future__ import annotations
@@ -50,20 +56,49 @@ def is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
-def walk(roots: Sequence[str | os.PathLike[str]]) -> Iterator[FoundFile | WalkIssue]:
+def walk(roots: Sequence[str | os.PathLike[str]], *, follow_links: bool = False) -> Iterator[FoundFile | WalkIssue]:
     """Yield every candidate video under `roots` (files or directories) once, and every issue met."""
-    return _Walk().run(roots)
+    return iter(Walker(roots, follow_links=follow_links))
 
 
-class _Walk:
-    def __init__(self) -> None:
+def _inside(resolved: str, root: str) -> bool:
+    return resolved == root or resolved.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class Walker:
+    """One walk over `roots` (iterate it once); afterwards `outside` lists the resolved targets of the links
+    followed out of the roots (only with `follow_links`), which a run records as roots too."""
+
+    def __init__(self, roots: Sequence[str | os.PathLike[str]], *, follow_links: bool = False) -> None:
+        self.roots = [os.path.abspath(os.fspath(r)) for r in roots]
+        self.follow_links = follow_links
+        self.outside: list[str] = []
         self.files: dict[tuple[int, int], str] = {}
         self.dirs: set[tuple[int, int]] = set()
         self.links: deque[str] = deque()  # symlinks met inside directories, followed after the real tree
+        self._real_roots = [os.path.realpath(r) for r in self.roots]
 
-    def run(self, roots: Sequence[str | os.PathLike[str]]) -> Iterator[FoundFile | WalkIssue]:
-        for root in roots:
-            path = os.path.abspath(os.fspath(root))
+    def __iter__(self) -> Iterator[FoundFile | WalkIssue]:
+        return self.run()
+
+    def _inside_roots(self, path: str) -> bool:
+        target = os.path.realpath(path)
+        return any(_inside(target, root) for root in self._real_roots)
+
+    def _leaves_roots(self, path: str, st: os.stat_result) -> Iterator[WalkIssue]:
+        """For a link whose target is outside the roots: its issue, or with `follow_links` its recorded target."""
+        target = os.path.realpath(path)
+        if self.follow_links:
+            if target not in self.outside:
+                self.outside.append(target)
+            return
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if is_dir or is_video_name(path):
+            reason = f"symbolic link to {target}, outside the indexed folders (index with --follow-links to include it)"
+            yield WalkIssue(path, "skipped", reason, is_file=not is_dir)
+
+    def run(self) -> Iterator[FoundFile | WalkIssue]:
+        for path in self.roots:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
@@ -85,6 +120,10 @@ class _Walk:
                 if is_video_name(path):
                     yield WalkIssue(path, "skipped", "broken symbolic link")
                 continue
+            if not self._inside_roots(path):
+                yield from self._leaves_roots(path, st)
+                if not self.follow_links:
+                    continue
             if stat.S_ISDIR(st.st_mode):
                 yield from self._dir(path, st)
             elif is_video_name(path):

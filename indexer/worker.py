@@ -8,8 +8,9 @@ the same file to say what happened.
 
 Messages out, per task: ``segment`` (one per segment, with its cropped frames) and ``tick`` (at most once a
 second while frames keep coming: progress for the pool's timeout), then ``done`` or ``failed`` (``status``
-failed or skipped). A worker that runs out of memory reports the file and exits, because its heap
-is in an unknown state; the pool starts a fresh one.
+failed or skipped). A ``thumbnail`` task (the server's on-demand thumbnails, `framejobs`) needs no config and
+answers ``done`` with the JPEG of one frame (``thumb``, base64) or ``failed``. A worker that runs out of
+memory reports the file and exits, because its heap is in an unknown state; the pool starts a fresh one.
 """
 
 from __future__ import annotations
@@ -141,6 +142,29 @@ def _run_task(out: int, task: dict[str, Any], spec: Any, capture: _LogCapture) -
     return keep_going
 
 
+def _run_thumbnail(out: int, task: dict[str, Any]) -> bool:
+    """One frame's JPEG for the server (`framejobs`); returns False when the worker should exit afterwards."""
+    from xclip_search.errors import VideoError
+    from xclip_search.thumbnails import decode_thumbnail
+
+    from .decoders import clean_message
+
+    tid = task["id"]
+    fps = task.get("fps")
+    try:
+        data = decode_thumbnail(str(task["path"]), int(task["frame"]), float(fps) if fps else None)
+        write_message(out, {"type": "done", "id": tid, "thumb": base64.b64encode(data).decode("ascii")})
+    except MemoryError:
+        write_message(out, {"type": "failed", "id": tid, "status": "failed", "reason": "out of memory", "oom": True})
+        return False
+    except (VideoError, OSError) as exc:
+        write_message(out, {"type": "failed", "id": tid, "status": "failed", "reason": str(exc)})
+    except Exception as exc:  # a bug or an unexpected library error costs this frame only
+        reason = f"{type(exc).__name__}: {clean_message(exc)}"
+        write_message(out, {"type": "failed", "id": tid, "status": "failed", "reason": reason})
+    return True
+
+
 def main() -> int:
     memory_mb = int(os.environ.get("XCLIP_SEARCH_WORKER_MEMORY_MB", "0"))
     _harden(memory_mb, int(os.environ.get("XCLIP_SEARCH_WORKER_NICE", "0")))
@@ -167,6 +191,9 @@ def main() -> int:
         kind = msg.get("type")
         if kind == "config":
             spec = ExtractSpec.from_dict(msg["spec"])
+        elif kind == "task" and msg.get("mode") == "thumbnail":
+            if not _run_thumbnail(out, msg):
+                return 0
         elif kind == "task":
             if spec is None:
                 write_message(out, {"type": "failed", "id": msg["id"], "status": "failed", "reason": "no config"})

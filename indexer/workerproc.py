@@ -98,6 +98,19 @@ class WorkerProcess:
         self.log_path.unlink(missing_ok=True)
 
 
+def worker_env(memory_mb: int, nice: int) -> dict[str, str]:
+    """The environment of a worker: this interpreter's import path, its limits, one thread per math library."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["XCLIP_SEARCH_WORKER_MEMORY_MB"] = str(memory_mb)
+    env["XCLIP_SEARCH_WORKER_NICE"] = str(nice)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    env["MALLOC_ARENA_MAX"] = "2"
+    env.pop("XCLIP_SEARCH_CRASH_AT", None)  # crash points are for the writer process
+    return env
+
+
 @dataclass
 class Task:
     """One file handed to a worker (`mode` extract or probe); `id` tells its messages from stale ones."""

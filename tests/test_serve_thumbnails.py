@@ -1,5 +1,6 @@
 """Thumbnails: the JPEG maker, the per-shard storage (crash-consistent, garbage-collected like shards), the
-on-demand fallback for indexes without stored thumbnails, and what the HTTP route serves."""
+on-demand fallback for indexes without stored thumbnails (decoded in isolated worker processes), and what the
+HTTP route serves."""
 
 from __future__ import annotations
 
@@ -14,17 +15,19 @@ from PIL import Image
 
 from xclip_search.sampling import sample_frame_indices
 from xclip_search.store.manifest import read_manifest
-from xclip_search.thumbnails import (
+from xclip_search.store.thumbshards import (
     THUMBNAILS_DIR,
+    read_stored,
+    remove_unreferenced,
+    thumbnail_paths,
+    write_thumbnail_shard,
+)
+from xclip_search.thumbnails import (
     backfill_thumbnails,
     decode_frame,
     make_thumbnail,
-    read_stored,
-    remove_unreferenced,
     representative_frame_index,
     thumbnail,
-    thumbnail_paths,
-    write_thumbnail_shard,
 )
 
 from .test_serve_api import make_client
@@ -180,3 +183,53 @@ def test_thumbnail_function_decodes_when_nothing_is_stored(serve_index: Path, tm
     assert thumbnail(serve_index, some_id, decode_missing=False) is None
     data = thumbnail(serve_index, some_id)
     assert data is not None and jpeg_size(data)[0] == 128
+
+
+def test_on_demand_thumbnails_are_decoded_in_worker_processes(serve_index: Path, tmp_path: Path) -> None:
+    """The server never decodes a video itself: a worker that dies costs one thumbnail, and the next request
+    gets a fresh worker; the server process stays up and answers."""
+    import os
+    import signal
+    import time
+
+    copy = tmp_path / "index"
+    shutil.copytree(serve_index, copy)
+    shutil.rmtree(copy / THUMBNAILS_DIR)
+    with make_client(copy) as c:
+        source = c.app.state.thumbnails  # type: ignore[attr-defined]
+        video = c.get("/api/videos", params={"status": "indexed"}).json()["videos"][0]
+        segs = c.get(f"/api/videos/{video['video_id']}").json()["segments"]
+        assert c.get(segs[0]["thumbnail_url"]).status_code == 200
+        pids = source.decoder.pids()
+        assert pids and os.getpid() not in pids
+        for pid in pids:  # a decoder crash, as a hostile file would cause
+            os.kill(pid, signal.SIGKILL)
+        for pid in pids:  # wait until the kernel has ended them (they stay zombies until reaped)
+            stat = Path(f"/proc/{pid}/stat")
+            while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                time.sleep(0.01)
+        assert c.get(segs[1]["thumbnail_url"]).status_code == 200  # a fresh worker decodes it
+        assert c.get(segs[2]["thumbnail_url"]).status_code == 200
+        assert c.get("/api/health").status_code == 200
+        assert not set(source.decoder.pids()) & set(pids)
+    assert source._decoder is None  # closed with the server: its workers are gone
+
+
+def test_a_frame_decode_that_hangs_is_killed_at_its_timeout(tmp_path: Path, playable_videos: dict[str, Path]) -> None:
+    import os
+
+    from indexer.framejobs import FrameJobs
+
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)  # opening it for reading blocks forever: a decoder that never returns
+    jobs = FrameJobs(workers=1, timeout_s=3.0)
+    try:
+        assert jobs.thumbnail(str(fifo), 0, 25.0) is None
+        assert jobs.pids() == []  # the hung worker was killed
+        good = next(iter(playable_videos.values()))
+        data = jobs.thumbnail(str(good), 10, 25.0)
+        assert data is not None and jpeg_size(data)[0] == 128
+        assert jobs.thumbnail(str(tmp_path / "missing.mp4"), 0, None) is None
+        assert len(jobs.pids()) == 1  # an unreadable file costs no worker
+    finally:
+        jobs.close()

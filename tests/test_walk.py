@@ -106,3 +106,56 @@ def test_broken_link_is_skipped_with_a_reason(tmp_path: Path) -> None:
 def test_directory_issues_are_not_file_rows(tmp_path: Path) -> None:
     (item,) = walk([tmp_path / "absent"])
     assert isinstance(item, WalkIssue) and not item.is_file
+
+
+def test_links_leaving_the_roots_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    secret = _touch(outside / "secret.mp4")
+    _touch(outside / "dir" / "deep.mp4")
+    lib = tmp_path / "lib"
+    _touch(lib / "own.mp4")
+    os.symlink(secret, lib / "link.mp4")
+    os.symlink(outside / "dir", lib / "linked_dir")
+    os.symlink(lib / "own.mp4", lib / "alias.mp4")  # stays inside: followed (a duplicate of own.mp4)
+    items = list(walk([lib]))
+    found = [Path(f.path).name for f in items if isinstance(f, FoundFile)]
+    assert found == ["own.mp4"]
+    issues = {Path(i.path).name: i for i in items if isinstance(i, WalkIssue)}
+    assert issues["alias.mp4"].reason.startswith("same file as")
+    link, folder = issues["link.mp4"], issues["linked_dir"]
+    assert link.status == "skipped" and link.is_file and str(secret) in link.reason and "--follow-links" in link.reason
+    assert folder.status == "skipped" and not folder.is_file and "outside the indexed folders" in folder.reason
+
+
+def test_follow_links_follows_them_and_lists_their_targets(tmp_path: Path) -> None:
+    from indexer.walk import Walker
+
+    outside = tmp_path / "outside"
+    secret = _touch(outside / "secret.mp4")
+    _touch(outside / "dir" / "deep.mp4")
+    lib = tmp_path / "lib"
+    _touch(lib / "own.mp4")
+    os.symlink(secret, lib / "link.mp4")
+    os.symlink(outside / "dir", lib / "linked_dir")
+    walker = Walker([lib], follow_links=True)
+    found = sorted(Path(f.path).relative_to(lib).as_posix() for f in walker if isinstance(f, FoundFile))
+    assert found == ["link.mp4", "linked_dir/deep.mp4", "own.mp4"]
+    assert sorted(walker.outside) == sorted([str(secret.resolve()), str((outside / "dir").resolve())])
+
+
+def test_a_link_into_another_root_is_inside(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    target = _touch(b / "clip.mp4")
+    os.symlink(target, _touch(a / "x.mp4").parent / "to_b.mp4")
+    items = list(walk([a, b]))
+    assert not [i for i in items if isinstance(i, WalkIssue) and "outside" in i.reason]
+    assert sorted(Path(f.path).name for f in items if isinstance(f, FoundFile)) == ["clip.mp4", "x.mp4"]
+
+
+def test_the_index_command_has_the_follow_links_flag() -> None:
+    from click.testing import CliRunner
+
+    from xclip_search.cli import cli
+
+    out = CliRunner().invoke(cli, ["index", "--help"]).output
+    assert "--follow-links" in out

@@ -89,3 +89,11 @@ class CatalogCorruptError(CatalogError):
 
 class ManifestCorruptError(IndexCorruptError):
     """``manifest.json`` cannot be parsed or fails its checksum; a writer rebuilds it from the catalog."""
+
+
+class RequestTooLargeError(InvalidArgumentError):
+    """A request asks for more work or sends more bytes than one request may (the server answers 413)."""
+
+
+class ServerBusyError(XClipSearchError):
+    """Too many expensive requests are already running; retry later (the server answers 429)."""

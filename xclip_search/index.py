@@ -35,7 +35,7 @@ from .results import (
     check_search_args,
 )
 from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
-from .store.manifest import MANIFEST_NAME
+from .store.manifest import MANIFEST_NAME, read_manifest
 from .store.segmentation import RecordedSegmentation, read_segmentation
 from .store.snapshot import Snapshot
 
@@ -105,6 +105,12 @@ class Index:
     def segmentation(self) -> RecordedSegmentation:
         """How this index cut its videos (`tag` and `similar --at` cut new files the same way)."""
         return read_segmentation(self.catalog)
+
+    def check_readable(self) -> None:
+        """Raise the store's error (missing or damaged manifest, damaged catalog) if a new reader could not open
+        this index now; the snapshot already open keeps answering either way (the server's health check)."""
+        read_manifest(self.directory)
+        self.catalog.latest_generation()
 
     def refresh(self) -> bool:
         """Move to the newest published generation; returns True if there was one.

@@ -93,6 +93,11 @@ def check_segmentation_flags(**given: Any) -> None:
 @click.option("--prune", is_flag=True, help="Drop indexed videos whose files disappeared under the given paths.")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed or were skipped before again.")
 @click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Also follow symbolic links that lead outside PATHS (recorded, so the server can play them too).",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
@@ -181,6 +186,7 @@ def index_cmd(
     threads: int | None,
     prune: bool,
     retry_failed: bool,
+    follow_links: bool,
     timeout_s: float,
     worker_memory: int,
     max_pixels: int,
@@ -229,6 +235,7 @@ def index_cmd(
         torch_threads=threads,
         prune=prune,
         retry_failed=retry_failed,
+        follow_links=follow_links,
         device=device,
         dtype=dtype,
         timeout_s=timeout_s,

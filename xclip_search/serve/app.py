@@ -28,23 +28,28 @@ from ..errors import (
     IndexNotFoundError,
     InvalidArgumentError,
     NotFoundError,
+    RequestTooLargeError,
+    ServerBusyError,
     UnsupportedError,
     VideoError,
     XClipSearchError,
 )
 from ..index import Index
-from ..thumbnails import ThumbnailSource
 from .jobs import ReindexJob
+from .limits import RequestLimitsMiddleware, route_methods
 from .metrics import Metrics, MetricsMiddleware
 from .routes import library, media, search, system, tags
 from .security import AccessPolicy, HostCheckMiddleware, is_loopback
 from .service import IndexService
+from .thumbnails import ThumbnailSource
 
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("xclip_search.serve")
 
 _STATUS: list[tuple[type[XClipSearchError], int]] = [
     (NotFoundError, 404),
+    (RequestTooLargeError, 413),
+    (ServerBusyError, 429),
     (InvalidArgumentError, 400),
     (UnsupportedError, 501),
     (DependencyError, 501),
@@ -92,6 +97,7 @@ def create_app(settings: ServeSettings, *, index: Index | None = None) -> FastAP
             yield
         finally:
             app.state.jobs.stop()
+            app.state.thumbnails.close()  # the decode workers of on-demand thumbnails
             service.close()
 
     app = FastAPI(
@@ -116,6 +122,7 @@ def create_app(settings: ServeSettings, *, index: Index | None = None) -> FastAP
         app.include_router(module.router)
     _add_pages(app)
     _add_error_handlers(app)
+    app.add_middleware(RequestLimitsMiddleware, methods=route_methods(app.routes))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(HostCheckMiddleware, policy=policy)
     return app

@@ -7,18 +7,29 @@ extension and be a regular file. It is then opened with ``O_NOFOLLOW`` and check
 descriptor, so what is served is what was checked.
 
 Ranges follow RFC 9110 for the single-range forms browsers send when seeking (``bytes=a-b``, ``bytes=a-``,
-``bytes=-n``); an unsatisfiable range gets 416 with ``Content-Range: bytes */size``. A malformed or multi-range
-header is ignored (the whole file, 200), which the RFC allows and which keeps many-range requests cheap.
+``bytes=-n``), with ASCII digits only; an unsatisfiable or malformed ``bytes`` range gets 416 with
+``Content-Range: bytes */size``. A multi-range header, a range whose end precedes its start and other units are
+ignored (the whole file, 200), which the RFC allows and which keeps many-range requests cheap.
+
+Every descriptor a request opens is closed on every path: `FileRangeResponse` owns the `OpenedFile` and closes
+it when the response ends, however it ends (body sent, client gone before or during streaming, error), and an
+`OpenedFile` that no response ever took (the handler failed, the request was cancelled) is closed when it is
+garbage-collected.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from starlette.responses import StreamingResponse
 
 CONTENT_TYPES: dict[str, str] = {
     ".mp4": "video/mp4",
@@ -37,6 +48,7 @@ CONTENT_TYPES: dict[str, str] = {
     ".gif": "image/gif",
 }
 CHUNK = 256 * 1024
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() accepts "²", which int() refuses
 
 
 def content_type(path: str) -> str | None:
@@ -118,7 +130,8 @@ class Unsatisfiable(Exception):
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The single byte range a Range header asks for; None means "send the whole file".
 
-    Raises `Unsatisfiable` for a well-formed range that starts past the end (or an empty suffix).
+    Raises `Unsatisfiable` for a range that starts past the end (or an empty suffix) and for a malformed
+    ``bytes`` range (anything but ASCII digits around one dash, or a number beyond any file size).
     """
     if not header:
         return None
@@ -127,10 +140,10 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     first, dash, last = spec.strip().partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()) or not (first or last):
-        return None
-    if len(first) > 19 or len(last) > 19:  # beyond any file size; also keeps int() cheap
+    if not dash or not (first or last):
         raise Unsatisfiable
+    if (first and not _DIGITS.fullmatch(first)) or (last and not _DIGITS.fullmatch(last)):
+        raise Unsatisfiable  # non-digits, or more than 19 digits: beyond any file size (keeps int() cheap)
     if not first:
         suffix = int(last)
         if suffix == 0 or size == 0:
@@ -146,14 +159,22 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 
 
 class OpenedFile:
-    """A checked file opened for reading; iterate `chunks` to stream a range, then `close`."""
+    """A checked file opened for reading; iterate `chunks` to stream a range, then `close` (idempotent).
+
+    If nobody closes it (a handler failed between opening and answering), the descriptor is closed when the
+    object is garbage-collected; an explicit `close` disarms that, so a descriptor is never closed twice.
+    """
 
     def __init__(self, resolved: str) -> None:
         self.fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-        st = os.fstat(self.fd)
-        if not stat.S_ISREG(st.st_mode):
+        try:
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError("not a regular file")
+        except BaseException:
             os.close(self.fd)
-            raise OSError("not a regular file")
+            raise
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
         self.size = st.st_size
         self.etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
         self.mtime = st.st_mtime
@@ -175,4 +196,34 @@ class OpenedFile:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            os.close(self.fd)
+            self._finalizer()  # closes the descriptor, once
+
+
+class FileRangeResponse(StreamingResponse):
+    """Streams bytes [start, start + length) of an `OpenedFile` and closes it when the response ends, on every
+    path: body sent, client gone before the first chunk or during streaming, or an error while sending.
+
+    (A plain `StreamingResponse` over `OpenedFile.chunks` closes the file only in the generator's ``finally``,
+    which never runs when the client leaves before streaming starts: one leaked descriptor per aborted seek.)
+    A cancelled read waits for the worker thread's ``pread`` to return, so the descriptor is never closed under
+    a read in progress.
+    """
+
+    def __init__(
+        self,
+        opened: OpenedFile,
+        start: int,
+        length: int,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        media_type: str,
+    ) -> None:
+        self.opened = opened
+        super().__init__(opened.chunks(start, length), status_code=status_code, headers=headers, media_type=media_type)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.opened.close()

@@ -2,7 +2,8 @@
 
 Each app owns its registry (no process-global state, so several apps, e.g. in tests, never mix counts). Routes
 are labelled by their template (``/api/videos/{video_id}``), never by the raw path, so a scan of ids cannot blow
-up the number of series.
+up the number of series; methods outside the standard names are labelled ``other`` (`limits.metric_method`), so
+random method names cannot either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .limits import metric_method
 
 __all__ = ["CONTENT_TYPE", "Metrics", "MetricsMiddleware"]
 
@@ -100,6 +103,6 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or ("static" if scope["path"].startswith("/static/") else "other")
-            method = scope.get("method", "GET")
+            method = metric_method(str(scope.get("method", "GET")))
             self.metrics.requests.labels(method=method, route=template, status=str(status["code"])).inc()
             self.metrics.latency.labels(method=method, route=template).observe(time.perf_counter() - started)

@@ -8,9 +8,10 @@ process needs:
 - `pin` moves the index to the newest published generation when the manifest changed since the last request;
   each `Index` call then reads the one snapshot it started with, so a concurrent ``xclip-search index`` run can
   publish any number of generations without a request ever seeing half of one;
-- model work (text encoding, rerank, tagging) runs on one dedicated thread: on a CPU, concurrent forward passes
-  only compete for the same cores, the encoder's caches are not meant for concurrent writers, and torch keeps a
-  single OpenMP thread team. Catalog reads and media run on the request threads;
+- model work (text encoding, rerank, tagging) runs on one model thread shared fairly (`ModelQueue`): searches go
+  before bulk work and tagging runs in budgeted slices, so one expensive request cannot stall searches; the cost
+  of a request is checked first (`limits`: 413 when too large). Catalog reads and media run on the request
+  threads;
 - the engine's stage timings go to the Prometheus histograms.
 """
 
@@ -19,15 +20,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import NotFoundError, XClipSearchError
 from ..index import Index, SearchFilter, SearchHit, SearchResults, SegmentRow, VideoListing, VideoRow
+from .limits import check_search_cost, check_tag_cost
 from .media import PathGuard, roots_from_runs
 from .metrics import Metrics
+from .modelqueue import ModelQueue
 
 T = TypeVar("T")
 
@@ -50,7 +52,9 @@ class IndexService:
         self._guard: PathGuard | None = None
         self._guard_generation = -1
         self._gauged = -1  # the generation the index gauges describe
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xclip-model")
+        self._segments = 0  # live segments in that generation (the gauge; bounds a search's rerank cost)
+        self.refresh_error: XClipSearchError | None = None  # why the newest manifest could not be read (health)
+        self._model = ModelQueue()  # one model thread, shared fairly (see modelqueue)
         self.pin()
 
     @property
@@ -64,15 +68,18 @@ class IndexService:
         with self._lock:
             try:
                 moved = self.index.refresh()
-            except XClipSearchError:
+                self.refresh_error = None
+            except XClipSearchError as exc:
                 moved = False  # keep serving the last good snapshot; the next request retries
+                self.refresh_error = exc
             generation = self.index.generation
             if moved:
                 self.metrics.refreshes.inc()
             if generation != self._gauged:
                 self._gauged = generation
                 self.metrics.generation.set(generation)
-                self.metrics.segments.set(self.index.count_segments(generation=generation))
+                self._segments = self.index.count_segments(generation=generation)
+                self.metrics.segments.set(self._segments)
             return generation
 
     def guard(self) -> PathGuard:
@@ -92,8 +99,9 @@ class IndexService:
 
     def _on_model_thread(self, work: Callable[[], T]) -> T:
         """Run model work on the service's one model thread: requests queue there instead of competing for the
-        same cores, and torch keeps one OpenMP thread team instead of starting one per request thread."""
-        return self._model_thread.submit(work).result()
+        same cores, and torch keeps one OpenMP thread team instead of starting one per request thread. Interactive
+        work (search, warm-up) goes before queued tagging slices."""
+        return self._model.run(work)
 
     @property
     def model_loaded(self) -> bool:
@@ -124,6 +132,7 @@ class IndexService:
         """`Index.search` on the newest generation, with the engine's stage timings."""
         started = time.perf_counter()
         self.pin()
+        check_search_cost(top_k, candidates, rerank, self._segments)
         results = self._on_model_thread(
             lambda: self.index.search(
                 query,
@@ -173,13 +182,9 @@ class IndexService:
         """Every label's probability for each live segment of one video, and their mean over the video."""
         labels = self.index.check_labels(labels)
         generation = self.pin()
-        video, _segments = self._indexed_video(video_id, generation)
-
-        def work() -> list[Any]:
-            with self.metrics.time_stage("tag"):
-                return list(self.index.tag_index(labels, where=f"video_id={video_id}"))
-
-        tagged = self._on_model_thread(work)
+        video, segments = self._indexed_video(video_id, generation)
+        check_tag_cost(len(labels), len(segments))
+        tagged = self._tag_sliced(labels, where=f"video_id={video_id}", offset=0, limit=len(segments))
         mean: dict[str, float] = {}
         for seg in tagged:
             for t in seg.labels:
@@ -205,14 +210,10 @@ class IndexService:
         """One page of the whole index tagged from stored vectors (the ``tag --index`` shape, plus ids)."""
         labels = self.index.check_labels(labels)
         generation = self.pin()
-
-        def work() -> list[Any]:
-            with self.metrics.time_stage("tag"):
-                return list(self.index.tag_index(labels, top=top, offset=offset, limit=limit))
-
-        tagged = self._on_model_thread(work)
-        results = [{"segment_id": s.segment_id, "video_id": s.video_id, **s.to_dict()} for s in tagged]
         total = self.index.count_segments(generation=generation)
+        check_tag_cost(len(labels), max(0, min(limit, total - offset)))
+        tagged = self._tag_sliced(labels, top=top, offset=offset, limit=limit)
+        results = [{"segment_id": s.segment_id, "video_id": s.video_id, **s.to_dict()} for s in tagged]
         return {"generation": generation, "total": total, "offset": offset, "results": results}
 
     def save_tags(self, labels: Sequence[str], video_id: int | None, *, top: int | None = None) -> int:
@@ -224,13 +225,27 @@ class IndexService:
         generation = self.pin()
         where = None
         if video_id is not None:
-            self._indexed_video(video_id, generation)
+            _video, segments = self._indexed_video(video_id, generation)
             where = f"video_id={video_id}"
+            check_tag_cost(len(labels), len(segments))
+        else:
+            check_tag_cost(len(labels), self.index.count_segments(generation=generation))
 
         def work() -> int:
             return sum(len(s.labels) for s in self.index.tag_index(labels, top=top, where=where, save=True))
 
-        return self._on_model_thread(work)
+        return self._model.run_bulk(work)
+
+    def _tag_sliced(
+        self, labels: list[str], *, top: int | None = None, where: str | None = None, offset: int, limit: int
+    ) -> list[Any]:
+        """`Index.tag_index` as bulk work on the model thread, in slices (`ModelQueue.tag_paged`)."""
+
+        def page(some_labels: list[str], start: int, count: int) -> list[Any]:
+            with self.metrics.time_stage("tag"):
+                return list(self.index.tag_index(some_labels, top=top, where=where, offset=start, limit=count))
+
+        return self._model.tag_paged(page, labels, offset=offset, limit=limit)
 
     def _indexed_video(self, video_id: int, generation: int) -> tuple[VideoRow, list[SegmentRow]]:
         segments = self.index.segments_of(video_id, generation=generation)
@@ -270,7 +285,7 @@ class IndexService:
         return [str(p) for p in roots_from_runs((r.roots_json, r.paths) for r in self.index.recorded_roots())]
 
     def close(self) -> None:
-        self._model_thread.shutdown(wait=True)
+        self._model.shutdown()
         self.index.close()
 
 

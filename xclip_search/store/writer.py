@@ -36,13 +36,13 @@ import numpy as np
 
 from ..errors import CatalogError, IndexCorruptError, IndexMismatchError, InvalidArgumentError, ManifestCorruptError
 from ..identity import ModelIdentity
-from ..thumbnails import remove_unreferenced as remove_unreferenced_thumbnails
-from ..thumbnails import write_thumbnail_shard
 from . import ann as ann_store
 from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
+from .thumbshards import remove_unreferenced as remove_unreferenced_thumbnails
+from .thumbshards import write_thumbnail_shard
 from .vectors import ROWHASH, VectorStore, VectorView, WrittenParts
 
 ANN_POLICY_KEY = "ann_policy"

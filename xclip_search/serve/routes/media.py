@@ -7,11 +7,10 @@ import os
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import StreamingResponse
 
-from ...thumbnails import ThumbnailSource
-from ..media import OpenedFile, Unsatisfiable, content_type, parse_range
+from ..media import FileRangeResponse, OpenedFile, Unsatisfiable, content_type, parse_range
 from ..service import IndexService
+from ..thumbnails import ThumbnailSource
 from .library import SegmentId, VideoId
 
 router = APIRouter(prefix="/api", tags=["media"])
@@ -49,6 +48,14 @@ def stream_video(request: Request, video_id: VideoId) -> Response:
         opened = OpenedFile(resolved)
     except OSError as exc:
         raise HTTPException(404, f"The file of video {video_id} cannot be opened") from exc
+    try:
+        return _file_response(request, opened, content_type(resolved) or "application/octet-stream")
+    except BaseException:
+        opened.close()  # the response never took the file: close it here (FileRangeResponse closes it otherwise)
+        raise
+
+
+def _file_response(request: Request, opened: OpenedFile, media_type: str) -> Response:
     headers = {
         "Accept-Ranges": "bytes",
         "ETag": opened.etag,
@@ -63,7 +70,6 @@ def stream_video(request: Request, video_id: VideoId) -> Response:
     if_range = request.headers.get("if-range")
     if wanted is not None and if_range is not None and if_range.strip() != opened.etag:
         wanted = None  # the client's copy is stale: send the whole current file
-    media_type = content_type(resolved) or "application/octet-stream"
     if wanted is None:
         status, start, length = 200, 0, opened.size
     else:
@@ -73,7 +79,7 @@ def stream_video(request: Request, video_id: VideoId) -> Response:
     if request.method == "HEAD":
         opened.close()
         return Response(status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(opened.chunks(start, length), status_code=status, headers=headers, media_type=media_type)
+    return FileRangeResponse(opened, start, length, status_code=status, headers=headers, media_type=media_type)
 
 
 @router.get(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
+from ...errors import XClipSearchError
 from ..jobs import ReindexJob
 from ..metrics import CONTENT_TYPE
 from ..security import require_writer
@@ -18,11 +20,36 @@ def _service(request: Request) -> IndexService:
     return request.app.state.service
 
 
-@router.get("/api/health", summary="Liveness: the index is readable; whether the model is loaded yet")
-def health(request: Request) -> dict[str, Any]:
+@router.get(
+    "/api/health",
+    summary="Liveness: the index is readable (else 503 with what is wrong); whether the model is loaded yet",
+)
+def health(request: Request) -> Response:
     service = _service(request)
-    generation = service.pin()
-    return {"status": "ok", "generation": generation, "model_loaded": service.model_loaded}
+    problems: list[dict[str, str | None]] = []
+    generation: int | None = None
+    try:
+        generation = service.pin()
+        if service.refresh_error is not None:  # the newest manifest could not be read: serving an older one
+            problems.append(_problem(service.refresh_error))
+        service.index.check_readable()  # the manifest on disk now, verified as a new reader would; the catalog
+    except XClipSearchError as exc:  # the store's errors (missing, corrupt, damaged catalog, ...) say what to do
+        problems.append(_problem(exc))
+    except Exception as exc:  # anything else still makes an answer, never a 500 from the health check
+        problems.append({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+    body: dict[str, Any] = {
+        "status": "error" if problems else "ok",
+        "generation": generation,
+        "model_loaded": service.model_loaded,
+    }
+    if problems:
+        body["problems"] = [dict(p) for p in {p["error"]: p for p in problems}.values()]
+        body["error"], body["hint"] = problems[0]["error"], problems[0].get("hint")
+    return JSONResponse(body, status_code=503 if problems else 200)
+
+
+def _problem(exc: XClipSearchError) -> dict[str, str | None]:
+    return {"error": exc.message, "hint": exc.hint}
 
 
 @router.get("/api/index", summary="Index status: counts, model, ANN, sizes, failures, re-index job")

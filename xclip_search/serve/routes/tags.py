@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from ..schemas import TagBody
 from ..security import require_writer
@@ -14,7 +13,7 @@ router = APIRouter(prefix="/api", tags=["tag"])
 
 
 @router.post("/tag", summary="Label probabilities for one video's segments, or a page of the whole index")
-def tag(request: Request, body: TagBody) -> dict[str, Any]:
+def tag(request: Request, body: TagBody) -> JSONResponse:
     service: IndexService = request.app.state.service
     labels = body.label_list()
     saved = None
@@ -27,4 +26,4 @@ def tag(request: Request, body: TagBody) -> dict[str, Any]:
         out = service.tag_index(labels, top=body.top, offset=body.offset, limit=body.limit)
     if saved is not None:
         out["saved"] = saved
-    return out
+    return JSONResponse(out)  # rendered here, on a request thread: a large answer never blocks the event loop

@@ -1,0 +1,172 @@
+"""One-frame decodes for the server (on-demand thumbnails), in the indexer's isolated decode workers.
+
+The server must not decode videos in its own process: one hostile file could crash it or exhaust its memory.
+`FrameJobs` keeps a few `indexer.worker` processes (a fresh interpreter without torch, address space capped by
+``memory_mb``, no core dumps, killed with their parent) and hands each of them one frame at a time:
+
+- a request waits for an idle worker (at most `workers` decodes at once; the others queue, for at most
+  `timeout_s`, then count as undecodable);
+- a worker that does not answer within `timeout_s` is killed (SIGKILL) and the frame counts as undecodable;
+- a worker that dies (segfault, abort, out of memory) costs that frame only; a fresh one is started for the
+  next request. A worker that cannot start at all makes every frame undecodable (None), never an exception.
+
+Workers are started by one long-lived thread, because their death signal (PR_SET_PDEATHSIG) fires when the
+*thread* that started them ends (request threads come and go).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import concurrent.futures
+import contextlib
+import itertools
+import queue
+import select
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .pool import DEFAULT_MEMORY_MB
+from .protocol import ProtocolError, read_message
+from .workerproc import START_TIMEOUT_S, WorkerProcess, worker_env
+
+DEFAULT_FRAME_TIMEOUT_S = 30.0
+
+
+class FrameJobs:
+    """A small pool of decode workers answering one-frame thumbnail requests (thread-safe)."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self._slots: queue.Queue[WorkerProcess | None] = queue.Queue()
+        for _ in range(max(1, workers)):
+            self._slots.put(None)  # a slot without a process: one is started on first use
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._live: set[WorkerProcess] = set()
+        self._closed = False
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._spawner: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def thumbnail(self, path: str, frame: int, fps: float | None) -> bytes | None:
+        """The JPEG of frame `frame` of `path` decoded in a worker, or None (undecodable, timed out, crashed)."""
+        try:
+            worker = self._slots.get(timeout=self.timeout_s)
+        except queue.Empty:  # every worker busy for a whole timeout: give up rather than pile up threads
+            return None
+        try:
+            if worker is not None and worker.proc.poll() is not None:  # died while idle: start another
+                self._retire(worker, kill=False)
+                worker = None
+            if worker is None:
+                worker = self._start()
+            if worker is None:
+                return None
+            data, worker = self._ask(worker, {"path": path, "frame": int(frame), "fps": fps})
+            return data
+        finally:
+            self._slots.put(worker)
+
+    def pids(self) -> list[int]:
+        """The process ids of the running workers (tests, diagnostics)."""
+        with self._lock:
+            return [w.proc.pid for w in self._live]
+
+    def close(self) -> None:
+        """Stop every worker (server shutdown); later requests get None."""
+        with self._lock:
+            self._closed = True
+            live, self._live = list(self._live), set()
+        for w in live:
+            w.close()
+        if self._spawner is not None:
+            self._spawner.shutdown()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _start(self) -> WorkerProcess | None:
+        with self._lock:
+            if self._closed:
+                return None
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="xclip-search-frames-")
+            if self._spawner is None:
+                self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="frame-spawner")
+            tmp, spawner = Path(self._tmp.name), self._spawner
+        try:
+            worker = spawner.submit(WorkerProcess, tmp, worker_env(self.memory_mb, 0)).result()
+        except OSError:
+            return None
+        header = self._read(worker, START_TIMEOUT_S)
+        if header is None or header.get("type") != "ready":
+            self._retire(worker, kill=True)
+            return None
+        worker.ready = True
+        with self._lock:
+            self._live.add(worker)
+        return worker
+
+    def _ask(self, worker: WorkerProcess, task: dict[str, Any]) -> tuple[bytes | None, WorkerProcess | None]:
+        tid = next(self._ids)
+        try:
+            worker.send({"type": "task", "id": tid, "mode": "thumbnail", **task})
+        except OSError:
+            self._retire(worker, kill=True)
+            return None, None
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            header = self._read(worker, max(0.0, deadline - time.monotonic()))
+            if header is None:  # timed out or died: this frame is lost, the worker goes
+                self._retire(worker, kill=True)
+                return None, None
+            if header.get("id") != tid or header.get("type") == "tick":
+                continue
+            if header.get("oom"):
+                self._retire(worker, kill=False)
+                return None, None
+            if header.get("type") != "done":
+                return None, worker
+            return _decoded(header.get("thumb")), worker
+
+    @staticmethod
+    def _read(worker: WorkerProcess, timeout: float) -> dict[str, Any] | None:
+        """The worker's next message, or None when it says nothing within `timeout` seconds or has died."""
+        try:
+            readable, _, _ = select.select([worker.rfd], [], [], timeout)
+            if not readable:
+                return None
+            header, _ = read_message(worker.rfd)
+            return header
+        except (ProtocolError, OSError, ValueError):
+            return None
+
+    def _retire(self, worker: WorkerProcess, *, kill: bool) -> None:
+        with self._lock:
+            self._live.discard(worker)
+        if kill:
+            worker.kill()
+        else:
+            worker.reap()
+        with contextlib.suppress(OSError):
+            worker.log_path.unlink(missing_ok=True)
+
+
+def _decoded(text: Any) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
