@@ -219,7 +219,7 @@ def test_a_search_runs_before_the_rest_of_an_expensive_tagging_request(
         queue = service._model
         order: list[str] = []
         in_first_slice, release = threading.Event(), threading.Event()
-        original_run, original_tag = queue.run, service.index.tag_embeddings
+        original_run, original_tag = queue.run, service.index.tag_index
 
         def run(work, *, bulk=False):  # type: ignore[no-untyped-def]
             def recorded():  # type: ignore[no-untyped-def]
@@ -236,7 +236,7 @@ def test_a_search_runs_before_the_rest_of_an_expensive_tagging_request(
             return original_tag(*args, **kwargs)
 
         monkeypatch.setattr(queue, "run", run)
-        monkeypatch.setattr(service.index, "tag_embeddings", slow_tag)
+        monkeypatch.setattr(service.index, "tag_index", slow_tag)
         tagged: list[object] = []
         tagger = threading.Thread(target=lambda: tagged.append(service.tag_video(video_id, ["a", "b"])))
         tagger.start()
