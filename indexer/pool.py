@@ -208,7 +208,8 @@ class DecodePool:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = "1"
         env["MALLOC_ARENA_MAX"] = "2"
-        env.pop("XCLIP_SEARCH_CRASH_AT", None)  # crash points are for the writer process
+        for var in ("XCLIP_SEARCH_CRASH_AT", "XCLIP_SEARCH_PAUSE_AT"):  # crash points are for the writer process
+            env.pop(var, None)
         return env
 
     def _supervise(self, paths: list[str], mode: str, out: queue.Queue[PoolEvent | BaseException | None]) -> None:
