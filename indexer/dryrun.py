@@ -27,7 +27,6 @@ from .extract import ExtractSpec
 from .modelspec import read_model_shape
 from .pipeline import IndexOptions, validate_options
 from .pool import DecodePool, FileDone, FileFailed, SegmentReady
-from .probe import Probe
 from .segments import plan_segments
 from .tuning import available_cores, resolve_resources
 from .walk import walk
@@ -105,22 +104,15 @@ def dry_run(
         batch_size=opts.batch_size,
         threads=opts.torch_threads,
     )
-    spec = ExtractSpec(
-        num_frames=checkpoint.num_frames,
-        pixels=checkpoint.pixels,
-        segment_seconds=opts.segment_seconds,
-        max_segments=opts.max_segments,
-        decoders=opts.decoders,
-        limits=opts.limits,
-    )
+    spec = opts.extract_spec(checkpoint.num_frames, checkpoint.pixels)
     planned: dict[str, int] = {}
     with DecodePool(spec, max(1, min(res.workers, len(plan.todo))), timeout_s=opts.timeout_s) as pool:
         for event in pool.run([f.path for f in plan.todo], mode="probe"):
             if isinstance(event, FileFailed):
                 report.files.append({"path": event.path, "action": event.status, "reason": event.reason})
                 continue
-            if isinstance(event, FileDone):
-                probed = Probe(**event.probe)
+            if isinstance(event, FileDone) and event.probe is not None:
+                probed = event.probe
                 n = len(
                     plan_segments(
                         probed.estimated_frames(), probed.fps, opts.segment_seconds, max_segments=opts.max_segments

@@ -5,6 +5,10 @@ files cost a ``stat`` and a catalog lookup, moved files a catalog update, so a r
 does not even load the model. Only new and changed files go through the decode -> encode -> commit loop
 (`ingest`). Every file the walk sees ends with exactly one status in the report: indexed, unchanged, moved,
 skipped (with the reason) or failed (with the decoder's message); the run exits with 3 when any failed.
+
+How the files to index are decoded and encoded is the run's `Encoding`: `LocalEncoding` (a decode pool and
+the model in this process, the default) or `distributed.RayEncoding` (a Ray cluster). Walking, change
+detection, model checks, failure recording and publishing are the same for both, here.
 """
 
 from __future__ import annotations
@@ -12,29 +16,29 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
 from xclip_search.errors import CheckpointError, InvalidArgumentError
+from xclip_search.pixels import PixelConfig
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
+from xclip_search.store.location import resolve
 from xclip_search.store.manifest import MANIFEST_NAME, read_manifest
-from xclip_search.store.writer import IndexWriter, check_model
+from xclip_search.store.writer import IndexWriter, check_index_dir, check_model
 
 from .changes import RunPlan, classify
 from .decoders import DEFAULT_DECODERS
 from .extract import ExtractSpec
-from .modelspec import read_model_shape
+from .modelspec import ModelShape, read_model_shape
 from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
+from .records import FileOutcome
 from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS
 from .tuning import likely_gpu, resolve_resources
-from .walk import walk
-
-if TYPE_CHECKING:
-    from .ingest import Finished
+from .walk import FoundFile, walk
 
 UNCHANGED, MOVED, REMOVED = "unchanged", "moved", "removed"
 
@@ -61,14 +65,17 @@ class IndexOptions:
     # SQLAlchemy URL of the catalog (PostgreSQL for a shared index); None: the one the index records.
     catalog_url: str | None = None
 
-
-@dataclass(frozen=True)
-class FileOutcome:
-    path: str
-    status: str
-    reason: str | None = None
-    segments: int = 0
-    warnings: int = 0
+    def extract_spec(self, num_frames: int, pixels: PixelConfig) -> ExtractSpec:
+        """What decode workers make of each file for a model with `num_frames` and `pixels` (the one place
+        the options become an `ExtractSpec`)."""
+        return ExtractSpec(
+            num_frames=num_frames,
+            pixels=pixels,
+            segment_seconds=self.segment_seconds,
+            max_segments=self.max_segments,
+            decoders=self.decoders,
+            limits=self.limits,
+        )
 
 
 @dataclass
@@ -153,6 +160,39 @@ def validate_options(opts: IndexOptions) -> None:
         raise InvalidArgumentError(f"Invalid worker memory limit ({opts.memory_mb} MB). It must be at least 256 MB.")
 
 
+class EncodingRun(Protocol):
+    """The files of one run being decoded (started before the model loads), waiting to be encoded."""
+
+    def encode(
+        self,
+        writer: IndexWriter,
+        checkpoint: Checkpoint,
+        on_file: Callable[[FileOutcome], None],
+        on_segments: Callable[[int], None],
+    ) -> None:
+        """Encode and commit every file; report each one once through `on_file`, record its catalog row."""
+
+
+class Encoding(Protocol):
+    """How a run decodes and encodes the files it must index (`run_index` does everything else)."""
+
+    def check(self) -> None:
+        """Refuse bad settings of this strategy; runs before anything is loaded."""
+
+    def model_placement(self, opts: IndexOptions) -> tuple[str | None, str | None]:
+        """The device and dtype the model is loaded with in this process."""
+
+    def start(
+        self,
+        stack: contextlib.ExitStack,
+        todo: list[FoundFile],
+        shape: ModelShape,
+        spec: ExtractSpec,
+        opts: IndexOptions,
+    ) -> EncodingRun:
+        """Start decoding `todo` (resources entered in `stack`); the model loads meanwhile."""
+
+
 def run_index(
     paths: Sequence[str | os.PathLike[str]],
     index_dir: str | os.PathLike[str],
@@ -160,17 +200,31 @@ def run_index(
     model: str | None = None,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
+    encoding: Encoding | None = None,
 ) -> IndexReport:
-    """Index the videos under `paths` into `index_dir` (created if needed) and return what happened."""
+    """Index the videos under `paths` into `index_dir` (created if needed) and return what happened.
+
+    `encoding` says how segments are decoded and encoded: `LocalEncoding()` (the default) or
+    `distributed.RayEncoding(...)`.
+    """
     opts = options or IndexOptions()
+    how = encoding or LocalEncoding()
     prog = progress or _NoProgress()
     if not paths:
         raise InvalidArgumentError("No paths to index", hint="Pass one or more video files or folders.")
-    validate_options(opts)
     index_path = Path(index_dir).expanduser().resolve()
+    # Cheap checks first: nothing below loads a model before every argument is known to be usable.
+    validate_options(opts)
+    how.check()
+    check_index_dir(index_path)
+    resolve(index_path, opts.catalog_url)
     started = time.monotonic()
     report = IndexReport()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    device, dtype = how.model_placement(opts)
+
+    def load(ref: str | Path, revision: str | None = None) -> Checkpoint:
+        return load_checkpoint(str(ref), revision=revision, device=device, dtype=dtype)
 
     checkpoint: Checkpoint | None = None
     identity: ModelIdentity | None = None
@@ -178,7 +232,7 @@ def run_index(
     if (index_path / MANIFEST_NAME).exists():
         identity = read_manifest(index_path).model
         if model is not None and not _names_recorded_model(model, identity):
-            checkpoint = load_checkpoint(model, device=opts.device, dtype=opts.dtype)
+            checkpoint = load(model)
             check_model(identity, checkpoint.identity, index_path)
         model_ref, revision = identity.source, identity.revision
 
@@ -188,12 +242,15 @@ def run_index(
         rows = writer.catalog.videos_by_path() if writer is not None else {}
         plan = classify(walk(roots), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
-        run: _Encoding | None = None
+        run: EncodingRun | None = None
+        spec: ExtractSpec | None = None
         if plan.todo:
             # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
-            run = _Encoding.start(stack, plan, opts, checkpoint.directory if checkpoint else model_ref, revision)
+            shape = read_model_shape(str(checkpoint.directory if checkpoint else model_ref), revision)
+            spec = opts.extract_spec(shape.num_frames, shape.pixels)
+            run = how.start(stack, plan.todo, shape, spec, opts)
         if checkpoint is None and (run is not None or writer is None):
-            checkpoint = load_checkpoint(model_ref, revision=revision, device=opts.device, dtype=opts.dtype)
+            checkpoint = load(model_ref, revision)
             if identity is not None:
                 check_model(identity, checkpoint.identity, index_path)
         if writer is None:
@@ -201,11 +258,17 @@ def run_index(
             writer = _writer(stack, index_path, checkpoint.identity, opts)
         writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
+
+        def on_file(outcome: FileOutcome) -> None:
+            report.outcomes.append(outcome)
+            prog.file_done(outcome)
+
         try:
             _apply_plan(writer, plan, rows, report)
             if run is not None:
-                assert checkpoint is not None
-                run.encode(writer, checkpoint, report, prog)
+                assert checkpoint is not None and spec is not None
+                _check_shape(checkpoint, spec)
+                run.encode(writer, checkpoint, on_file, prog.segments_encoded)
             writer.flush()
             report.committed_elsewhere(writer.dropped)
             ann = writer.manifest.ann
@@ -219,6 +282,15 @@ def run_index(
             writer.catalog.finish_run(writer.run_id, status, report.to_dict())
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_shape(checkpoint: Checkpoint, spec: ExtractSpec) -> None:
+    """Decoding started from config.json's reading of the model; the loaded model must agree with it."""
+    if checkpoint.num_frames != spec.num_frames or checkpoint.pixels != spec.pixels:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json and the loaded model disagree on frames or pixels",
+            hint="Re-save the checkpoint with save_pretrained.",
+        )
 
 
 def _writer(stack: contextlib.ExitStack, index_path: Path, identity: ModelIdentity, opts: IndexOptions) -> IndexWriter:
@@ -272,23 +344,23 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, An
     report.known_failed = plan.known_failed
 
 
-@dataclass
-class _Encoding:
-    """The files to decode and encode: a decode pool already running, waiting for the model."""
+class LocalEncoding:
+    """Decode in supervised worker processes on this machine and encode with the model in this process."""
 
-    plan: RunPlan
-    opts: IndexOptions
-    spec: ExtractSpec
-    workers: int
-    threads: int | None
-    batch_size: int
-    events: Iterator[PoolEvent]
+    def check(self) -> None:
+        pass
 
-    @classmethod
+    def model_placement(self, opts: IndexOptions) -> tuple[str | None, str | None]:
+        return opts.device, opts.dtype
+
     def start(
-        cls, stack: contextlib.ExitStack, plan: RunPlan, opts: IndexOptions, model_ref: str | Path, revision: str | None
-    ) -> _Encoding:
-        shape = read_model_shape(str(model_ref), revision)
+        self,
+        stack: contextlib.ExitStack,
+        todo: list[FoundFile],
+        shape: ModelShape,
+        spec: ExtractSpec,
+        opts: IndexOptions,
+    ) -> _LocalRun:
         res = resolve_resources(
             shape,
             on_gpu=likely_gpu(opts.device),
@@ -296,41 +368,40 @@ class _Encoding:
             batch_size=opts.batch_size,
             threads=opts.torch_threads,
         )
-        spec = ExtractSpec(
-            num_frames=shape.num_frames,
-            pixels=shape.pixels,
-            segment_seconds=opts.segment_seconds,
-            max_segments=opts.max_segments,
-            decoders=opts.decoders,
-            limits=opts.limits,
-        )
-        workers = min(res.workers, len(plan.todo))
+        workers = min(res.workers, len(todo))
         pool = stack.enter_context(
             DecodePool(spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
         )
-        events = pool.start([f.path for f in plan.todo])
-        return cls(plan, opts, spec, workers, res.threads, res.batch_size, events)
+        events = pool.start([f.path for f in todo])
+        return _LocalRun(todo, opts, spec, res.threads, res.batch_size, events)
 
-    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, report: IndexReport, prog: Progress) -> None:
+
+@dataclass
+class _LocalRun:
+    """The files to decode and encode: a decode pool already running, waiting for the model."""
+
+    todo: list[FoundFile]
+    opts: IndexOptions
+    spec: ExtractSpec
+    threads: int | None
+    batch_size: int
+    events: Iterator[PoolEvent]
+
+    def encode(
+        self,
+        writer: IndexWriter,
+        checkpoint: Checkpoint,
+        on_file: Callable[[FileOutcome], None],
+        on_segments: Callable[[int], None],
+    ) -> None:
         from .ingest import IngestSettings, ingest  # imports torch: only when something needs encoding
 
-        if checkpoint.num_frames != self.spec.num_frames or checkpoint.pixels != self.spec.pixels:
-            raise CheckpointError(
-                f"{checkpoint.directory}: config.json and the loaded model disagree on frames or pixels",
-                hint="Re-save the checkpoint with save_pretrained.",
-            )
         threads = self.threads if checkpoint.device.type == "cpu" else None
         settings = IngestSettings(
             batch_size=self.batch_size, commit_every=self.opts.commit_every, commit_seconds=self.opts.commit_seconds
         )
-
-        def on_file(done: Finished) -> None:
-            outcome = FileOutcome(done.path, done.status, done.reason, done.segments, done.warnings)
-            report.outcomes.append(outcome)
-            prog.file_done(outcome)
-
         with _torch_threads(threads):
-            ingest(writer, checkpoint, self.spec, self.plan.todo, self.events, settings, on_file, prog.segments_encoded)
+            ingest(writer, checkpoint, self.spec, self.todo, self.events, settings, on_file, on_segments)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ import numpy as np
 
 from .extract import ExtractSpec
 from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, FileDone, FileFailed, SegmentReady
+from .protocol import LOST_SEGMENTS, plan_to_list
 
 Batch = dict[str, Any]
 
@@ -53,7 +54,7 @@ class DecodeStage:
     def decode(self, path: str) -> tuple[dict[str, Any], np.ndarray]:
         """One file's outcome (JSON-able) and its segments' crops, keeping only the last decoder attempt."""
         attempt = 0
-        plans: list[list[float]] = []
+        plans: list[list[float]] = []  # `protocol.plan_to_list`
         kept: list[np.ndarray] = []
         result: dict[str, Any] = {"status": "failed", "reason": "the decode pool returned no result"}
         for event in self.pool.run([path]):
@@ -62,8 +63,7 @@ class DecodeStage:
                     attempt, plans, kept = event.attempt, [], []
                 elif event.attempt < attempt:
                     continue
-                p = event.plan
-                plans.append([p.seq, p.frame_start, p.frame_end, p.start_s, p.end_s])
+                plans.append(plan_to_list(event.plan))
                 kept.append(event.crops)
             elif isinstance(event, FileDone):
                 assert event.summary is not None
@@ -76,7 +76,7 @@ class DecodeStage:
                     "plans": plans,
                 }
                 if len(plans) != event.summary.segments:  # cannot happen unless the protocol is broken
-                    result = {"status": "failed", "reason": "segments lost between processes", "hash": None}
+                    result = {"status": "failed", "reason": LOST_SEGMENTS, "hash": None}
             elif isinstance(event, FileFailed):
                 result = {
                     "status": event.status,

@@ -13,11 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .protocol import ProtocolError, write_message
+from .protocol import Exit, Message, ProtocolError, Task, send
 
 START_TIMEOUT_S = 60.0
 
@@ -47,8 +45,8 @@ class WorkerProcess:
         self.deadline = time.monotonic() + START_TIMEOUT_S
         self.tasks_done = 0
 
-    def send(self, header: dict[str, Any]) -> None:
-        write_message(self.wfd, header)
+    def send(self, message: Message) -> None:
+        send(self.wfd, message)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -86,7 +84,7 @@ class WorkerProcess:
     def close(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(OSError, ProtocolError):
-                self.send({"type": "exit"})
+                self.send(Exit())
             with contextlib.suppress(OSError):
                 if self.proc.stdin is not None:
                     self.proc.stdin.close()
@@ -96,15 +94,6 @@ class WorkerProcess:
                 self.kill()
         self.reap()
         self.log_path.unlink(missing_ok=True)
-
-
-@dataclass
-class Task:
-    """One file handed to a worker (`mode` extract or probe); `id` tells its messages from stale ones."""
-
-    id: int
-    path: str
-    mode: str
 
 
 def death_reason(code: int | None, tail: str) -> str:
