@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
+from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, check_dtype, load_checkpoint
 from xclip_search.errors import CheckpointError, InvalidArgumentError
 from xclip_search.pixels import PixelConfig
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
@@ -158,6 +158,7 @@ def validate_options(opts: IndexOptions) -> None:
         raise InvalidArgumentError(f"Invalid timeout ({opts.timeout_s}). It must be more than 0 seconds.")
     if opts.memory_mb < 256:
         raise InvalidArgumentError(f"Invalid worker memory limit ({opts.memory_mb} MB). It must be at least 256 MB.")
+    check_dtype(opts.dtype, opts.device)
 
 
 class EncodingRun(Protocol):
