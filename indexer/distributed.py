@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +41,8 @@ from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry
 from xclip_search.store.vectors import WrittenParts
 from xclip_search.store.writer import IndexWriter
 
-from .extract import ExtractSpec, FileSummary
-from .modelspec import ModelShape
-from .pipeline import IndexOptions, IndexReport, Progress, run_index
+from .extract import FileSummary
+from .pipeline import EncodingJob, IndexOptions, IndexReport, Progress, run_index
 from .pool import FileDone, FileFailed
 from .protocol import plan_from_list
 from .raystages import PATH, RESULT, DecodeStage, EmbedStage
@@ -99,17 +98,10 @@ class RayEncoding:
         # The driver only needs the model's identity and shape; the workers load it on their devices.
         return "cpu", None
 
-    def start(
-        self,
-        stack: contextlib.ExitStack,
-        todo: list[FoundFile],
-        shape: ModelShape,
-        spec: ExtractSpec,
-        opts: IndexOptions,
-    ) -> _RayRun:
+    def start(self, stack: contextlib.ExitStack, job: EncodingJob) -> _RayRun:
         ray = stack.enter_context(connected(self.options.address))
         stack.enter_context(_data_context(ray))
-        return _RayRun(ray, todo, shape, spec, opts, self.options)
+        return _RayRun(ray, job, self.options)
 
 
 def _import_ray() -> Any:
@@ -172,20 +164,11 @@ class _RayRun:
     """The files to index and a connected cluster; the pipeline runs once the driver knows the model."""
 
     ray: Any
-    todo: list[FoundFile]
-    shape: ModelShape
-    spec: ExtractSpec
-    opts: IndexOptions
+    job: EncodingJob
     ropts: RayOptions
 
-    def encode(
-        self,
-        writer: IndexWriter,
-        checkpoint: Checkpoint,
-        on_file: Callable[[FileOutcome], None],
-        on_segments: Callable[[int], None],
-    ) -> None:
-        ray, todo, opts, ropts = self.ray, self.todo, self.opts, self.ropts
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, progress: Progress) -> None:
+        ray, todo, opts, ropts = self.ray, self.job.todo, self.job.opts, self.ropts
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
@@ -193,7 +176,7 @@ class _RayRun:
         embed_n = min(embed_n, -(-len(todo) // ropts.files_per_shard))
         decode_n = ropts.decode_workers or max(1, cpus - embed_n)  # each embedding actor holds one CPU too
         decode_n = min(decode_n, len(todo))
-        res = resolve_resources(self.shape, on_gpu=gpus > 0, workers=1, batch_size=opts.batch_size, threads=None)
+        res = resolve_resources(self.job.shape, on_gpu=gpus > 0, workers=1, batch_size=opts.batch_size, threads=None)
 
         def retries() -> dict[str, Any]:
             return {"max_restarts": -1, "max_task_retries": ropts.retries}
@@ -203,7 +186,7 @@ class _RayRun:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(
             DecodeStage,
-            fn_constructor_args=(self.spec.to_dict(),),
+            fn_constructor_args=(self.job.spec.to_dict(),),
             fn_constructor_kwargs={"timeout_s": opts.timeout_s, "memory_mb": opts.memory_mb},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=decode_n, max_tasks_in_flight_per_actor=2),
@@ -228,7 +211,7 @@ class _RayRun:
             num_gpus=1 if gpus else 0,
             ray_remote_args_fn=retries,
         )
-        committer = Committer(writer, todo, opts, on_file, on_segments)
+        committer = Committer(writer, todo, opts, progress)
         for row in ds.iter_rows():
             committer.take(row)
         committer.finish()
@@ -237,18 +220,10 @@ class _RayRun:
 class Committer:
     """The one process that records shards in the catalog and publishes them (see the module docstring)."""
 
-    def __init__(
-        self,
-        writer: IndexWriter,
-        todo: list[FoundFile],
-        opts: IndexOptions,
-        on_file: Callable[[FileOutcome], None],
-        on_segments: Callable[[int], None],
-    ) -> None:
+    def __init__(self, writer: IndexWriter, todo: list[FoundFile], opts: IndexOptions, progress: Progress) -> None:
         self.writer = writer
         self.opts = opts
-        self.on_file = on_file
-        self.on_segments = on_segments
+        self.progress = progress
         self.found = {f.path: f for f in todo}
         self.seen: set[str] = set()
         self.waiting: dict[str, list[tuple[dict[str, Any], FoundFile]]] = {}
@@ -263,7 +238,7 @@ class Committer:
         self.seen.add(path)
         if result["status"] != INDEXED:
             event = FileFailed(path, result["status"], result["reason"], result.get("hash"), result.get("warnings", 0))
-            self.on_file(record_failure(self.writer, f, event))
+            self.progress.file_done(record_failure(self.writer, f, event))
             if time.monotonic() - self.last_commit >= self.opts.commit_seconds:
                 self.writer.flush()
                 self.last_commit = time.monotonic()
@@ -284,14 +259,14 @@ class Committer:
             entries.append(BatchEntry(video=indexed_record(f, done), segments=segments))
         self.writer.commit_written(parts, entries)
         self.last_commit = time.monotonic()
-        self.on_segments(parts.count)
+        self.progress.segments_encoded(parts.count)
         for e in entries:
-            self.on_file(indexed_outcome(e.video, len(e.segments)))
+            self.progress.file_done(indexed_outcome(e.video, len(e.segments)))
 
     def finish(self) -> None:
         """Report the files that never came back (lost with their worker) or whose shard is incomplete."""
         incomplete = {f.path for files in self.waiting.values() for _, f in files}
         for path in self.found:
             if path not in self.seen or path in incomplete:
-                self.on_file(FileOutcome(path, FAILED, LOST_REASON))
+                self.progress.file_done(FileOutcome(path, FAILED, LOST_REASON))
         self.waiting.clear()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -161,17 +161,21 @@ def validate_options(opts: IndexOptions) -> None:
     check_dtype(opts.dtype, opts.device)
 
 
+@dataclass(frozen=True)
+class EncodingJob:
+    """The files a run must decode and encode, the model's shape as config.json gives it, and the settings."""
+
+    todo: list[FoundFile]
+    shape: ModelShape
+    spec: ExtractSpec
+    opts: IndexOptions
+
+
 class EncodingRun(Protocol):
     """The files of one run being decoded (started before the model loads), waiting to be encoded."""
 
-    def encode(
-        self,
-        writer: IndexWriter,
-        checkpoint: Checkpoint,
-        on_file: Callable[[FileOutcome], None],
-        on_segments: Callable[[int], None],
-    ) -> None:
-        """Encode and commit every file; report each one once through `on_file`, record its catalog row."""
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, progress: Progress) -> None:
+        """Encode and commit every file: record its catalog row, report it once to `progress.file_done`."""
 
 
 class Encoding(Protocol):
@@ -183,15 +187,8 @@ class Encoding(Protocol):
     def model_placement(self, opts: IndexOptions) -> tuple[str | None, str | None]:
         """The device and dtype the model is loaded with in this process."""
 
-    def start(
-        self,
-        stack: contextlib.ExitStack,
-        todo: list[FoundFile],
-        shape: ModelShape,
-        spec: ExtractSpec,
-        opts: IndexOptions,
-    ) -> EncodingRun:
-        """Start decoding `todo` (resources entered in `stack`); the model loads meanwhile."""
+    def start(self, stack: contextlib.ExitStack, job: EncodingJob) -> EncodingRun:
+        """Start decoding `job.todo` (resources entered in `stack`); the model loads meanwhile."""
 
 
 def run_index(
@@ -249,7 +246,7 @@ def run_index(
             # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
             shape = read_model_shape(str(checkpoint.directory if checkpoint else model_ref), revision)
             spec = opts.extract_spec(shape.num_frames, shape.pixels)
-            run = how.start(stack, plan.todo, shape, spec, opts)
+            run = how.start(stack, EncodingJob(plan.todo, shape, spec, opts))
         if checkpoint is None and (run is not None or writer is None):
             checkpoint = load(model_ref, revision)
             if identity is not None:
@@ -259,17 +256,12 @@ def run_index(
             writer = _writer(stack, index_path, checkpoint.identity, opts)
         writer.run_id = writer.catalog.start_run(roots)
         status = "interrupted"
-
-        def on_file(outcome: FileOutcome) -> None:
-            report.outcomes.append(outcome)
-            prog.file_done(outcome)
-
         try:
             _apply_plan(writer, plan, rows, report)
             if run is not None:
                 assert checkpoint is not None and spec is not None
                 _check_shape(checkpoint, spec)
-                run.encode(writer, checkpoint, on_file, prog.segments_encoded)
+                run.encode(writer, checkpoint, _Reporting(report, prog))
             writer.flush()
             report.committed_elsewhere(writer.dropped)
             ann = writer.manifest.ann
@@ -345,6 +337,24 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, An
     report.known_failed = plan.known_failed
 
 
+class _Reporting:
+    """The `Progress` an encoding run reports to: every file's outcome also goes into the run's report."""
+
+    def __init__(self, report: IndexReport, progress: Progress) -> None:
+        self.report = report
+        self.progress = progress
+
+    def start(self, total_files: int) -> None:
+        self.progress.start(total_files)
+
+    def file_done(self, outcome: FileOutcome) -> None:
+        self.report.outcomes.append(outcome)
+        self.progress.file_done(outcome)
+
+    def segments_encoded(self, count: int) -> None:
+        self.progress.segments_encoded(count)
+
+
 class LocalEncoding:
     """Decode in supervised worker processes on this machine and encode with the model in this process."""
 
@@ -354,55 +364,48 @@ class LocalEncoding:
     def model_placement(self, opts: IndexOptions) -> tuple[str | None, str | None]:
         return opts.device, opts.dtype
 
-    def start(
-        self,
-        stack: contextlib.ExitStack,
-        todo: list[FoundFile],
-        shape: ModelShape,
-        spec: ExtractSpec,
-        opts: IndexOptions,
-    ) -> _LocalRun:
+    def start(self, stack: contextlib.ExitStack, job: EncodingJob) -> _LocalRun:
+        opts = job.opts
         res = resolve_resources(
-            shape,
+            job.shape,
             on_gpu=likely_gpu(opts.device),
             workers=opts.workers,
             batch_size=opts.batch_size,
             threads=opts.torch_threads,
         )
-        workers = min(res.workers, len(todo))
+        workers = min(res.workers, len(job.todo))
         pool = stack.enter_context(
-            DecodePool(spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
+            DecodePool(job.spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
         )
-        events = pool.start([f.path for f in todo])
-        return _LocalRun(todo, opts, spec, res.threads, res.batch_size, events)
+        return _LocalRun(job, res.threads, res.batch_size, pool.start([f.path for f in job.todo]))
 
 
 @dataclass
 class _LocalRun:
     """The files to decode and encode: a decode pool already running, waiting for the model."""
 
-    todo: list[FoundFile]
-    opts: IndexOptions
-    spec: ExtractSpec
+    job: EncodingJob
     threads: int | None
     batch_size: int
     events: Iterator[PoolEvent]
 
-    def encode(
-        self,
-        writer: IndexWriter,
-        checkpoint: Checkpoint,
-        on_file: Callable[[FileOutcome], None],
-        on_segments: Callable[[int], None],
-    ) -> None:
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, progress: Progress) -> None:
         from .ingest import IngestSettings, ingest  # imports torch: only when something needs encoding
 
+        job = self.job
         threads = self.threads if checkpoint.device.type == "cpu" else None
-        settings = IngestSettings(
-            batch_size=self.batch_size, commit_every=self.opts.commit_every, commit_seconds=self.opts.commit_seconds
-        )
+        settings = IngestSettings(self.batch_size, job.opts.commit_every, job.opts.commit_seconds)
         with _torch_threads(threads):
-            ingest(writer, checkpoint, self.spec, self.todo, self.events, settings, on_file, on_segments)
+            ingest(
+                writer,
+                checkpoint,
+                job.spec,
+                job.todo,
+                self.events,
+                settings,
+                progress.file_done,
+                progress.segments_encoded,
+            )
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from xclip_search.store.catalog import FAILED, INDEXED, SegmentRecord, VideoRecord
 from xclip_search.store.writer import IndexWriter
@@ -72,22 +73,18 @@ def indexed_record(f: FoundFile, done: FileDone) -> VideoRecord:
     summary = done.summary
     assert summary is not None
     info = summary.info
-    return VideoRecord(
-        path=f.path,
-        size=f.size,
-        mtime_ns=f.mtime_ns,
-        dev=f.dev,
-        inode=f.inode,
-        status=INDEXED,
-        content_hash=done.content_hash,
+    return _row(
+        f,
+        INDEXED,
+        _note(done),
+        done.content_hash,
+        done.warnings,
         duration_s=summary.duration_s,
         fps=info.fps,
         num_frames=info.num_frames,
         width=info.width,
         height=info.height,
         codec=summary.codec,
-        reason=_note(done),
-        warnings=done.warnings,
     )
 
 
@@ -98,20 +95,26 @@ def indexed_outcome(video: VideoRecord, segments: int) -> FileOutcome:
 def record_failure(writer: IndexWriter, f: FoundFile, event: FileFailed) -> FileOutcome:
     """Queue the catalog row of a file that failed or was skipped; returns its report line."""
     status = event.status if event.status != INDEXED else FAILED
-    writer.record(
-        VideoRecord(
-            path=f.path,
-            size=f.size,
-            mtime_ns=f.mtime_ns,
-            dev=f.dev,
-            inode=f.inode,
-            status=status,
-            reason=event.reason,
-            content_hash=event.content_hash,
-            warnings=event.warnings,
-        )
-    )
+    writer.record(_row(f, status, event.reason, event.content_hash, event.warnings))
     return FileOutcome(f.path, status, event.reason, warnings=event.warnings)
+
+
+def _row(
+    f: FoundFile, status: str, reason: str | None, content_hash: str | None, warnings: int, **decoded: Any
+) -> VideoRecord:
+    """A file's catalog row: where it is and how it is recognised, its status, and what decoding learned."""
+    return VideoRecord(
+        path=f.path,
+        size=f.size,
+        mtime_ns=f.mtime_ns,
+        dev=f.dev,
+        inode=f.inode,
+        status=status,
+        reason=reason,
+        content_hash=content_hash,
+        warnings=warnings,
+        **decoded,
+    )
 
 
 def _note(done: FileDone) -> str | None:
