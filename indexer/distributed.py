@@ -27,7 +27,6 @@ committed, like on one machine. Ray is imported only here, and only when a run u
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -37,15 +36,12 @@ from typing import Any
 
 from xclip_search.checkpoint import Checkpoint
 from xclip_search.errors import XClipSearchError
-from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry
+from xclip_search.store.catalog import FAILED, BatchEntry
 from xclip_search.store.vectors import WrittenParts
 from xclip_search.store.writer import IndexWriter
 
-from .extract import FileSummary
 from .pipeline import EncodingJob, IndexOptions, IndexReport, Progress, run_index
-from .pool import FileDone, FileFailed
-from .protocol import plan_from_list
-from .raystages import PATH, RESULT, DecodeStage, EmbedStage
+from .raystages import PATH, RESULT, DecodeStage, EmbedStage, FileResult
 from .records import FileOutcome, SegmentIds, indexed_outcome, indexed_record, record_failure
 from .tuning import resolve_resources
 from .walk import FoundFile
@@ -226,37 +222,34 @@ class Committer:
         self.progress = progress
         self.found = {f.path: f for f in todo}
         self.seen: set[str] = set()
-        self.waiting: dict[str, list[tuple[dict[str, Any], FoundFile]]] = {}
+        self.waiting: dict[str, list[tuple[FileResult, FoundFile]]] = {}
         self.ids = SegmentIds(writer, opts.commit_every)  # the same id blocks as on one machine
         self.last_commit = time.monotonic()
 
     def take(self, row: dict[str, Any]) -> None:
         """One file's result from the embedding stage (in the walk's order)."""
         path = str(row[PATH])
-        result = json.loads(row[RESULT])
+        result = FileResult.from_json(row[RESULT])
         f = self.found[path]
         self.seen.add(path)
-        if result["status"] != INDEXED:
-            event = FileFailed(path, result["status"], result["reason"], result.get("hash"), result.get("warnings", 0))
-            self.progress.file_done(record_failure(self.writer, f, event))
+        if not result.indexed or result.shard is None:
+            self.progress.file_done(record_failure(self.writer, f, result.failed(path)))
             if time.monotonic() - self.last_commit >= self.opts.commit_seconds:
                 self.writer.flush()
                 self.last_commit = time.monotonic()
             return
-        name = result["shard"]["name"]
-        files = self.waiting.setdefault(name, [])
+        files = self.waiting.setdefault(result.shard.name, [])
         files.append((result, f))
-        if len(files) == int(result["shard_files"]):
-            self._commit(self.waiting.pop(name))
+        if len(files) == result.shard_files:
+            self._commit(result.shard, self.waiting.pop(result.shard.name))
 
-    def _commit(self, files: list[tuple[dict[str, Any], FoundFile]]) -> None:
-        parts = WrittenParts.from_dict(files[0][0]["shard"])
-        entries: list[BatchEntry] = []
-        for result, f in files:
-            summary = FileSummary.from_dict(result["summary"])
-            done = FileDone(f.path, summary, None, result["hash"], result["warnings"], result["log"])
-            segments = self.ids.records([plan_from_list(p) for p in result["plans"]], int(result["row"]))
-            entries.append(BatchEntry(video=indexed_record(f, done), segments=segments))
+    def _commit(self, parts: WrittenParts, files: list[tuple[FileResult, FoundFile]]) -> None:
+        entries = [
+            BatchEntry(
+                video=indexed_record(f, result.done(f.path)), segments=self.ids.records(result.plans, result.row)
+            )
+            for result, f in files
+        ]
         self.writer.commit_written(parts, entries)
         self.last_commit = time.monotonic()
         self.progress.segments_encoded(parts.count)
