@@ -266,6 +266,12 @@ def test_random_kills_then_finish_equals_an_uninterrupted_run(
     assert_clean(idx)
 
 
+def default_sigint() -> None:
+    """Ctrl-C as at a terminal, even where the tests run with SIGINT ignored (``nohup``, a script's ``&``):
+    an ignored SIGINT is inherited, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a process group")
 def test_ctrl_c_keeps_committed_work_and_blames_no_file(
     tmp_path: Path, crash_lib: Path, tiny_ckpt: Path, reference: tuple
@@ -286,6 +292,7 @@ def test_ctrl_c_keeps_committed_work_and_blames_no_file(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     assert proc.stderr is not None
     before = b""
