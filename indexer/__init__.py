@@ -5,9 +5,10 @@
     print(report.to_dict())
 
 Roles: walk (find files) -> changes + fingerprint (what a run must do) -> pool + worker + protocol (isolated
-decoding: probe, decoders, extract, segments) -> ingest (batched encoding, commits) -> pipeline (the run);
-dryrun estimates a run, tuning and modelspec choose resources. Only ingest imports torch, and only when
-something needs encoding; decode workers never do.
+decoding: probe, decoders, extract, segments) -> ingest (batched encoding, commits) or distributed +
+raystages (the same on a Ray cluster), both writing `records` -> pipeline (the run, whichever way it encodes);
+dryrun estimates a run, tuning and modelspec choose resources. Only ingest and the Ray embedding stage import
+torch, and only when something needs encoding; decode workers never do.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .pipeline import FileOutcome, IndexOptions, IndexReport, run_index
+    from .pipeline import IndexOptions, IndexReport, run_index
+    from .records import FileOutcome
 
-_LAZY = {"run_index", "IndexOptions", "IndexReport", "FileOutcome"}
+_LAZY = {"run_index", "IndexOptions", "IndexReport"}
 
 
 def __getattr__(name: str) -> Any:
@@ -25,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name == "FileOutcome":
+        from .records import FileOutcome
+
+        return FileOutcome
     raise AttributeError(f"module 'indexer' has no attribute {name!r}")
 
 

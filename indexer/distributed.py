@@ -1,7 +1,8 @@
 """``index --ray``: the same indexing run with decoding and embedding spread over a Ray cluster.
 
-The driver (this process) walks, classifies against the catalog and applies what needs no decoding exactly as
-`pipeline.run_index` does, then runs the files to index through a Ray Data pipeline:
+`RayEncoding` is the run's encoding strategy: `pipeline.run_index` walks, classifies against the catalog,
+applies what needs no decoding and publishes as on one machine, and the files to index go through a Ray Data
+pipeline:
 
     files ──► DecodeStage (CPU actors) ──► EmbedStage (GPU or CPU actors; writes a shard) ──► committer (driver)
 
@@ -26,45 +27,24 @@ committed, like on one machine. Ray is imported only here, and only when a run u
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
+from xclip_search.checkpoint import Checkpoint
 from xclip_search.errors import XClipSearchError
-from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry, SegmentRecord
-from xclip_search.store.integrity import prepare_reembedding, recorded_model
-from xclip_search.store.manifest import MANIFEST_NAME
-from xclip_search.store.segmentation import Segmentation, record_segmentation, settle_segmentation
+from xclip_search.store.catalog import FAILED, BatchEntry
 from xclip_search.store.vectors import WrittenParts
-from xclip_search.store.writer import IndexWriter, check_model
+from xclip_search.store.writer import IndexWriter
 
-from .changes import classify
-from .extract import ExtractSpec, FileSummary
-from .ingest import _note, _record_failure, _SegmentIds, indexed_record
-from .modelspec import read_model_shape
-from .pipeline import (
-    FileOutcome,
-    IndexOptions,
-    IndexReport,
-    Progress,
-    _apply_plan,
-    _flush_after_interrupt,
-    _names_recorded_model,
-    _NoProgress,
-    _writer,
-    segmentation_request,
-    validate_options,
-)
-from .pool import FileDone, FileFailed
-from .raystages import PATH, RESULT, DecodeStage, EmbedStage
+from .pipeline import EncodingJob, IndexOptions, IndexReport, Progress, run_index
+from .raystages import PATH, RESULT, DecodeStage, EmbedStage, FileResult
+from .records import FileOutcome, SegmentIds, indexed_outcome, indexed_record, record_failure
 from .tuning import resolve_resources
-from .walk import FoundFile, Walker
+from .walk import FoundFile
 
 LOST_REASON = "lost with its Ray worker (see the Ray logs); not recorded, so the next run tries it again"
 
@@ -95,70 +75,29 @@ def run_index_ray(
     progress: Progress | None = None,
 ) -> IndexReport:
     """Index like `pipeline.run_index`, decoding and embedding on a Ray cluster; returns what happened."""
-    opts = options or IndexOptions()
-    ropts = ray_options or RayOptions()
-    prog = progress or _NoProgress()
-    if not paths:
-        raise XClipSearchError("No paths to index", hint="Pass one or more video files or folders.")
-    validate_options(opts)
-    if ropts.files_per_shard < 1 or ropts.retries < 0:
-        raise XClipSearchError("Invalid Ray options: files_per_shard must be at least 1 and retries at least 0.")
-    index_path = Path(index_dir).expanduser().resolve()
-    started = time.monotonic()
-    report = IndexReport()
-    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    encoding = RayEncoding(ray_options or RayOptions())
+    return run_index(paths, index_dir, model=model, options=options, progress=progress, encoding=encoding)
 
-    checkpoint: Checkpoint | None = None
-    identity: ModelIdentity | None = None
-    model_ref, revision = model or DEFAULT_MODEL, None
-    if (index_path / MANIFEST_NAME).exists():
-        identity = recorded_model(index_path)  # the catalog's record when the manifest is damaged
-        if model is not None and not _names_recorded_model(model, identity):
-            checkpoint = load_checkpoint(model, device="cpu")
-            check_model(identity, checkpoint.identity, index_path)
-        model_ref, revision = identity.source, identity.revision
 
-    with contextlib.ExitStack() as stack:
-        # the catalog named by --catalog (or the one the index records), as on one machine
-        writer = _writer(stack, index_path, identity, opts) if identity is not None else None
-        segmentation = settle_segmentation(
-            writer.catalog if writer else None, segmentation_request(opts), where=f"The index at {index_path}"
-        )
-        rows = writer.catalog.videos_by_path() if writer is not None else {}
-        if writer is not None:  # videos of damaged shards are re-embedded like changed files
-            rows = prepare_reembedding(writer, rows)
-        walker = Walker(roots, follow_links=opts.follow_links)
-        plan = classify(walker, rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
-        prog.start(len(plan.todo))
-        if checkpoint is None and (plan.todo or writer is None):
-            # The driver only needs the model's identity and shape; the workers load it on their devices.
-            checkpoint = load_checkpoint(model_ref, revision=revision, device="cpu")
-            if identity is not None:
-                check_model(identity, checkpoint.identity, index_path)
-        if writer is None:
-            assert checkpoint is not None
-            writer = _writer(stack, index_path, checkpoint.identity, opts)
-            record_segmentation(writer.catalog, segmentation)
-        writer.run_id = writer.catalog.start_run(roots + walker.outside)  # followed link targets: servable
-        status = "interrupted"
-        try:
-            _apply_plan(writer, plan, rows, report)
-            if plan.todo:
-                assert checkpoint is not None
-                _distribute(writer, checkpoint, plan.todo, opts, ropts, report, prog, segmentation)
-            writer.flush()
-            report.committed_elsewhere(writer.dropped)
-            ann = writer.manifest.ann
-            if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
-                writer.publish_ann()
-            status = "finished"
-        except KeyboardInterrupt:
-            _flush_after_interrupt(writer)
-            raise
-        finally:
-            writer.catalog.finish_run(writer.run_id, status, report.to_dict())
-    report.seconds = time.monotonic() - started
-    return report
+@dataclass(frozen=True)
+class RayEncoding:
+    """Decode and embed on a Ray cluster (the `pipeline.Encoding` of ``index --ray``)."""
+
+    options: RayOptions = RayOptions()
+
+    def check(self) -> None:
+        if self.options.files_per_shard < 1 or self.options.retries < 0:
+            raise XClipSearchError("Invalid Ray options: files_per_shard must be at least 1 and retries at least 0.")
+        _import_ray()
+
+    def model_placement(self, opts: IndexOptions) -> tuple[str | None, str | None]:
+        # The driver only needs the model's identity and shape; the workers load it on their devices.
+        return "cpu", None
+
+    def start(self, stack: contextlib.ExitStack, job: EncodingJob) -> _RayRun:
+        ray = stack.enter_context(connected(self.options.address))
+        stack.enter_context(_data_context(ray))
+        return _RayRun(ray, job, self.options)
 
 
 def _import_ray() -> Any:
@@ -216,23 +155,16 @@ def _data_context(ray: Any) -> Iterator[None]:
         log.setLevel(level)
 
 
-def _distribute(
-    writer: IndexWriter,
-    checkpoint: Checkpoint,
-    todo: list[FoundFile],
-    opts: IndexOptions,
-    ropts: RayOptions,
-    report: IndexReport,
-    prog: Progress,
-    segmentation: Segmentation,
-) -> None:
-    spec = ExtractSpec(
-        num_frames=checkpoint.num_frames,
-        pixels=checkpoint.pixels,
-        decoders=opts.decoders,
-        limits=opts.limits,
-    ).with_segmentation(segmentation)
-    with connected(ropts.address) as ray, _data_context(ray):
+@dataclass
+class _RayRun:
+    """The files to index and a connected cluster; the pipeline runs once the driver knows the model."""
+
+    ray: Any
+    job: EncodingJob
+    ropts: RayOptions
+
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, progress: Progress) -> None:
+        ray, todo, opts, ropts = self.ray, self.job.todo, self.job.opts, self.ropts
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
@@ -240,8 +172,7 @@ def _distribute(
         embed_n = min(embed_n, -(-len(todo) // ropts.files_per_shard))
         decode_n = ropts.decode_workers or max(1, cpus - embed_n)  # each embedding actor holds one CPU too
         decode_n = min(decode_n, len(todo))
-        shape = read_model_shape(str(checkpoint.directory), None)
-        res = resolve_resources(shape, on_gpu=gpus > 0, workers=1, batch_size=opts.batch_size, threads=None)
+        res = resolve_resources(self.job.shape, on_gpu=gpus > 0, workers=1, batch_size=opts.batch_size, threads=None)
 
         def retries() -> dict[str, Any]:
             return {"max_restarts": -1, "max_task_retries": ropts.retries}
@@ -251,7 +182,7 @@ def _distribute(
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(
             DecodeStage,
-            fn_constructor_args=(spec.to_dict(),),
+            fn_constructor_args=(self.job.spec.to_dict(),),
             fn_constructor_kwargs={"timeout_s": opts.timeout_s, "memory_mb": opts.memory_mb},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=decode_n, max_tasks_in_flight_per_actor=2),
@@ -276,7 +207,7 @@ def _distribute(
             num_gpus=1 if gpus else 0,
             ray_remote_args_fn=retries,
         )
-        committer = Committer(writer, todo, opts, report, prog)
+        committer = Committer(writer, todo, opts, progress)
         for row in ds.iter_rows():
             committer.take(row)
         committer.finish()
@@ -285,78 +216,50 @@ def _distribute(
 class Committer:
     """The one process that records shards in the catalog and publishes them (see the module docstring)."""
 
-    def __init__(
-        self, writer: IndexWriter, todo: list[FoundFile], opts: IndexOptions, report: IndexReport, prog: Progress
-    ) -> None:
+    def __init__(self, writer: IndexWriter, todo: list[FoundFile], opts: IndexOptions, progress: Progress) -> None:
         self.writer = writer
         self.opts = opts
-        self.report = report
-        self.prog = prog
+        self.progress = progress
         self.found = {f.path: f for f in todo}
         self.seen: set[str] = set()
-        self.waiting: dict[str, list[tuple[dict[str, Any], FoundFile]]] = {}
-        self.ids = _SegmentIds(writer, opts.commit_every)  # the same id blocks as on one machine
+        self.waiting: dict[str, list[tuple[FileResult, FoundFile]]] = {}
+        self.ids = SegmentIds(writer, opts.commit_every)  # the same id blocks as on one machine
         self.last_commit = time.monotonic()
 
     def take(self, row: dict[str, Any]) -> None:
         """One file's result from the embedding stage (in the walk's order)."""
         path = str(row[PATH])
-        result = json.loads(row[RESULT])
+        result = FileResult.from_json(row[RESULT])
         f = self.found[path]
         self.seen.add(path)
-        if result["status"] != INDEXED:
-            event = FileFailed(path, result["status"], result["reason"], result.get("hash"), result.get("warnings", 0))
-            _record_failure(self.writer, f, event)
-            self._outcome(FileOutcome(path, event.status, event.reason, warnings=event.warnings))
+        if not result.indexed or result.shard is None:
+            self.progress.file_done(record_failure(self.writer, f, result.failed(path)))
             if time.monotonic() - self.last_commit >= self.opts.commit_seconds:
                 self.writer.flush()
                 self.last_commit = time.monotonic()
             return
-        name = result["shard"]["name"]
-        files = self.waiting.setdefault(name, [])
+        files = self.waiting.setdefault(result.shard.name, [])
         files.append((result, f))
-        if len(files) == int(result["shard_files"]):
-            self._commit(self.waiting.pop(name))
+        if len(files) == result.shard_files:
+            self._commit(result.shard, self.waiting.pop(result.shard.name))
 
-    def _commit(self, files: list[tuple[dict[str, Any], FoundFile]]) -> None:
-        parts = WrittenParts.from_dict(files[0][0]["shard"])
-        entries: list[BatchEntry] = []
-        outcomes: list[FileOutcome] = []
-        for result, f in files:
-            done = FileDone(
-                f.path, FileSummary.from_dict(result["summary"]), {}, result["hash"], result["warnings"], result["log"]
+    def _commit(self, parts: WrittenParts, files: list[tuple[FileResult, FoundFile]]) -> None:
+        entries = [
+            BatchEntry(
+                video=indexed_record(f, result.done(f.path)), segments=self.ids.records(result.plans, result.row)
             )
-            plans = result["plans"]
-            first = self.ids.take(len(plans))
-            segments = [
-                SegmentRecord(
-                    seq=int(p[0]),
-                    start_s=float(p[3]),
-                    end_s=float(p[4]),
-                    frame_start=int(p[1]),
-                    frame_end=int(p[2]),
-                    id=first + k,
-                    row=int(result["row"]) + k,
-                    shot=None if len(p) < 6 or p[5] is None else int(p[5]),
-                )
-                for k, p in enumerate(plans)
-            ]
-            entries.append(BatchEntry(video=indexed_record(f, done), segments=segments))
-            outcomes.append(FileOutcome(f.path, INDEXED, _note(done), len(segments), done.warnings))
+            for result, f in files
+        ]
         self.writer.commit_written(parts, entries)
         self.last_commit = time.monotonic()
-        self.prog.segments_encoded(parts.count)
-        for outcome in outcomes:
-            self._outcome(outcome)
-
-    def _outcome(self, outcome: FileOutcome) -> None:
-        self.report.outcomes.append(outcome)
-        self.prog.file_done(outcome)
+        self.progress.segments_encoded(parts.count)
+        for e in entries:
+            self.progress.file_done(indexed_outcome(e.video, len(e.segments)))
 
     def finish(self) -> None:
         """Report the files that never came back (lost with their worker) or whose shard is incomplete."""
         incomplete = {f.path for files in self.waiting.values() for _, f in files}
         for path in self.found:
             if path not in self.seen or path in incomplete:
-                self._outcome(FileOutcome(path, FAILED, LOST_REASON))
+                self.progress.file_done(FileOutcome(path, FAILED, LOST_REASON))
         self.waiting.clear()

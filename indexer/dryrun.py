@@ -28,7 +28,6 @@ from .extract import ExtractSpec
 from .modelspec import read_model_shape
 from .pipeline import IndexOptions, segmentation_request, validate_options
 from .pool import DecodePool, FileDone, FileFailed, SegmentReady
-from .probe import Probe
 from .segments import Segmentation, plan_segments
 from .tuning import available_cores, resolve_resources
 from .walk import walk
@@ -110,20 +109,15 @@ def dry_run(
         batch_size=opts.batch_size,
         threads=opts.torch_threads,
     )
-    spec = ExtractSpec(
-        num_frames=checkpoint.num_frames,
-        pixels=checkpoint.pixels,
-        decoders=opts.decoders,
-        limits=opts.limits,
-    ).with_segmentation(segmentation)
+    spec = opts.extract_spec(checkpoint.num_frames, checkpoint.pixels, segmentation)
     planned: dict[str, int] = {}
     with DecodePool(spec, max(1, min(res.workers, len(plan.todo))), timeout_s=opts.timeout_s) as pool:
         for event in pool.run([f.path for f in plan.todo], mode="probe"):
             if isinstance(event, FileFailed):
                 report.files.append({"path": event.path, "action": event.status, "reason": event.reason})
                 continue
-            if isinstance(event, FileDone):
-                probed = Probe(**event.probe)
+            if isinstance(event, FileDone) and event.probe is not None:
+                probed = event.probe
                 # Shots are not known before decoding: fixed windows of the same length, the fewest it can be.
                 n = len(
                     plan_segments(

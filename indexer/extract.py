@@ -24,7 +24,8 @@ from xclip_search.pixels import PixelConfig, normalize, resize_and_crop
 from xclip_search.sampling import sample_frame_indices
 from xclip_search.thumbnails import make_thumbnail
 
-from .decoders import DEFAULT_DECODERS, FORWARD_ONLY, Decoder, VideoInfo, get_decoder
+from .decoders import DEFAULT_DECODERS, FORWARD_ONLY, Decoder, VideoInfo, clean_message, get_decoder
+from .fingerprint import content_hash
 from .probe import Limits, Probe, probe
 from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS, FIXED, Segmentation, SegmentPlan, plan_video
 from .shots import Cut, detect_cuts
@@ -238,6 +239,57 @@ def _thumbnail(frame: np.ndarray) -> bytes | None:
         return make_thumbnail(frame)
     except (ValueError, OSError):
         return None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A file decoded to the end: its hash and header, and its summary (None when only probed)."""
+
+    content_hash: str
+    probe: Probe
+    summary: FileSummary | None
+
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    """A file that could not be decoded (`status` failed) or was refused by a limit (`status` skipped)."""
+
+    status: str
+    reason: str
+    content_hash: str | None = None
+    oom: bool = False  # the decoding process ran out of memory: its heap is in an unknown state
+
+
+def decode_file(
+    path: str, spec: ExtractSpec, *, probe_only: bool = False, on_frame: Callable[[], None] | None = None
+) -> Iterator[SegmentCrops | Decoded | DecodeFailure]:
+    """Hash, probe and decode one file: its segments, then exactly one `Decoded` or `DecodeFailure`.
+
+    What a decode worker runs for each task, and the pool without workers: a bad file never raises here, and
+    how an exception becomes a status and a reason is decided once, in `failure_of`.
+    """
+    digest: str | None = None
+    try:
+        digest = content_hash(path)
+        job = Extraction(path, spec, on_frame=on_frame)
+        if not probe_only:
+            yield from job.segments()
+        yield Decoded(digest, job.probe, job.summary)
+    except Exception as exc:  # a bug or an unexpected library error costs this file only
+        yield failure_of(exc, digest)
+
+
+def failure_of(exc: Exception, content_hash: str | None = None) -> DecodeFailure:
+    """How a file whose decoding raised `exc` is recorded."""
+    if isinstance(exc, VideoLimitError):
+        return DecodeFailure("skipped", str(exc), content_hash)
+    if isinstance(exc, VideoError):
+        return DecodeFailure("failed", str(exc), content_hash)
+    if isinstance(exc, MemoryError):
+        return DecodeFailure("failed", "out of memory", content_hash, oom=True)
+    if isinstance(exc, OSError):
+        return DecodeFailure("failed", f"cannot read the file: {exc.strerror or exc}", content_hash)
+    return DecodeFailure("failed", f"{type(exc).__name__}: {clean_message(exc)}", content_hash)
 
 
 class CropNormalizer:

@@ -16,8 +16,6 @@ Workers are started by one long-lived thread, because their death signal (PR_SET
 
 from __future__ import annotations
 
-import base64
-import binascii
 import concurrent.futures
 import contextlib
 import itertools
@@ -27,10 +25,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from .pool import DEFAULT_MEMORY_MB
-from .protocol import ProtocolError, read_message
+from .protocol import Failed, Frame, FrameTask, Message, ProtocolError, Ready, receive
 from .workerproc import START_TIMEOUT_S, WorkerProcess, worker_env
 
 DEFAULT_FRAME_TIMEOUT_S = 30.0
@@ -72,7 +69,7 @@ class FrameJobs:
                 worker = self._start()
             if worker is None:
                 return None
-            data, worker = self._ask(worker, {"path": path, "frame": int(frame), "fps": fps})
+            data, worker = self._ask(worker, path, int(frame), fps)
             return data
         finally:
             self._slots.put(worker)
@@ -109,8 +106,8 @@ class FrameJobs:
             worker = spawner.submit(WorkerProcess, tmp, worker_env(self.memory_mb, 0)).result()
         except OSError:
             return None
-        header = self._read(worker, START_TIMEOUT_S)
-        if header is None or header.get("type") != "ready":
+        message = self._read(worker, START_TIMEOUT_S)
+        if not isinstance(message, Ready):
             self._retire(worker, kill=True)
             return None
         worker.ready = True
@@ -118,37 +115,38 @@ class FrameJobs:
             self._live.add(worker)
         return worker
 
-    def _ask(self, worker: WorkerProcess, task: dict[str, Any]) -> tuple[bytes | None, WorkerProcess | None]:
+    def _ask(
+        self, worker: WorkerProcess, path: str, frame: int, fps: float | None
+    ) -> tuple[bytes | None, WorkerProcess | None]:
         tid = next(self._ids)
         try:
-            worker.send({"type": "task", "id": tid, "mode": "thumbnail", **task})
+            worker.send(FrameTask(tid, path, frame, fps))
         except OSError:
             self._retire(worker, kill=True)
             return None, None
         deadline = time.monotonic() + self.timeout_s
         while True:
-            header = self._read(worker, max(0.0, deadline - time.monotonic()))
-            if header is None:  # timed out or died: this frame is lost, the worker goes
+            message = self._read(worker, max(0.0, deadline - time.monotonic()))
+            if message is None:  # timed out or died: this frame is lost, the worker goes
                 self._retire(worker, kill=True)
                 return None, None
-            if header.get("id") != tid or header.get("type") == "tick":
-                continue
-            if header.get("oom"):
-                self._retire(worker, kill=False)
-                return None, None
-            if header.get("type") != "done":
+            if isinstance(message, Frame) and message.id == tid:
+                return message.jpeg, worker
+            if isinstance(message, Failed) and message.id == tid:
+                if message.oom:
+                    self._retire(worker, kill=False)
+                    return None, None
                 return None, worker
-            return _decoded(header.get("thumb")), worker
+            # anything else (a stale answer, a tick) is not this frame's answer: keep reading
 
     @staticmethod
-    def _read(worker: WorkerProcess, timeout: float) -> dict[str, Any] | None:
+    def _read(worker: WorkerProcess, timeout: float) -> Message | None:
         """The worker's next message, or None when it says nothing within `timeout` seconds or has died."""
         try:
             readable, _, _ = select.select([worker.rfd], [], [], timeout)
             if not readable:
                 return None
-            header, _ = read_message(worker.rfd)
-            return header
+            return receive(worker.rfd)
         except (ProtocolError, OSError, ValueError):
             return None
 
@@ -161,12 +159,3 @@ class FrameJobs:
             worker.reap()
         with contextlib.suppress(OSError):
             worker.log_path.unlink(missing_ok=True)
-
-
-def _decoded(text: Any) -> bytes | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return base64.b64decode(text, validate=True)
-    except (ValueError, binascii.Error):
-        return None

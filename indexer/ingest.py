@@ -18,13 +18,15 @@ import numpy as np
 
 from xclip_search.checkpoint import Checkpoint
 from xclip_search.encoder import VideoEmbeddings, XClipEncoder
-from xclip_search.store.catalog import FAILED, INDEXED, SegmentRecord, VideoRecord
+from xclip_search.store.catalog import FAILED
 from xclip_search.store.fsio import crash_point
 from xclip_search.store.writer import IndexWriter
 
 from .extract import ExtractSpec
 from .feed import ModelFeed
 from .pool import FileDone, FileFailed, PoolEvent, SegmentReady
+from .protocol import LOST_SEGMENTS
+from .records import FileOutcome, SegmentIds, indexed_outcome, indexed_record, record_failure
 from .segments import SegmentPlan
 from .walk import FoundFile
 
@@ -38,17 +40,6 @@ class IngestSettings:
     commit_seconds: float
     #: on a GPU, choose the batch size from its free memory (the user gave none); `batch_size` is the floor
     gpu_batch: bool = False
-
-
-@dataclass
-class Finished:
-    """What happened to one file in the loop (the pipeline turns it into a `FileOutcome`)."""
-
-    path: str
-    status: str
-    reason: str | None = None
-    segments: int = 0
-    warnings: int = 0
 
 
 @dataclass
@@ -78,7 +69,7 @@ def ingest(
     todo: list[FoundFile],
     events: Iterator[PoolEvent],
     settings: IngestSettings,
-    on_file: Callable[[Finished], None],
+    on_file: Callable[[FileOutcome], None],
     on_segments: Callable[[int], None],
 ) -> None:
     """Encode and commit every file in `todo` from the pool's `events`; reports each file once via `on_file`."""
@@ -90,7 +81,6 @@ def ingest(
     pending: dict[str, _Pending] = {}
     queue: list[_Item] = []
     last_flush = time.monotonic()
-    ids = _SegmentIds(writer, settings.commit_every)
 
     def maybe_flush() -> None:
         nonlocal last_flush
@@ -99,19 +89,20 @@ def ingest(
             writer.flush()
             last_flush = time.monotonic()
 
-    ids = _SegmentIds(writer, settings.commit_every)
+    ids = SegmentIds(writer, settings.commit_every)
 
     def commit(p: _Pending) -> None:
         del pending[p.found.path]
         done = p.done
         assert done is not None and done.summary is not None
         if len(p.plans) != done.summary.segments:  # cannot happen unless the protocol is broken; never store it
-            _record_failure(writer, p.found, FileFailed(p.found.path, FAILED, "segments lost between processes"))
-            on_file(Finished(p.found.path, FAILED, "segments lost between processes"))
+            on_file(record_failure(writer, p.found, FileFailed(p.found.path, FAILED, LOST_SEGMENTS)))
             return
         decoders.note(done.summary.decoder)
-        n = _commit_video(writer, ids, p, done)
-        on_file(Finished(p.found.path, INDEXED, _note(done), segments=n, warnings=done.warnings))
+        video = indexed_record(p.found, done)
+        v, z = np.stack(p.v), np.stack(p.z)  # type: ignore[arg-type]
+        writer.add(video, ids.records(p.plans), v, z, thumbnails=p.thumbnails)
+        on_file(indexed_outcome(video, len(p.plans)))
         maybe_flush()
 
     def run_batch(items: list[_Item]) -> None:
@@ -157,11 +148,10 @@ def ingest(
             if p.complete:
                 commit(p)
         else:
-            _record_failure(writer, by_path[event.path], event)
             stale = pending.pop(event.path, None)
             if stale is not None:
                 queue = [item for item in queue if item[0] is not stale]
-            on_file(Finished(event.path, event.status, event.reason, warnings=event.warnings))
+            on_file(record_failure(writer, by_path[event.path], event))
             maybe_flush()
     while queue:
         batch, queue = queue[: feed.batch_size], queue[feed.batch_size :]
@@ -195,93 +185,3 @@ class _Decoders:
         except Exception:  # best effort (see the class docstring)
             return
         self._written.add(name)
-
-
-def _note(done: FileDone) -> str | None:
-    """The reason column of an indexed file: which decoder failed first, and the first decoder warnings."""
-    parts = list(done.summary.notes) if done.summary else []
-    if done.warnings:
-        first = f": {done.log[0]}" if done.log else ""
-        parts.append(f"{done.warnings} decoder warning(s){first}")
-    return "; ".join(parts) or None
-
-
-class _SegmentIds:
-    """Hands out segment ids reserved in blocks: one catalog transaction (and fsync) per block, not per video.
-
-    Ids reserved but unused when a run ends or crashes are simply never used (see the catalog's id counter).
-    """
-
-    def __init__(self, writer: IndexWriter, block: int) -> None:
-        self._writer = writer
-        self._block = block
-        self._next = self._end = 0
-
-    def take(self, count: int) -> int:
-        if self._end - self._next < count:
-            size = max(count, self._block)
-            self._next = self._writer.reserve_ids(size)
-            self._end = self._next + size
-        first = self._next
-        self._next += count
-        return first
-
-
-def _commit_video(writer: IndexWriter, ids: _SegmentIds, p: _Pending, done: FileDone) -> int:
-    assert done.summary is not None
-    first = ids.take(len(p.plans))
-    records = [
-        SegmentRecord(
-            seq=plan.seq,
-            start_s=plan.start_s,
-            end_s=plan.end_s,
-            frame_start=plan.frame_start,
-            frame_end=plan.frame_end,
-            id=first + k,
-            shot=plan.shot,
-        )
-        for k, plan in enumerate(p.plans)
-    ]
-    video = indexed_record(p.found, done)
-    writer.add(video, records, np.stack(p.v), np.stack(p.z), thumbnails=p.thumbnails)  # type: ignore[arg-type]
-    return len(records)
-
-
-def indexed_record(f: FoundFile, done: FileDone) -> VideoRecord:
-    """The catalog row of a file whose segments were all decoded (both the local and the Ray committer)."""
-    summary = done.summary
-    assert summary is not None
-    info = summary.info
-    return VideoRecord(
-        path=f.path,
-        size=f.size,
-        mtime_ns=f.mtime_ns,
-        dev=f.dev,
-        inode=f.inode,
-        status=INDEXED,
-        content_hash=done.content_hash,
-        duration_s=summary.duration_s,
-        fps=info.fps,
-        num_frames=info.num_frames,
-        width=info.width,
-        height=info.height,
-        codec=summary.codec,
-        reason=_note(done),
-        warnings=done.warnings,
-    )
-
-
-def _record_failure(writer: IndexWriter, f: FoundFile, event: FileFailed) -> None:
-    writer.record(
-        VideoRecord(
-            path=f.path,
-            size=f.size,
-            mtime_ns=f.mtime_ns,
-            dev=f.dev,
-            inode=f.inode,
-            status=event.status if event.status != INDEXED else FAILED,
-            reason=event.reason,
-            content_hash=event.content_hash,
-            warnings=event.warnings,
-        )
-    )

@@ -5,6 +5,10 @@ files cost a ``stat`` and a catalog lookup, moved files a catalog update, so a r
 does not even load the model. Only new and changed files go through the decode -> encode -> commit loop
 (`ingest`). Every file the walk sees ends with exactly one status in the report: indexed, unchanged, moved,
 skipped (with the reason) or failed (with the decoder's message); the run exits with 3 when any failed.
+
+How the files to index are decoded and encoded is the run's `Encoding`: `LocalEncoding` (a decode pool and
+the model in this process, the default) or `distributed.RayEncoding` (a Ray cluster). Walking, change
+detection, model checks, failure recording and publishing are the same for both, here.
 """
 
 from __future__ import annotations
@@ -15,28 +19,28 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
+from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, check_dtype, load_checkpoint
 from xclip_search.errors import CheckpointError, InvalidArgumentError
+from xclip_search.pixels import PixelConfig
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
 from xclip_search.store.integrity import prepare_reembedding, recorded_model
+from xclip_search.store.location import resolve
 from xclip_search.store.manifest import MANIFEST_NAME
 from xclip_search.store.segmentation import SegmentationRequest, record_segmentation, settle_segmentation
-from xclip_search.store.writer import IndexWriter, check_model
+from xclip_search.store.writer import IndexWriter, check_index_dir, check_model
 
 from .changes import RunPlan, classify
 from .decoders import DEFAULT_DECODERS
 from .extract import ExtractSpec
-from .modelspec import read_model_shape
+from .modelspec import ModelShape, read_model_shape
 from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
+from .records import FileOutcome
 from .segments import Segmentation
 from .tuning import likely_gpu, resolve_resources
-from .walk import Walker
-
-if TYPE_CHECKING:
-    from .ingest import Finished
+from .walk import FoundFile, Walker
 
 UNCHANGED, MOVED, REMOVED = "unchanged", "moved", "removed"
 
@@ -68,14 +72,12 @@ class IndexOptions:
     # SQLAlchemy URL of the catalog (PostgreSQL for a shared index); None: the one the index records.
     catalog_url: str | None = None
 
-
-@dataclass(frozen=True)
-class FileOutcome:
-    path: str
-    status: str
-    reason: str | None = None
-    segments: int = 0
-    warnings: int = 0
+    def extract_spec(self, num_frames: int, pixels: PixelConfig, segmentation: Segmentation) -> ExtractSpec:
+        """What decode workers make of each file for a model with `num_frames` and `pixels`, cut by the index's
+        settled `segmentation` (the one place the options become an `ExtractSpec`)."""
+        return ExtractSpec(
+            num_frames=num_frames, pixels=pixels, decoders=self.decoders, limits=self.limits
+        ).with_segmentation(segmentation)
 
 
 @dataclass
@@ -166,6 +168,37 @@ def validate_options(opts: IndexOptions) -> None:
         raise InvalidArgumentError(f"Invalid timeout ({opts.timeout_s}). It must be more than 0 seconds.")
     if opts.memory_mb < 256:
         raise InvalidArgumentError(f"Invalid worker memory limit ({opts.memory_mb} MB). It must be at least 256 MB.")
+    check_dtype(opts.dtype, opts.device)
+
+
+@dataclass(frozen=True)
+class EncodingJob:
+    """The files a run must decode and encode, the model's shape as config.json gives it, and the settings."""
+
+    todo: list[FoundFile]
+    shape: ModelShape
+    spec: ExtractSpec
+    opts: IndexOptions
+
+
+class EncodingRun(Protocol):
+    """The files of one run being decoded (started before the model loads), waiting to be encoded."""
+
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, progress: Progress) -> None:
+        """Encode and commit every file: record its catalog row, report it once to `progress.file_done`."""
+
+
+class Encoding(Protocol):
+    """How a run decodes and encodes the files it must index (`run_index` does everything else)."""
+
+    def check(self) -> None:
+        """Refuse bad settings of this strategy; runs before anything is loaded."""
+
+    def model_placement(self, opts: IndexOptions) -> tuple[str | None, str | None]:
+        """The device and dtype the model is loaded with in this process."""
+
+    def start(self, stack: contextlib.ExitStack, job: EncodingJob) -> EncodingRun:
+        """Start decoding `job.todo` (resources entered in `stack`); the model loads meanwhile."""
 
 
 def run_index(
@@ -175,17 +208,31 @@ def run_index(
     model: str | None = None,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
+    encoding: Encoding | None = None,
 ) -> IndexReport:
-    """Index the videos under `paths` into `index_dir` (created if needed) and return what happened."""
+    """Index the videos under `paths` into `index_dir` (created if needed) and return what happened.
+
+    `encoding` says how segments are decoded and encoded: `LocalEncoding()` (the default) or
+    `distributed.RayEncoding(...)`.
+    """
     opts = options or IndexOptions()
+    how = encoding or LocalEncoding()
     prog = progress or _NoProgress()
     if not paths:
         raise InvalidArgumentError("No paths to index", hint="Pass one or more video files or folders.")
-    validate_options(opts)
     index_path = Path(index_dir).expanduser().resolve()
+    # Cheap checks first: nothing below loads a model before every argument is known to be usable.
+    validate_options(opts)
+    how.check()
+    check_index_dir(index_path)
+    resolve(index_path, opts.catalog_url)
     started = time.monotonic()
     report = IndexReport()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    device, dtype = how.model_placement(opts)
+
+    def load(ref: str | Path, revision: str | None = None) -> Checkpoint:
+        return load_checkpoint(str(ref), revision=revision, device=device, dtype=dtype)
 
     checkpoint: Checkpoint | None = None
     identity: ModelIdentity | None = None
@@ -193,7 +240,7 @@ def run_index(
     if (index_path / MANIFEST_NAME).exists():
         identity = recorded_model(index_path)  # the catalog's record when the manifest is damaged
         if model is not None and not _names_recorded_model(model, identity):
-            checkpoint = load_checkpoint(model, device=opts.device, dtype=opts.dtype)
+            checkpoint = load(model)
             check_model(identity, checkpoint.identity, index_path)
         model_ref, revision = identity.source, identity.revision
 
@@ -210,13 +257,15 @@ def run_index(
         walker = Walker(roots, follow_links=opts.follow_links)
         plan = classify(walker, rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
         prog.start(len(plan.todo))
-        run: _Encoding | None = None
+        run: EncodingRun | None = None
+        spec: ExtractSpec | None = None
         if plan.todo:
             # Decoding starts before the model loads (torch and the weights take seconds on a CPU machine).
-            model_dir = checkpoint.directory if checkpoint else model_ref
-            run = _Encoding.start(stack, plan, opts, model_dir, revision, segmentation)
+            shape = read_model_shape(str(checkpoint.directory if checkpoint else model_ref), revision)
+            spec = opts.extract_spec(shape.num_frames, shape.pixels, segmentation)
+            run = how.start(stack, EncodingJob(plan.todo, shape, spec, opts))
         if checkpoint is None and (run is not None or writer is None):
-            checkpoint = load_checkpoint(model_ref, revision=revision, device=opts.device, dtype=opts.dtype)
+            checkpoint = load(model_ref, revision)
             if identity is not None:
                 check_model(identity, checkpoint.identity, index_path)
         if writer is None:
@@ -228,8 +277,9 @@ def run_index(
         try:
             _apply_plan(writer, plan, rows, report)
             if run is not None:
-                assert checkpoint is not None
-                run.encode(writer, checkpoint, report, prog)
+                assert checkpoint is not None and spec is not None
+                _check_shape(checkpoint, spec)
+                run.encode(writer, checkpoint, _Reporting(report, prog))
             writer.flush()
             report.committed_elsewhere(writer.dropped)
             ann = writer.manifest.ann
@@ -243,6 +293,15 @@ def run_index(
             writer.catalog.finish_run(writer.run_id, status, report.to_dict())
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_shape(checkpoint: Checkpoint, spec: ExtractSpec) -> None:
+    """Decoding started from config.json's reading of the model; the loaded model must agree with it."""
+    if checkpoint.num_frames != spec.num_frames or checkpoint.pixels != spec.pixels:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json and the loaded model disagree on frames or pixels",
+            hint="Re-save the checkpoint with save_pretrained.",
+        )
 
 
 def _writer(stack: contextlib.ExitStack, index_path: Path, identity: ModelIdentity, opts: IndexOptions) -> IndexWriter:
@@ -296,72 +355,80 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, An
     report.known_failed = plan.known_failed
 
 
-@dataclass
-class _Encoding:
-    """The files to decode and encode: a decode pool already running, waiting for the model."""
+class _Reporting:
+    """The `Progress` an encoding run reports to: every file's outcome also goes into the run's report."""
 
-    plan: RunPlan
-    opts: IndexOptions
-    spec: ExtractSpec
-    workers: int
-    threads: int | None
-    batch_size: int
-    events: Iterator[PoolEvent]
+    def __init__(self, report: IndexReport, progress: Progress) -> None:
+        self.report = report
+        self.progress = progress
 
-    @classmethod
-    def start(
-        cls,
-        stack: contextlib.ExitStack,
-        plan: RunPlan,
-        opts: IndexOptions,
-        model_ref: str | Path,
-        revision: str | None,
-        segmentation: Segmentation,
-    ) -> _Encoding:
-        shape = read_model_shape(str(model_ref), revision)
+    def start(self, total_files: int) -> None:
+        self.progress.start(total_files)
+
+    def file_done(self, outcome: FileOutcome) -> None:
+        self.report.outcomes.append(outcome)
+        self.progress.file_done(outcome)
+
+    def segments_encoded(self, count: int) -> None:
+        self.progress.segments_encoded(count)
+
+
+class LocalEncoding:
+    """Decode in supervised worker processes on this machine and encode with the model in this process."""
+
+    def check(self) -> None:
+        pass
+
+    def model_placement(self, opts: IndexOptions) -> tuple[str | None, str | None]:
+        return opts.device, opts.dtype
+
+    def start(self, stack: contextlib.ExitStack, job: EncodingJob) -> _LocalRun:
+        opts = job.opts
         res = resolve_resources(
-            shape,
+            job.shape,
             on_gpu=likely_gpu(opts.device),
             workers=opts.workers,
             batch_size=opts.batch_size,
             threads=opts.torch_threads,
         )
-        spec = ExtractSpec(
-            num_frames=shape.num_frames,
-            pixels=shape.pixels,
-            decoders=opts.decoders,
-            limits=opts.limits,
-        ).with_segmentation(segmentation)
-        workers = min(res.workers, len(plan.todo))
+        workers = min(res.workers, len(job.todo))
         pool = stack.enter_context(
-            DecodePool(spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
+            DecodePool(job.spec, workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, nice=res.worker_nice)
         )
-        events = pool.start([f.path for f in plan.todo])
-        return cls(plan, opts, spec, workers, res.threads, res.batch_size, events)
+        return _LocalRun(job, res.threads, res.batch_size, pool.start([f.path for f in job.todo]))
 
-    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, report: IndexReport, prog: Progress) -> None:
+
+@dataclass
+class _LocalRun:
+    """The files to decode and encode: a decode pool already running, waiting for the model."""
+
+    job: EncodingJob
+    threads: int | None
+    batch_size: int
+    events: Iterator[PoolEvent]
+
+    def encode(self, writer: IndexWriter, checkpoint: Checkpoint, progress: Progress) -> None:
         from .ingest import IngestSettings, ingest  # imports torch: only when something needs encoding
 
-        if checkpoint.num_frames != self.spec.num_frames or checkpoint.pixels != self.spec.pixels:
-            raise CheckpointError(
-                f"{checkpoint.directory}: config.json and the loaded model disagree on frames or pixels",
-                hint="Re-save the checkpoint with save_pretrained.",
-            )
+        job = self.job
         threads = self.threads if checkpoint.device.type == "cpu" else None
         settings = IngestSettings(
             batch_size=self.batch_size,
-            commit_every=self.opts.commit_every,
-            commit_seconds=self.opts.commit_seconds,
-            gpu_batch=self.opts.batch_size is None,
+            commit_every=job.opts.commit_every,
+            commit_seconds=job.opts.commit_seconds,
+            gpu_batch=job.opts.batch_size is None,
         )
-
-        def on_file(done: Finished) -> None:
-            outcome = FileOutcome(done.path, done.status, done.reason, done.segments, done.warnings)
-            report.outcomes.append(outcome)
-            prog.file_done(outcome)
-
         with _torch_threads(threads):
-            ingest(writer, checkpoint, self.spec, self.plan.todo, self.events, settings, on_file, prog.segments_encoded)
+            ingest(
+                writer,
+                checkpoint,
+                job.spec,
+                job.todo,
+                self.events,
+                settings,
+                progress.file_done,
+                progress.segments_encoded,
+            )
 
 
 @contextlib.contextmanager

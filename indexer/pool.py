@@ -17,8 +17,6 @@ Workers that cannot start at all (a broken installation) stop the run with an er
 
 from __future__ import annotations
 
-import base64
-import binascii
 import concurrent.futures
 import contextlib
 import os
@@ -37,10 +35,12 @@ import numpy as np
 
 from xclip_search.errors import XClipSearchError
 
-from .extract import Extraction, ExtractSpec, FileSummary, SegmentCrops
-from .protocol import ProtocolError, read_message
+from .extract import ExtractSpec, FileSummary
+from .probe import Probe
+from .protocol import Config, Done, Failed, ProtocolError, Ready, Segment, Task, receive
 from .segments import SegmentPlan
-from .workerproc import START_TIMEOUT_S, Task, WorkerProcess, death_reason, worker_env
+from .worker import answer
+from .workerproc import START_TIMEOUT_S, WorkerProcess, death_reason, worker_env
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 2048
@@ -67,7 +67,7 @@ class FileDone:
 
     path: str
     summary: FileSummary | None
-    probe: dict[str, Any]
+    probe: Probe | None
     content_hash: str | None
     warnings: int
     log: list[str] = field(default_factory=list)
@@ -167,7 +167,7 @@ class DecodePool:
         """Like `run`, but decoding starts now, before the events are first asked for (the model can load
         meanwhile); up to `max_buffered` segments wait for the consumer."""
         if self.workers == 0:
-            return (event for path in paths for event in _inline(path, self.spec, mode))
+            return (event for path in paths for event in self._inline(path, mode))
         out: queue.Queue[PoolEvent | BaseException | None] = queue.Queue(maxsize=self.max_buffered)
         self._stop.clear()
         thread = threading.Thread(
@@ -219,7 +219,7 @@ class DecodePool:
                 if self._stop.is_set():
                     return time.monotonic() - started
 
-    def _spawn(self, sel: selectors.BaseSelector) -> WorkerProcess:
+    def _spawn(self) -> WorkerProcess:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="xclip-search-workers-")
         if self._spawner is None:
@@ -230,18 +230,7 @@ class DecodePool:
         tmp, env = Path(self._tmp.name), self._env()
         w = self._spawner.submit(WorkerProcess, tmp, env).result()
         self._live.append(w)
-        sel.register(w.rfd, selectors.EVENT_READ, w)
         return w
-
-    def _retire(self, sel: selectors.BaseSelector, w: WorkerProcess, *, kill: bool) -> int | None:
-        sel.unregister(w.rfd)
-        self._live.remove(w)
-        if kill:
-            w.kill()
-            code = w.proc.returncode
-        else:
-            code = w.reap()
-        return code
 
     def warm_up(self) -> None:
         """Start the workers and wait until they are ready (so timings that follow exclude start-up)."""
@@ -251,109 +240,9 @@ class DecodePool:
             pass
 
     def _loop(self, paths: list[str], mode: str, out: queue.Queue[PoolEvent | BaseException | None]) -> None:
-        pending = deque(Task(i, p, mode) for i, p in enumerate(paths, start=self._next_id))
+        tasks = [Task(i, p, mode) for i, p in enumerate(paths, start=self._next_id)]
         self._next_id += len(paths)
-        remaining = len(pending)
-        start_failures = 0
-        sel = selectors.DefaultSelector()
-        for w in self._live:
-            sel.register(w.rfd, selectors.EVENT_READ, w)
-        config = {"type": "config", "spec": self.spec.to_dict()}
-
-        def failed_start(w: WorkerProcess, detail: str) -> None:
-            nonlocal start_failures
-            start_failures += 1
-            if start_failures >= _MAX_START_FAILURES:
-                raise WorkerStartError(
-                    f"Decode worker processes cannot start: {w.log_tail() or detail}",
-                    hint="Check that PyAV and decord import in this Python environment.",
-                )
-
-        try:
-            while not self._stop.is_set():
-                # Keep enough workers: replace those that died, were recycled or were killed (with no paths,
-                # `warm_up`: start them all, then wait until they are ready).
-                target = min(self.workers, remaining) if paths else self.workers
-                while len(self._live) < target:
-                    self._spawn(sel)
-                starting = [w for w in self._live if not w.ready]
-                if not remaining and not starting:
-                    break
-                for w in self._live:
-                    if w.ready and w.task is None and pending:
-                        task = pending.popleft()
-                        w.task = task
-                        w.deadline = time.monotonic() + self.timeout_s
-                        with contextlib.suppress(OSError):  # if it died, the read side reports it
-                            w.send({"type": "task", "id": task.id, "path": task.path, "mode": task.mode})
-                now = time.monotonic()
-                wait = max(0.0, min((w.deadline for w in self._live), default=now + 1.0) - now)
-                for key, _ in sel.select(timeout=min(wait, 1.0)):
-                    w = key.data
-                    try:
-                        header, array = read_message(w.rfd)
-                    except (ProtocolError, OSError):
-                        task = w.task
-                        code = self._retire(sel, w, kill=False)
-                        if not w.ready:
-                            failed_start(w, f"exit status {code}")
-                        if task is not None:
-                            remaining -= 1
-                            self._emit(out, FileFailed(task.path, "failed", death_reason(code, w.log_tail())))
-                        w.log_path.unlink(missing_ok=True)
-                        continue
-                    w.deadline = time.monotonic() + self.timeout_s
-                    kind = header.get("type")
-                    if kind == "ready":
-                        w.ready = True
-                        w.deadline = float("inf")
-                        start_failures = 0
-                        with contextlib.suppress(OSError):  # if it died, the read side reports it
-                            w.send(config)
-                        continue
-                    task = w.task
-                    if task is None or header.get("id") != task.id:
-                        continue
-                    if kind == "tick":
-                        continue
-                    if kind == "segment":
-                        seq, f0, f1, s0, s1, *rest = header["plan"]
-                        shot = rest[0] if rest else None  # the shot the segment belongs to (shots mode)
-                        plan = SegmentPlan(int(seq), int(f0), int(f1), float(s0), float(s1), shot)
-                        assert array is not None
-                        thumb = _thumbnail_of(header)
-                        self._emit(out, SegmentReady(task.path, int(header["attempt"]), plan, array, thumb))
-                        continue
-                    w.task = None
-                    w.deadline = float("inf")
-                    w.tasks_done += 1
-                    remaining -= 1
-                    self._emit(out, self._result(task, kind, header))
-                    if header.get("oom") or w.tasks_done >= self.recycle_after:
-                        self._retire(sel, w, kill=False)
-                        w.log_path.unlink(missing_ok=True)
-                # Timeouts: a busy worker silent for too long, or a worker that does not start.
-                now = time.monotonic()
-                for w in list(self._live):
-                    if now < w.deadline:
-                        continue
-                    lost = w.task
-                    self._retire(sel, w, kill=True)
-                    w.log_path.unlink(missing_ok=True)
-                    if lost is not None:
-                        remaining -= 1
-                        reason = f"timed out: no progress for {self.timeout_s:g} s"
-                        self._emit(out, FileFailed(lost.path, "failed", reason))
-                    elif not w.ready:
-                        failed_start(w, f"no answer within {START_TIMEOUT_S:g} s")
-        finally:
-            # Files still in flight will never be consumed (the consumer stopped): their workers go.
-            for w in [w for w in self._live if w.task is not None]:
-                self._retire(sel, w, kill=True)
-                w.log_path.unlink(missing_ok=True)
-            for w in self._live:
-                sel.unregister(w.rfd)
-            sel.close()
+        _Supervision(self, tasks, out).run()
 
     def _emit(self, out: queue.Queue[PoolEvent | BaseException | None], event: PoolEvent) -> None:
         """Hand `event` to the consumer; while it is behind, the workers' timeout clocks stop."""
@@ -362,57 +251,171 @@ class DecodePool:
             for w in self._live:
                 w.deadline += waited
 
-    def _result(self, task: Task, kind: Any, header: dict[str, Any]) -> PoolEvent:
-        warnings = int(header.get("log_lines", 0))
-        log = [str(x) for x in header.get("log") or []]
-        if kind == "done":
-            summary = FileSummary.from_dict(header["summary"]) if header.get("summary") else None
-            if summary is not None:
-                warnings += summary.warnings
-            return FileDone(task.path, summary, header.get("probe") or {}, header.get("hash"), warnings, log)
-        status = str(header.get("status", "failed"))
-        reason = str(header.get("reason", "unknown error"))
-        if header.get("oom"):
+    def _event(self, task: Task, message: Segment | Done | Failed) -> PoolEvent:
+        """What the consumer learns from a worker's (or the inline decoder's) answer to `task`."""
+        if isinstance(message, Segment):
+            return SegmentReady(task.path, message.attempt, message.plan, message.crops, message.thumbnail)
+        warnings = message.log_lines
+        if isinstance(message, Done):
+            if message.summary is not None:
+                warnings += message.summary.warnings
+            return FileDone(task.path, message.summary, message.probe, message.content_hash, warnings, message.log)
+        reason, log = message.reason, message.log
+        if message.oom:
             reason = f"out of memory (worker limit {self.memory_mb} MB)"
-        elif log and status == "failed" and log[-1] not in reason:
+        elif log and message.status == "failed" and log[-1] not in reason:
             reason = f"{reason} (decoder log: {log[-1][:200]})"
-        return FileFailed(task.path, status, reason, header.get("hash"), warnings)
+        return FileFailed(task.path, message.status, reason, message.content_hash, warnings)
+
+    def _inline(self, path: str, mode: str) -> Iterator[PoolEvent]:
+        """Decode in this process (``workers=0``): same events, no isolation; for tests and tiny jobs. A file's
+        segments are delivered once it decoded completely."""
+        task = Task(0, path, mode)
+        segments: list[PoolEvent] = []
+        for message in answer(task, self.spec):
+            if isinstance(message, Segment):
+                segments.append(self._event(task, message))
+                continue
+            if isinstance(message, Done):
+                yield from segments
+            yield self._event(task, message)
 
 
-def _thumbnail_of(header: dict[str, Any]) -> bytes | None:
-    """The segment's JPEG thumbnail from a worker's header (base64); a damaged one is dropped, not fatal."""
-    text = header.get("thumb")
-    if not isinstance(text, str):
-        return None
-    try:
-        return base64.b64decode(text, validate=True)
-    except (ValueError, binascii.Error):
-        return None
+class _Supervision:
+    """One `run` of the pool's workers, on the supervisor thread: spawn, dispatch, read, time out, repeat."""
 
+    def __init__(self, pool: DecodePool, tasks: list[Task], out: queue.Queue[PoolEvent | BaseException | None]) -> None:
+        self.pool = pool
+        self.pending = deque(tasks)
+        self.warm_up = not tasks  # no files: start every worker and wait until they are ready
+        self.remaining = len(tasks)
+        self.out = out
+        self.start_failures = 0
+        self.sel = selectors.DefaultSelector()
+        for w in pool._live:
+            self.sel.register(w.rfd, selectors.EVENT_READ, w)
 
-def _inline(path: str, spec: ExtractSpec, mode: str) -> Iterator[PoolEvent]:
-    """Decode in this process (``workers=0``): same events, no isolation; for tests and tiny jobs."""
-    from xclip_search.errors import VideoError, VideoLimitError
+    def run(self) -> None:
+        try:
+            while not self.pool._stop.is_set():
+                self.spawn()
+                if not self.remaining and all(w.ready for w in self.pool._live):
+                    break
+                self.dispatch()
+                self.read()
+                self.time_out()
+        finally:
+            # Files still in flight will never be consumed (the consumer stopped): their workers go.
+            for w in [w for w in self.pool._live if w.task is not None]:
+                self.retire(w, kill=True)
+            for w in self.pool._live:
+                self.sel.unregister(w.rfd)
+            self.sel.close()
 
-    from .fingerprint import content_hash
+    # -- spawn ------------------------------------------------------------------------------------------------
 
-    digest: str | None = None
-    try:
-        digest = content_hash(path)
-        job = Extraction(path, spec)
-        if mode == "probe":
-            yield FileDone(path, None, job.probe.to_dict(), digest, 0)
+    def spawn(self) -> None:
+        """Keep enough workers: replace those that died, were recycled or were killed."""
+        pool = self.pool
+        target = pool.workers if self.warm_up else min(pool.workers, self.remaining)
+        while len(pool._live) < target:
+            w = pool._spawn()
+            self.sel.register(w.rfd, selectors.EVENT_READ, w)
+
+    def failed_start(self, why: str) -> None:
+        self.start_failures += 1
+        if self.start_failures >= _MAX_START_FAILURES:
+            raise WorkerStartError(
+                f"Decode worker processes cannot start: {why}",
+                hint="Check that PyAV and decord import in this Python environment.",
+            )
+
+    def retire(self, w: WorkerProcess, *, kill: bool) -> int | None:
+        """Stop watching `w` and end it (SIGKILL, or wait for it to exit); returns its exit status."""
+        self.sel.unregister(w.rfd)
+        self.pool._live.remove(w)
+        if kill:
+            w.kill()
+            code = w.proc.returncode
+        else:
+            code = w.reap()
+        w.log_path.unlink(missing_ok=True)
+        return code
+
+    # -- dispatch ---------------------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Hand the next files to idle workers."""
+        for w in self.pool._live:
+            if w.ready and w.task is None and self.pending:
+                w.task = self.pending.popleft()
+                w.deadline = time.monotonic() + self.pool.timeout_s
+                with contextlib.suppress(OSError):  # if it died, the read side reports it
+                    w.send(w.task)
+
+    # -- read -------------------------------------------------------------------------------------------------
+
+    def read(self) -> None:
+        """Wait for messages (at most until the nearest deadline) and act on each."""
+        now = time.monotonic()
+        wait = max(0.0, min((w.deadline for w in self.pool._live), default=now + 1.0) - now)
+        for key, _ in self.sel.select(timeout=min(wait, 1.0)):
+            w: WorkerProcess = key.data
+            try:
+                message = receive(w.rfd)
+            except (ProtocolError, OSError):
+                self.died(w)
+                continue
+            w.deadline = time.monotonic() + self.pool.timeout_s
+            if isinstance(message, Ready):
+                self.started(w)
+            elif isinstance(message, (Segment, Done, Failed)) and w.task is not None and message.id == w.task.id:
+                self.answered(w, w.task, message)
+            # anything else: a Tick (progress: the deadline moved above), or a stale answer to an ended task
+
+    def started(self, w: WorkerProcess) -> None:
+        w.ready = True
+        w.deadline = float("inf")
+        self.start_failures = 0
+        with contextlib.suppress(OSError):  # if it died, the read side reports it
+            w.send(Config(self.pool.spec))
+
+    def answered(self, w: WorkerProcess, task: Task, message: Segment | Done | Failed) -> None:
+        self.pool._emit(self.out, self.pool._event(task, message))
+        if isinstance(message, Segment):
             return
-        segments: list[SegmentCrops] = []
-        for seg in job.segments():
-            segments.append(seg)
-        for seg in segments:
-            yield SegmentReady(path, seg.attempt, seg.plan, seg.crops, seg.thumbnail)
-        assert job.summary is not None
-        yield FileDone(path, job.summary, job.probe.to_dict(), digest, job.summary.warnings)
-    except VideoLimitError as exc:
-        yield FileFailed(path, "skipped", str(exc), digest)
-    except VideoError as exc:
-        yield FileFailed(path, "failed", str(exc), digest)
-    except OSError as exc:
-        yield FileFailed(path, "failed", f"cannot read the file: {exc.strerror or exc}", digest)
+        w.task = None
+        w.deadline = float("inf")
+        w.tasks_done += 1
+        self.remaining -= 1
+        if (isinstance(message, Failed) and message.oom) or w.tasks_done >= self.pool.recycle_after:
+            self.retire(w, kill=False)
+
+    def died(self, w: WorkerProcess) -> None:
+        """`w` closed its pipe or broke the protocol: it is gone, and so is the file it was decoding."""
+        task = w.task
+        tail = w.log_tail()
+        code = self.retire(w, kill=False)
+        if not w.ready:
+            self.failed_start(tail or f"exit status {code}")
+        if task is not None:
+            self.remaining -= 1
+            self.pool._emit(self.out, FileFailed(task.path, "failed", death_reason(code, tail)))
+
+    # -- timeouts ---------------------------------------------------------------------------------------------
+
+    def time_out(self) -> None:
+        """Kill a busy worker silent for too long, or a worker that does not start."""
+        now = time.monotonic()
+        for w in list(self.pool._live):
+            if now < w.deadline:
+                continue
+            lost = w.task
+            tail = w.log_tail()
+            self.retire(w, kill=True)
+            if lost is not None:
+                self.remaining -= 1
+                reason = f"timed out: no progress for {self.pool.timeout_s:g} s"
+                self.pool._emit(self.out, FileFailed(lost.path, "failed", reason))
+            elif not w.ready:
+                self.failed_start(tail or f"no answer within {START_TIMEOUT_S:g} s")

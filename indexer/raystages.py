@@ -18,17 +18,81 @@ A file that is lost with its worker never reaches the committer; the driver repo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .extract import ExtractSpec
+from xclip_search.store.vectors import WrittenParts
+
+from .extract import ExtractSpec, FileSummary
 from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, FileDone, FileFailed, SegmentReady
+from .protocol import LOST_SEGMENTS, plan_from_list, plan_to_list
+from .segments import SegmentPlan
 
 Batch = dict[str, Any]
 
 # Row columns between the stages and to the committer.
 PATH, RESULT, CROPS = "path", "result", "crops"
+
+
+@dataclass
+class FileResult:
+    """One file's outcome as it travels in a row from the decode stage to the embedding stage and on to the
+    committer (as JSON: Ray rows hold plain values). The embedding stage adds where the file's vectors are."""
+
+    status: str  # indexed, failed or skipped
+    reason: str | None = None
+    content_hash: str | None = None
+    warnings: int = 0
+    log: list[str] = field(default_factory=list)
+    summary: FileSummary | None = None
+    plans: list[SegmentPlan] = field(default_factory=list)  # the segments of the last decoder attempt
+    shard: WrittenParts | None = None  # the shard holding this file's vectors,
+    shard_files: int = 0  # how many files share it,
+    row: int = 0  # and this file's first row in it
+
+    @property
+    def indexed(self) -> bool:
+        return self.status == "indexed"
+
+    def done(self, path: str) -> FileDone:
+        return FileDone(path, self.summary, None, self.content_hash, self.warnings, self.log)
+
+    def failed(self, path: str) -> FileFailed:
+        return FileFailed(path, self.status, self.reason or "unknown error", self.content_hash, self.warnings)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "status": self.status,
+                "reason": self.reason,
+                "hash": self.content_hash,
+                "warnings": self.warnings,
+                "log": self.log,
+                "summary": self.summary.to_dict() if self.summary else None,
+                "plans": [plan_to_list(p) for p in self.plans],
+                "shard": self.shard.to_dict() if self.shard else None,
+                "shard_files": self.shard_files,
+                "row": self.row,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FileResult:
+        d = json.loads(text)
+        return cls(
+            status=str(d["status"]),
+            reason=d["reason"],
+            content_hash=d["hash"],
+            warnings=int(d["warnings"]),
+            log=[str(x) for x in d["log"]],
+            summary=FileSummary.from_dict(d["summary"]) if d["summary"] else None,
+            plans=[plan_from_list(p) for p in d["plans"]],
+            shard=WrittenParts.from_dict(d["shard"]) if d["shard"] else None,
+            shard_files=int(d["shard_files"]),
+            row=int(d["row"]),
+        )
 
 
 class DecodeStage:
@@ -46,45 +110,34 @@ class DecodeStage:
         crops: list[np.ndarray] = []
         for path in paths:
             result, frames = self.decode(path)
-            results.append(json.dumps(result))
+            results.append(result.to_json())
             crops.append(frames)
         return {PATH: paths, RESULT: results, CROPS: crops}
 
-    def decode(self, path: str) -> tuple[dict[str, Any], np.ndarray]:
-        """One file's outcome (JSON-able) and its segments' crops, keeping only the last decoder attempt."""
+    def decode(self, path: str) -> tuple[FileResult, np.ndarray]:
+        """One file's outcome and its segments' crops, keeping only the last decoder attempt."""
         attempt = 0
-        plans: list[list[float | None]] = []
+        plans: list[SegmentPlan] = []
         kept: list[np.ndarray] = []
-        result: dict[str, Any] = {"status": "failed", "reason": "the decode pool returned no result"}
+        result = FileResult("failed", "the decode pool returned no result")
         for event in self.pool.run([path]):
             if isinstance(event, SegmentReady):
                 if event.attempt > attempt:  # the worker switched decoders midway: start this file over
                     attempt, plans, kept = event.attempt, [], []
                 elif event.attempt < attempt:
                     continue
-                p = event.plan
-                plans.append([p.seq, p.frame_start, p.frame_end, p.start_s, p.end_s, p.shot])
+                plans.append(event.plan)
                 kept.append(event.crops)
             elif isinstance(event, FileDone):
                 assert event.summary is not None
-                result = {
-                    "status": "indexed",
-                    "summary": event.summary.to_dict(),
-                    "hash": event.content_hash,
-                    "warnings": event.warnings,
-                    "log": event.log,
-                    "plans": plans,
-                }
+                result = FileResult(
+                    "indexed", None, event.content_hash, event.warnings, event.log, event.summary, plans
+                )
                 if len(plans) != event.summary.segments:  # cannot happen unless the protocol is broken
-                    result = {"status": "failed", "reason": "segments lost between processes", "hash": None}
+                    result = FileResult("failed", LOST_SEGMENTS)
             elif isinstance(event, FileFailed):
-                result = {
-                    "status": event.status,
-                    "reason": event.reason,
-                    "hash": event.content_hash,
-                    "warnings": event.warnings,
-                }
-        if result["status"] != "indexed" or not kept:
+                result = FileResult(event.status, event.reason, event.content_hash, event.warnings)
+        if not result.indexed or not kept:
             t = self.spec.num_frames
             return result, np.zeros((0, t, 1, 1, 3), np.uint8)
         return result, np.stack(kept)
@@ -141,20 +194,18 @@ class EmbedStage:
         paths = [str(p) for p in batch[PATH]]
         if self.fail_on and any(p.endswith(self.fail_on) for p in paths):
             os._exit(1)
-        results = [json.loads(r) for r in batch[RESULT]]
+        results = [FileResult.from_json(r) for r in batch[RESULT]]
         crops = [np.asarray(c) for c in batch[CROPS]]
-        todo = [i for i, r in enumerate(results) if r["status"] == "indexed"]
+        todo = [i for i, r in enumerate(results) if r.indexed]
         if todo:
             segments = np.concatenate([crops[i] for i in todo])
             v, z = self._encode(segments)
             parts = self.store.write_parts(v, z, z_dtype=self.z_dtype)
             row = 0
             for i in todo:
-                results[i]["shard"] = parts.to_dict()
-                results[i]["shard_files"] = len(todo)
-                results[i]["row"] = row
+                results[i].shard, results[i].shard_files, results[i].row = parts, len(todo), row
                 row += len(crops[i])
-        return {PATH: paths, RESULT: [json.dumps(r) for r in results]}
+        return {PATH: paths, RESULT: [r.to_json() for r in results]}
 
     def _encode(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         vs, zs = [], []

@@ -6,16 +6,15 @@ and the process dies with its parent (PR_SET_PDEATHSIG). Whatever the decoders p
 goes to a log file that is cleared per task and counted as that file's warnings; after a crash the pool reads
 the same file to say what happened.
 
-Messages out, per task: ``segment`` (one per segment, with its cropped frames) and ``tick`` (at most once a
-second while frames keep coming: progress for the pool's timeout), then ``done`` or ``failed`` (``status``
-failed or skipped). A ``thumbnail`` task (the server's on-demand thumbnails, `framejobs`) needs no config and
-answers ``done`` with the JPEG of one frame (``thumb``, base64) or ``failed``. A worker that runs out of
-memory reports the file and exits, because its heap is in an unknown state; the pool starts a fresh one.
+Messages out, per task (see `protocol`): a `Segment` per segment, with its cropped frames, and a `Tick` at
+most once a second while frames keep coming (progress for the pool's timeout), then `Done` or `Failed`. A
+`FrameTask` (the server's on-demand thumbnails, `framejobs`) needs no config and is answered by one `Frame`
+(the JPEG of one frame) or `Failed`. A worker that runs out of memory reports the file and exits, because its
+heap is in an unknown state; the pool starts a fresh one.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import faulthandler
 import os
@@ -23,9 +22,12 @@ import resource
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from .protocol import ProtocolError, read_message, write_message
+if TYPE_CHECKING:  # imported by `main` once the process is hardened, so a Ctrl-C at start-up cannot kill it
+    from .extract import ExtractSpec
+    from .protocol import Done, Failed, FrameTask, Segment, Task
 
 _PR_SET_PDEATHSIG = 1
 _MAX_LOG_BYTES = 64 << 20
@@ -81,24 +83,11 @@ class _LogCapture:
         return [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
 
 
-def _run_task(out: int, task: dict[str, Any], spec: Any, capture: _LogCapture) -> bool:
+def _run_task(out: int, task: Task, spec: ExtractSpec, capture: _LogCapture) -> bool:
     """Handle one task; returns False when the worker should exit afterwards."""
-    from xclip_search.errors import VideoError, VideoLimitError
+    from .protocol import Failed, Tick, send
 
-    from .decoders import clean_message
-    from .extract import Extraction
-    from .fingerprint import content_hash
-
-    tid = task["id"]
-    path = str(task["path"])
     capture.reset()
-    digest: str | None = None
-    keep_going = True
-
-    def finish(kind: str, **fields: Any) -> None:
-        logs = capture.lines()
-        write_message(out, {"type": kind, "id": tid, "hash": digest, "log": logs[:5], "log_lines": len(logs), **fields})
-
     last_tick = time.monotonic()
 
     def tick() -> None:
@@ -107,61 +96,51 @@ def _run_task(out: int, task: dict[str, Any], spec: Any, capture: _LogCapture) -
         now = time.monotonic()
         if now - last_tick >= 1.0:
             last_tick = now
-            write_message(out, {"type": "tick", "id": tid})
+            send(out, Tick(task.id))
 
-    try:
-        digest = content_hash(path)
-        job = Extraction(path, spec, on_frame=tick)
-        if task.get("mode") == "probe":
-            finish("done", probe=job.probe.to_dict(), summary=None)
-            return True
-        for seg in job.segments():
-            plan = seg.plan
-            header = {
-                "type": "segment",
-                "id": tid,
-                "attempt": seg.attempt,
-                "plan": [plan.seq, plan.frame_start, plan.frame_end, plan.start_s, plan.end_s, plan.shot],
-            }
-            if seg.thumbnail is not None:
-                header["thumb"] = base64.b64encode(seg.thumbnail).decode("ascii")
-            write_message(out, header, seg.crops)
-        assert job.summary is not None
-        finish("done", probe=job.probe.to_dict(), summary=job.summary.to_dict())
-    except VideoLimitError as exc:
-        finish("failed", status="skipped", reason=str(exc))
-    except VideoError as exc:
-        finish("failed", status="failed", reason=str(exc))
-    except MemoryError:
-        finish("failed", status="failed", reason="out of memory", oom=True)
-        keep_going = False
-    except OSError as exc:
-        finish("failed", status="failed", reason=f"cannot read the file: {exc.strerror or exc}")
-    except Exception as exc:  # a bug or an unexpected library error costs this file only
-        finish("failed", status="failed", reason=f"{type(exc).__name__}: {clean_message(exc)}")
-    return keep_going
+    for message in answer(task, spec, on_frame=tick, log=capture.lines):
+        send(out, message)
+        if isinstance(message, Failed) and message.oom:
+            return False
+    return True
 
 
-def _run_thumbnail(out: int, task: dict[str, Any]) -> bool:
+def answer(
+    task: Task, spec: ExtractSpec, *, on_frame: Callable[[], None] | None = None, log: Callable[[], list[str]] = list
+) -> Iterator[Segment | Done | Failed]:
+    """The messages that answer `task`: its segments, then `Done` or `Failed` with the first lines of `log()`
+    (what decoders wrote meanwhile). A worker sends them; the pool without workers reads them directly."""
+    from .extract import Decoded, DecodeFailure, decode_file
+    from .protocol import Done, Failed, Segment
+
+    for item in decode_file(task.path, spec, probe_only=task.mode == "probe", on_frame=on_frame):
+        if isinstance(item, Decoded):
+            lines = log()
+            yield Done(task.id, item.content_hash, item.probe, item.summary, lines[:5], len(lines))
+        elif isinstance(item, DecodeFailure):
+            lines = log()
+            yield Failed(task.id, item.status, item.reason, item.content_hash, lines[:5], len(lines), item.oom)
+        else:
+            yield Segment(task.id, item.attempt, item.plan, item.crops, item.thumbnail)
+
+
+def _run_frame(out: int, task: FrameTask) -> bool:
     """One frame's JPEG for the server (`framejobs`); returns False when the worker should exit afterwards."""
     from xclip_search.errors import VideoError
     from xclip_search.thumbnails import decode_thumbnail
 
     from .decoders import clean_message
+    from .protocol import Failed, Frame, send
 
-    tid = task["id"]
-    fps = task.get("fps")
     try:
-        data = decode_thumbnail(str(task["path"]), int(task["frame"]), float(fps) if fps else None)
-        write_message(out, {"type": "done", "id": tid, "thumb": base64.b64encode(data).decode("ascii")})
+        send(out, Frame(task.id, decode_thumbnail(task.path, task.frame, task.fps)))
     except MemoryError:
-        write_message(out, {"type": "failed", "id": tid, "status": "failed", "reason": "out of memory", "oom": True})
+        send(out, Failed(task.id, "failed", "out of memory", oom=True))
         return False
     except (VideoError, OSError) as exc:
-        write_message(out, {"type": "failed", "id": tid, "status": "failed", "reason": str(exc)})
+        send(out, Failed(task.id, "failed", str(exc)))
     except Exception as exc:  # a bug or an unexpected library error costs this frame only
-        reason = f"{type(exc).__name__}: {clean_message(exc)}"
-        write_message(out, {"type": "failed", "id": tid, "status": "failed", "reason": reason})
+        send(out, Failed(task.id, "failed", f"{type(exc).__name__}: {clean_message(exc)}"))
     return True
 
 
@@ -177,30 +156,28 @@ def main() -> int:
     import av.logging
 
     from . import decoders  # noqa: F401  (imports decord where available)
-    from .extract import ExtractSpec
+    from .protocol import Config, Exit, Failed, FrameTask, ProtocolError, Ready, Task, receive, send
 
     av.logging.set_level(av.logging.WARNING)  # FFmpeg's warnings reach fd 2 through Python's last-resort handler
     capture = _LogCapture()
-    write_message(out, {"type": "ready", "pid": os.getpid()})
+    send(out, Ready(os.getpid()))
     spec: ExtractSpec | None = None
     while True:
         try:
-            msg, _ = read_message(inp)
+            msg = receive(inp)
         except ProtocolError:
-            return 0  # the pool closed our stdin: done
-        kind = msg.get("type")
-        if kind == "config":
-            spec = ExtractSpec.from_dict(msg["spec"])
-        elif kind == "task" and msg.get("mode") == "thumbnail":
-            if not _run_thumbnail(out, msg):
-                return 0
-        elif kind == "task":
+            return 0  # the pool closed our stdin (or broke the protocol): done
+        if isinstance(msg, Config):
+            spec = msg.spec
+        elif isinstance(msg, Task):
             if spec is None:
-                write_message(out, {"type": "failed", "id": msg["id"], "status": "failed", "reason": "no config"})
-                continue
-            if not _run_task(out, msg, spec, capture):
+                send(out, Failed(msg.id, "failed", "no config"))
+            elif not _run_task(out, msg, spec, capture):
                 return 0
-        elif kind == "exit":
+        elif isinstance(msg, FrameTask):
+            if not _run_frame(out, msg):
+                return 0
+        elif isinstance(msg, Exit):
             return 0
 
 

@@ -13,13 +13,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .protocol import ProtocolError, write_message
+from .protocol import Exit, Message, ProtocolError, Task, send
 
 START_TIMEOUT_S = 60.0
+
+
+def worker_env(memory_mb: int, nice: int) -> dict[str, str]:
+    """The environment of a worker: this interpreter's import path, its limits, one thread per math library."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["XCLIP_SEARCH_WORKER_MEMORY_MB"] = str(memory_mb)
+    env["XCLIP_SEARCH_WORKER_NICE"] = str(nice)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    env["MALLOC_ARENA_MAX"] = "2"
+    for var in ("XCLIP_SEARCH_CRASH_AT", "XCLIP_SEARCH_PAUSE_AT"):  # crash points are for the writer process
+        env.pop(var, None)
+    return env
 
 
 class WorkerProcess:
@@ -47,8 +59,8 @@ class WorkerProcess:
         self.deadline = time.monotonic() + START_TIMEOUT_S
         self.tasks_done = 0
 
-    def send(self, header: dict[str, Any]) -> None:
-        write_message(self.wfd, header)
+    def send(self, message: Message) -> None:
+        send(self.wfd, message)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -86,7 +98,7 @@ class WorkerProcess:
     def close(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(OSError, ProtocolError):
-                self.send({"type": "exit"})
+                self.send(Exit())
             with contextlib.suppress(OSError):
                 if self.proc.stdin is not None:
                     self.proc.stdin.close()
@@ -96,28 +108,6 @@ class WorkerProcess:
                 self.kill()
         self.reap()
         self.log_path.unlink(missing_ok=True)
-
-
-def worker_env(memory_mb: int, nice: int) -> dict[str, str]:
-    """The environment of a worker: this interpreter's import path, its limits, one thread per math library."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    env["XCLIP_SEARCH_WORKER_MEMORY_MB"] = str(memory_mb)
-    env["XCLIP_SEARCH_WORKER_NICE"] = str(nice)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
-    env["MALLOC_ARENA_MAX"] = "2"
-    env.pop("XCLIP_SEARCH_CRASH_AT", None)  # crash points are for the writer process
-    return env
-
-
-@dataclass
-class Task:
-    """One file handed to a worker (`mode` extract or probe); `id` tells its messages from stale ones."""
-
-    id: int
-    path: str
-    mode: str
 
 
 def death_reason(code: int | None, tail: str) -> str:

@@ -127,3 +127,44 @@ def test_in_process_and_worker_decoding_give_identical_vectors(tmp_path: Path, t
         va, za = a.snapshot.vectors.gather(ids_a)
         vb, zb = b.snapshot.vectors.gather(ids_b)
     assert np.array_equal(va, vb) and np.array_equal(za, zb)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "index is a file",
+        "index holds other files",
+        "bad catalog URL",
+        "batch size 0",
+        "float16 on the CPU",
+        "Ray shard of 0 files",
+    ],
+)
+def test_bad_arguments_are_refused_before_the_model_loads(
+    tmp_path: Path, library: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    from indexer.distributed import RayEncoding, RayOptions
+    from xclip_search.errors import XClipSearchError
+
+    def no_model(*a: object, **k: object) -> None:
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(pipeline, "load_checkpoint", no_model)
+    monkeypatch.setattr(pipeline, "read_model_shape", no_model)
+    idx, opts, encoding = tmp_path / "idx", OPTS, None
+    if case == "index is a file":
+        idx.write_text("not an index")
+    elif case == "index holds other files":
+        idx.mkdir()
+        (idx / "notes.txt").write_text("mine")
+    elif case == "bad catalog URL":
+        opts = IndexOptions(catalog_url="bogus://nowhere")
+    elif case == "batch size 0":
+        opts = IndexOptions(batch_size=0)
+    elif case == "float16 on the CPU":
+        opts = IndexOptions(device="cpu", dtype="float16")
+    else:
+        encoding = RayEncoding(RayOptions(files_per_shard=0))
+    with pytest.raises(XClipSearchError):
+        run_index([library], idx, options=opts, encoding=encoding)
+    assert not idx.exists() or idx.is_file() or [p.name for p in idx.iterdir()] in ([], ["notes.txt"])

@@ -69,7 +69,7 @@ def test_each_fault_costs_its_file_only(faulty_library: Path) -> None:
         event = results[name]
         assert isinstance(event, FileDone), (name, event)
         assert event.summary is not None and event.summary.segments == segments[name] == 5
-        assert event.content_hash and event.probe["width"] == 640
+        assert event.content_hash and event.probe is not None and event.probe.width == 640
 
 
 def test_a_slow_file_that_makes_progress_is_not_killed(tmp_path: Path) -> None:

@@ -189,3 +189,25 @@ def test_a_written_shard_whose_files_were_all_committed_elsewhere_adds_no_shard(
     manifest = read_manifest(idx)
     assert manifest.shards == shards and manifest.generation == 2
     assert not [p for p in parts_on_disk(idx) if p.startswith(parts.name)]
+
+
+def test_a_file_result_crosses_the_ray_stages_unchanged(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """DecodeStage's outcome, with the shard EmbedStage adds, reaches the committer as it was (JSON in a row)."""
+    from indexer.raystages import DecodeStage, FileResult
+
+    shape = read_model_shape(str(tiny_ckpt))
+    stage = DecodeStage(ExtractSpec(num_frames=shape.num_frames, pixels=shape.pixels, segment_seconds=2.0).to_dict())
+    try:
+        result, crops = stage.decode(str(REAL_CLIP))
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(b"\x00" * 1024)
+        failed, none = stage.decode(str(broken))
+    finally:
+        stage.pool.close()
+    assert result.indexed and result.summary is not None and len(result.plans) == result.summary.segments
+    assert crops.shape[0] == len(result.plans) and none.shape[0] == 0
+    assert failed.status == "failed" and failed.reason and failed.content_hash
+    parts = VectorStore(tmp_path).write_parts(np.zeros((3, 4), np.float32), np.zeros((3, 2, 4), np.float32))
+    result.shard, result.shard_files, result.row = parts, 2, 1
+    for r in (result, failed):
+        assert FileResult.from_json(r.to_json()) == r

@@ -138,14 +138,20 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     """float32 by default (exact scores); float16/bfloat16 on request, on CUDA only."""
     import torch
 
+    check_dtype(dtype, device.type)
     names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    return names[dtype] if dtype is not None and dtype != "auto" else torch.float32
+
+
+def check_dtype(dtype: str | None, device: str | None) -> None:
+    """Refuse an unknown dtype, or half precision on a device other than CUDA (`device` None or auto: not known
+    yet). Needs no torch, so a command can refuse it before a model loads."""
     if dtype is None or dtype == "auto":
-        return torch.float32
-    if dtype not in names:
+        return
+    if dtype not in ("float32", "float16", "bfloat16"):
         raise InvalidArgumentError(f"Invalid dtype ({dtype}). Supported values are float32, float16, bfloat16.")
-    if dtype != "float32" and device.type != "cuda":
+    if dtype != "float32" and device not in (None, "auto") and device.partition(":")[0] != "cuda":
         raise InvalidArgumentError(f"dtype {dtype} is supported on CUDA only; the CPU path runs float32")
-    return names[dtype]
 
 
 def load_checkpoint(

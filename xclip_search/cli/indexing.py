@@ -250,22 +250,16 @@ def index_cmd(
         options.decoders = decoder_chain(decoder)
     if dry_run:
         return _dry_run([str(p) for p in paths], target, model, options, as_json)
+    encoding = None
+    if ray_address is not None:
+        from indexer.distributed import RayEncoding, RayOptions
+
+        encoding = RayEncoding(RayOptions(address=ray_address, decode_workers=ray_decoders))
     progress = BarProgress(enabled=not as_json)
     try:
-        if ray_address is not None:
-            from indexer.distributed import RayOptions, run_index_ray
-
-            ray_options = RayOptions(address=ray_address, decode_workers=ray_decoders)
-            report = run_index_ray(
-                [str(p) for p in paths],
-                target,
-                model=model,
-                options=options,
-                ray_options=ray_options,
-                progress=progress,
-            )
-        else:
-            report = run_index([str(p) for p in paths], target, model=model, options=options, progress=progress)
+        report = run_index(
+            [str(p) for p in paths], target, model=model, options=options, progress=progress, encoding=encoding
+        )
     finally:
         progress.close()
     if as_json:

@@ -3,7 +3,9 @@
 Every published file is written to a temporary name in its final directory, fsynced, renamed over its final
 name and the directory fsynced, so a reader sees the old file or the new one and a crash leaves at most a
 temporary file that the next writer removes. `crash_point` lets the reliability tests kill the process at any
-named step of the commit protocol (``XCLIP_SEARCH_CRASH_AT=step`` or ``step:N`` for the N-th time).
+named step of the commit protocol (``XCLIP_SEARCH_CRASH_AT=step`` or ``step:N`` for the N-th time), or stop it
+there until a signal comes (``XCLIP_SEARCH_PAUSE_AT``, same form): it says ``paused at STEP`` on stderr, so a
+test interrupts the run at a known step, not after a guessed delay.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import signal
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,20 +24,31 @@ from typing import BinaryIO
 from ..errors import IndexBusyError
 
 TMP_MARK = ".tmp-"
-_crash_counts: dict[str, int] = {}
+_step_counts: dict[tuple[str, str], int] = {}
 
 
 def crash_point(step: str) -> None:
-    """Die abruptly here if the environment asks for it (reliability tests only; a no-op otherwise)."""
-    spec = os.environ.get("XCLIP_SEARCH_CRASH_AT")
+    """Die abruptly, or wait for a signal, here if the environment asks for it (tests only; a no-op otherwise)."""
+    if _reached("XCLIP_SEARCH_CRASH_AT", step):
+        os._exit(137)
+    if _reached("XCLIP_SEARCH_PAUSE_AT", step):
+        sys.stderr.write(f"paused at {step}\n")
+        sys.stderr.flush()
+        while True:  # a handled signal (SIGINT: KeyboardInterrupt) ends the wait by raising
+            signal.pause()
+
+
+def _reached(variable: str, step: str) -> bool:
+    """Whether `step` is the step (``step`` or ``step:N``, the N-th time) that `variable` names."""
+    spec = os.environ.get(variable)
     if not spec:
-        return
+        return False
     name, _, nth = spec.partition(":")
     if name != step:
-        return
-    _crash_counts[step] = _crash_counts.get(step, 0) + 1
-    if _crash_counts[step] >= int(nth or 1):
-        os._exit(137)
+        return False
+    key = (variable, step)
+    _step_counts[key] = _step_counts.get(key, 0) + 1
+    return _step_counts[key] == int(nth or 1)
 
 
 def fsync_dir(path: Path) -> None:

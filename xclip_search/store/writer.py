@@ -69,6 +69,19 @@ def check_model(recorded: ModelIdentity, wanted: ModelIdentity, index_dir: Path)
         )
 
 
+def check_index_dir(index_dir: Path) -> None:
+    """Refuse to write an index into a file or into a folder that holds something else (before any work)."""
+    if index_dir.exists() and not index_dir.is_dir():
+        raise InvalidArgumentError(f"--index {index_dir} is a file, not a directory")
+    if index_dir.is_dir() and not (index_dir / MANIFEST_NAME).exists():
+        foreign = [p.name for p in index_dir.iterdir() if p.name not in _OWN_ENTRIES and not p.name.startswith(".")]
+        if foreign:
+            raise InvalidArgumentError(
+                f"{index_dir} is not empty and is not an xclip-search index",
+                hint="Choose a new or empty directory for --index.",
+            )
+
+
 class IndexWriter:
     """Adds, replaces and retires videos in an index; use as a context manager (it holds the writer lock).
 
@@ -132,15 +145,7 @@ class IndexWriter:
                 self._lock.close()
 
     def _prepare_directory(self) -> None:
-        if self.dir.exists() and not self.dir.is_dir():
-            raise InvalidArgumentError(f"--index {self.dir} is a file, not a directory")
-        if self.dir.is_dir() and not (self.dir / MANIFEST_NAME).exists():
-            foreign = [p.name for p in self.dir.iterdir() if p.name not in _OWN_ENTRIES and not p.name.startswith(".")]
-            if foreign:
-                raise InvalidArgumentError(
-                    f"{self.dir} is not empty and is not an xclip-search index",
-                    hint="Choose a new or empty directory for --index.",
-                )
+        check_index_dir(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @property
