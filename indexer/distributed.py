@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xclip_search.checkpoint import Checkpoint
-from xclip_search.errors import XClipSearchError
+from xclip_search.errors import RayUnavailableError, XClipSearchError
 from xclip_search.store.catalog import FAILED, BatchEntry
 from xclip_search.store.vectors import WrittenParts
 from xclip_search.store.writer import IndexWriter
@@ -47,10 +47,6 @@ from .tuning import resolve_resources
 from .walk import FoundFile
 
 LOST_REASON = "lost with its Ray worker (see the Ray logs); not recorded, so the next run tries it again"
-
-
-class RayUnavailableError(XClipSearchError):
-    """``--ray`` was asked for, but Ray is not installed or the cluster cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,9 @@ def _import_ray() -> Any:
         import ray.data
     except ImportError as exc:
         raise RayUnavailableError(
-            "--ray needs Ray, which is not installed", hint='Install it with: pip install "xclip-search[ray]"'
+            "Indexing on a Ray cluster needs Ray, which is not installed",
+            argument="ray",
+            hint='Install it with: pip install "xclip-search[ray]"',
         ) from exc
     return ray
 

@@ -50,10 +50,14 @@ def import_nvc() -> Any:
     try:
         import PyNvVideoCodec as nvc
     except ImportError as exc:
-        raise DependencyError("--decoder nvdec needs PyNvVideoCodec, not installed here", hint=_INSTALL_HINT) from exc
+        raise DependencyError(
+            "The nvdec decoder needs PyNvVideoCodec, not installed here", hint=_INSTALL_HINT, argument="decoder"
+        ) from exc
     except Exception as exc:  # the package checks the driver at import: RuntimeError without a GPU
         raise DependencyError(
-            f"--decoder nvdec cannot start NVDEC: {clean_message(exc)}", hint="Run it on a machine with an NVIDIA GPU."
+            f"The nvdec decoder cannot start NVDEC: {clean_message(exc)}",
+            hint="Run it on a machine with an NVIDIA GPU.",
+            argument="decoder",
         ) from exc
     finally:
         quiet.disabled = was

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from xclip_search.errors import XClipSearchError
+from xclip_search.errors import WorkerStartError
 
 from .extract import ExtractSpec, FileSummary
 from .probe import Probe
@@ -85,10 +85,6 @@ class FileFailed:
 
 
 PoolEvent = SegmentReady | FileDone | FileFailed
-
-
-class WorkerStartError(XClipSearchError):
-    """Decode worker processes cannot start (a broken installation), so nothing can be decoded."""
 
 
 def default_workers() -> int:

@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from xclip_search.errors import ProtocolError
+
 from .extract import ExtractSpec, FileSummary
 from .probe import Probe
 from .segments import SegmentPlan
@@ -37,10 +39,6 @@ Header = dict[str, Any]
 
 # The reason of a file whose segments do not add up to its summary's count: a broken protocol, never indexed.
 LOST_SEGMENTS = "segments lost between processes"
-
-
-class ProtocolError(Exception):
-    """The other side closed the pipe or sent something malformed."""
 
 
 # -- pool -> worker ---------------------------------------------------------------------------------------

@@ -283,7 +283,9 @@ def test_missing_package_is_one_line_error_before_any_file(tmp_path: Path, monke
         cli, ["index", str(REAL_CLIP), "--index", str(tmp_path / "idx"), "--decoder", "nvdec"], catch_exceptions=False
     )
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: --decoder nvdec needs PyNvVideoCodec") and "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("Error: The nvdec decoder needs PyNvVideoCodec") and first.endswith("(--decoder)")
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "idx").exists()
 
 

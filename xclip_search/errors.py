@@ -97,3 +97,16 @@ class RequestTooLargeError(InvalidArgumentError):
 
 class ServerBusyError(XClipSearchError):
     """Too many expensive requests are already running; retry later (the server answers 429)."""
+
+
+class WorkerStartError(XClipSearchError):
+    """Decode worker processes cannot start (a broken installation), so nothing can be decoded."""
+
+
+class RayUnavailableError(XClipSearchError):
+    """``--ray`` was asked for, but Ray is not installed or the cluster cannot be reached."""
+
+
+class ProtocolError(Exception):
+    """The other side of a worker pipe closed it or sent something malformed (internal: the pool turns it into a
+    failed file or a `WorkerStartError`, never a message of its own)."""

@@ -26,6 +26,7 @@ from .defaults import default_index_dir
 from .errors import IndexMismatchError, NotFoundError
 from .filters import SearchFilter
 from .results import (
+    DEFAULT_CANDIDATES,
     MAX_CANDIDATES,
     MAX_TOP_K,
     SearchHit,
@@ -38,6 +39,8 @@ from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
 from .store.manifest import MANIFEST_NAME, read_manifest
 from .store.segmentation import RecordedSegmentation, read_segmentation
 from .store.snapshot import Snapshot
+from .store.thumbshards import read_stored
+from .thumbnails import row_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -473,7 +476,15 @@ def _manifest_stamp(directory: Path) -> tuple[int, int, int] | None:
 
 
 # What the faces (command line, server) need besides `Index`, so they import nothing from the engine or the store.
+
+
+def stored_thumbnail(index_dir: Path, segment: SegmentRow) -> bytes | None:
+    """The JPEG thumbnail stored for `segment` when its shard was written, or None (the server then decodes one)."""
+    return read_stored(Path(index_dir), segment.shard, segment.row)
+
+
 __all__ = [
+    "DEFAULT_CANDIDATES",
     "MAX_CANDIDATES",
     "MAX_TOP_K",
     "Index",
@@ -484,4 +495,6 @@ __all__ = [
     "SegmentRow",
     "VideoListing",
     "VideoRow",
+    "row_frame",
+    "stored_thumbnail",
 ]

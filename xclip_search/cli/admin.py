@@ -71,6 +71,9 @@ def reindex_cmd(index_dir: Path | None, ann_kind: str | None, ann_memory: str | 
         echo_json(data)
     else:
         click.echo(f"Rebuilt the ANN index of {target}: {_ann_line(data['ann'])}")
+        if data["ann"]["reason"]:
+            asked = f"asked for {ann_kind}, built {info.kind}: " if ann_kind not in (None, "auto", info.kind) else ""
+            click.echo(f"  why: {asked}{data['ann']['reason']}")
     return 0
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import RequestTooLargeError
-from ..search import DEFAULT_CANDIDATES
+from ..index import DEFAULT_CANDIDATES
 
 MAX_BODY_BYTES = 4 << 20
 MAX_TAG_SCORES = 1_000_000

@@ -1,6 +1,6 @@
 """The server's thumbnails: stored ones first, else decoded on demand in isolated workers and cached.
 
-Stored thumbnails are read from the index (`store.thumbshards`). An index without them (built before
+Stored thumbnails are read from the index (`Index`'s `stored_thumbnail`). An index without them (built before
 thumbnails existed, or a row whose frame failed to encode) gets one decoded on demand: in the indexer's decode
 workers (`indexer.framejobs`), never in the server process, so a hostile file costs at most a worker (killed
 after its timeout, capped in memory) and a 404. The path comes from the catalog, never from the request, and
@@ -16,9 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ..index import SegmentRow
-from ..store.thumbshards import read_stored
-from ..thumbnails import row_frame
+from ..index import SegmentRow, row_frame, stored_thumbnail
 
 
 class FrameDecoder(Protocol):
@@ -61,7 +59,7 @@ class ThumbnailSource:
     def get(self, row: SegmentRow) -> tuple[bytes | None, str]:
         """(JPEG or None, source) for a catalog segment (its shard row, path and frame range);
         source is ``stored``, ``cached``, ``decoded`` or ``missing``."""
-        stored = read_stored(self.index_dir, row.shard, row.row)
+        stored = stored_thumbnail(self.index_dir, row)
         if stored is not None:
             return stored, "stored"
         segment_id = row.id

@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..checkpoint import ModelIdentity
 from ..errors import CatalogError, IndexCorruptError, ManifestCorruptError, ShardCorruptError
+from ..identity import ModelIdentity
 from . import ann as ann_store
 from .catalog import CATALOG_NAME, Catalog
 from .fsio import sha256_file

@@ -72,7 +72,7 @@ def check_model(recorded: ModelIdentity, wanted: ModelIdentity, index_dir: Path)
 def check_index_dir(index_dir: Path) -> None:
     """Refuse to write an index into a file or into a folder that holds something else (before any work)."""
     if index_dir.exists() and not index_dir.is_dir():
-        raise InvalidArgumentError(f"--index {index_dir} is a file, not a directory")
+        raise InvalidArgumentError(f"{index_dir} is a file, not a directory", argument="index")
     if index_dir.is_dir() and not (index_dir / MANIFEST_NAME).exists():
         foreign = [p.name for p in index_dir.iterdir() if p.name not in _OWN_ENTRIES and not p.name.startswith(".")]
         if foreign:
