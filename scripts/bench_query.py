@@ -313,13 +313,29 @@ def latency(engine: Any, t: np.ndarray, c: int) -> dict[str, list[float]]:
 
 
 def latency_with_text(engine: Any, count: int, c: int, tag: str) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"total": [], "encode": []}
+    """Searches from query text, cold text cache (distinct strings, cache cleared); interleaved with the same
+    string through transformers' ``get_text_features`` (the text path before `xclip_search.textencode`): the
+    in-run baseline for the encoding stage."""
+    import torch
+
+    from xclip_search.encoder import MAX_TEXT_TOKENS
+
+    out: dict[str, list[float]] = {"total": [], "encode": [], "encode_transformers": []}
+    tokenizer, model = engine.encoder.checkpoint.tokenizer, engine.encoder.model
+    cache = getattr(engine.encoder, "text_cache", None)
     for i in range(count):
         query = f"{QUERY_WORDS[i % len(QUERY_WORDS)]} {tag} {i}"  # distinct strings: no text cache hits
+        if cache is not None:
+            cache.clear()
         start = time.perf_counter()
         engine.search(query, top_k=10, candidates=c)
         out["total"].append(time.perf_counter() - start)
         out["encode"].append(engine.last_timings["text_encode"])
+        start = time.perf_counter()
+        with torch.inference_mode():
+            enc = tokenizer([query], truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+            model.get_text_features(**enc)
+        out["encode_transformers"].append(time.perf_counter() - start)
     return out
 
 
@@ -586,6 +602,11 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
             log(
                 f"    with text encoding (distinct strings, base text tower): total {fmt_ms(lat_text['total'])}; "
                 f"encoding alone {fmt_ms(lat_text['encode'])}"
+            )
+            base = pct(lat_text["encode_transformers"], 50)
+            log(
+                f"    text encoding vs transformers' get_text_features on the same strings (interleaved): "
+                f"{fmt_ms(lat_text['encode_transformers'])} -> ratio {pct(lat_text['encode'], 50) / base:.2f} (p50)"
             )
             if args.row_checks:
                 cost = row_check_cost(engine, t_lat, DEFAULT_CANDIDATES)

@@ -166,6 +166,42 @@ def test_one_hit_per_video_with_adjacent_matches_merged(index: Index, library: t
     assert all(h.end - h.start == 10.0 for h in every)
 
 
+def test_segment_layout_matches_the_catalog(index: Index) -> None:
+    """The merge's in-memory map holds exactly what the catalog says about every live segment."""
+    snap = index.snapshot
+    layout = index.engine.layout
+    videos = [int(r["id"]) for r in snap.catalog.video_table()]
+    per_video = snap.catalog.video_segments(videos, snap.generation)
+    assert len(layout) == sum(len(rows) for rows in per_video.values()) == len(snap.live_ids())
+    for video in videos:
+        lo, hi = layout.span(video)
+        rows = per_video.get(video, [])
+        assert [
+            (int(layout.ids[p]), int(layout.seq[p]), float(layout.start_s[p]), float(layout.end_s[p]))
+            for p in range(lo, hi)
+        ] == [(int(r["id"]), int(r["seq"]), float(r["start_s"]), float(r["end_s"])) for r in rows]
+        assert [layout.position(int(r["id"])) for r in rows] == list(range(lo, hi))
+    assert layout.span(10**9) == (0, 0) and layout.position(-5) == -1
+    assert layout.positions([-5, int(layout.ids[3])]).tolist() == [-1, 3]
+    assert layout.count(videos) == len(layout)
+
+
+def test_merge_reads_no_catalog_rows_per_query(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the snapshot's layout is loaded, widening hits asks the catalog nothing: same ranges as before."""
+    before = index.search(QUERY, top_k=5)
+    filtered = index.search(QUERY, top_k=1, where="start>=20")
+    catalog = type(index.snapshot.catalog)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the merge asked the catalog for a video's segments")
+
+    for name in ("video_segments", "segments_of_videos", "iter_segments", "iter_segment_rows"):
+        monkeypatch.setattr(catalog, name, refuse)
+    assert index.search(QUERY, top_k=5) == before
+    assert index.search(QUERY, top_k=1, where="start>=20") == filtered
+    assert before[0].segment_ids != (before[0].segment_id,)  # the crafted video really was widened
+
+
 def test_merged_ranges_obey_the_filters(index: Index, library: tuple[Path, dict[str, Video]]) -> None:
     """A range widens only over segments the filter keeps: segment-level filters cut it, video-level ones do not."""
     merge = library[1]["merge"]

@@ -9,7 +9,6 @@ already through the prompt generator's layer norm, which does not depend on the 
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +17,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .errors import InvalidArgumentError
-
-MAX_TEXT_TOKENS = 77
+from .textencode import MAX_TEXT_TOKENS, TextCache, TextTower, model_key
 
 
 @dataclass(frozen=True)
@@ -47,8 +45,12 @@ class XClipEncoder:
         if self.device.type == "cuda" and self.dtype == torch.float32:
             exact_float32_convolutions()
         self.num_frames = checkpoint.num_frames
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._text_cache = TextCache(text_cache_size)
+        self._model_key = model_key(checkpoint.identity)
+        # One query text skips transformers' per-call machinery (`textencode`), where the model runs in the dtype
+        # of its weights (the usual case; otherwise transformers runs it as configured).
+        same_dtype = checkpoint.model.text_projection.weight.dtype == self.dtype
+        self._text_tower = TextTower(self.model) if same_dtype else None
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         """bfloat16 on CUDA runs float32 weights under autocast (see `checkpoint.load_checkpoint`)."""
@@ -112,21 +114,34 @@ class XClipEncoder:
         return np.asarray(t.float().cpu().numpy(), dtype=np.float32)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Projected text embeddings ``t`` (L, D), not normalized: the prompt generator reads them raw."""
+        """Projected text embeddings ``t`` (L, D), not normalized: the prompt generator reads them raw.
+
+        Recent texts come from an LRU cache; a single new text goes through the lean `TextTower` (identical to
+        ``get_text_features``), several at once through transformers in one padded batch.
+        """
         if isinstance(texts, str):
             texts = [texts]
         cleaned = [_check_text(t) for t in texts]
-        missing = [t for t in dict.fromkeys(cleaned) if t not in self._text_cache]
-        if missing:
-            for text, emb in zip(missing, self._encode_uncached(missing), strict=True):
-                self._text_cache[text] = emb
-                while len(self._text_cache) > self._text_cache_size:
-                    self._text_cache.popitem(last=False)
-        rows = []
-        for text in cleaned:
-            self._text_cache.move_to_end(text)
-            rows.append(self._text_cache[text])
-        return np.stack(rows).astype(np.float32, copy=False)
+        rows: dict[str, np.ndarray] = {}
+        missing = []
+        for text in dict.fromkeys(cleaned):
+            row = self._text_cache.get(self._model_key, text)
+            if row is None:
+                missing.append(text)
+            else:
+                rows[text] = row
+        if len(missing) == 1 and self._text_tower is not None:
+            rows[missing[0]] = self._text_tower.encode_text(self.checkpoint.tokenizer, missing[0])
+        elif missing:
+            rows.update(zip(missing, self._encode_uncached(missing), strict=True))
+        for text in missing:
+            self._text_cache.put(self._model_key, text, rows[text])
+        return np.stack([rows[t] for t in cleaned]).astype(np.float32, copy=False)
+
+    @property
+    def text_cache(self) -> TextCache:
+        """The cache of recent text embeddings (benchmarks clear it to measure cold queries)."""
+        return self._text_cache
 
 
 def exact_float32_convolutions() -> None:

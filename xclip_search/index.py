@@ -153,8 +153,9 @@ class Index:
         return self._tagger is not None
 
     def load_model(self) -> None:
-        """Load the model now (the first search would otherwise pay for it)."""
+        """Load the model and the snapshot's segment layout now (the first search would otherwise pay for them)."""
         self._components()
+        _ = self.engine.layout
 
     def _components(self) -> tuple[Any, Any]:
         from .encoder import XClipEncoder

@@ -16,12 +16,12 @@ carry the generation they read and per-stage timings (`SearchResults`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from .results import (
     check_query,
     check_search_args,
 )
+from .store.layout import SegmentLayout, read_segment_layout
 from .store.snapshot import Candidate, Snapshot
 
 # Neighbour merging widens hits in at most this many rounds (one batch of exact scores each; windows double).
@@ -91,6 +92,20 @@ class SearchEngine:
         # The timings of the latest search (scripts/bench_query.py); concurrent callers read their own results'.
         self.last_timings: dict[str, float] = {}
         self._allowed_cache: OrderedDict[tuple[int, tuple[str, ...]], np.ndarray] = OrderedDict()
+        self._layout: SegmentLayout | None = None
+        self._layout_lock = threading.Lock()
+
+    @property
+    def layout(self) -> SegmentLayout:
+        """Where each live segment sits in its video (read once per snapshot, on first use): the merge's map."""
+        layout = self._layout
+        if layout is None:
+            with self._layout_lock:
+                layout = self._layout
+                if layout is None:
+                    layout = read_segment_layout(self.snapshot.catalog.engine, self.snapshot.generation)
+                    self._layout = layout
+        return layout
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -155,7 +170,8 @@ class SearchEngine:
         with clock.stage("first_stage"):
             allowed = self._allowed(where)
             found = self._candidates(unit, n_candidates, allowed, top_k if per_video else 0)
-            hint = self._prefetch_neighbours(found, top_k) if per_video and merge and self.merge_within > 0 else {}
+            if per_video and merge and self.merge_within > 0:
+                self._prefetch_neighbours(found, top_k)
         if rerank:
 
             def score_ids(ids: np.ndarray) -> np.ndarray:
@@ -176,7 +192,7 @@ class SearchEngine:
             scored = [_Scored(float(s), c) for s, c in zip(exact.tolist(), found, strict=True)]
         else:
             scored = [_Scored(c.coarse_score, c) for c in found]
-        hits = self._hits(scored, top_k, per_video, min_score, score_ids if merge else None, allowed, hint, clock)
+        hits = self._hits(scored, top_k, per_video, min_score, score_ids if merge else None, allowed, clock)
         return self._results(hits, clock, started, len(found))
 
     def similar(
@@ -200,10 +216,7 @@ class SearchEngine:
         q = q / np.linalg.norm(q)
         excluded = {int(x) for x in exclude_videos}
         with clock.stage("first_stage"):
-            extra = sum(
-                len(s)
-                for s in self.snapshot.catalog.video_segments(sorted(excluded), self.snapshot.generation).values()
-            )
+            extra = self.layout.count(sorted(excluded))
             allowed = self._allowed(where)
             found = self._candidates(q, n_candidates + extra, allowed, top_k + len(excluded) if per_video else 0)
         scored = [_Scored(c.coarse_score, c) for c in found if int(c.row["video_id"]) not in excluded]
@@ -213,7 +226,7 @@ class SearchEngine:
                 return self.snapshot.vectors.gather_v(ids) @ q
 
         hits = self._hits(
-            scored[:n_candidates], top_k, per_video, min_score, score_ids if merge else None, allowed, None, clock
+            scored[:n_candidates], top_k, per_video, min_score, score_ids if merge else None, allowed, clock
         )
         return self._results(hits, clock, started, len(found))
 
@@ -237,28 +250,32 @@ class SearchEngine:
             count = min(MAX_CANDIDATES, count * 2)
         raise AssertionError("unreachable")
 
-    def _prefetch_neighbours(self, found: list[Candidate], top_k: int) -> dict[int, list[dict[str, Any]]]:
+    def _prefetch_neighbours(self, found: list[Candidate], top_k: int) -> None:
         """Queue the Z of the segments next to the likely hits, so the merge's reads overlap the rerank.
 
         The videos of the first `top_k` distinct candidates are usually the final hits; their segments'
         neighbours (two each side) are what the merge's first round scores.
         """
+        layout = self.layout
         best: dict[int, int] = {}
         for c in found:
             video = int(c.row["video_id"])
             if video not in best:
-                best[video] = int(c.row["seq"])
+                best[video] = c.segment_id
                 if len(best) == top_k:
                     break
-        rows = self.snapshot.catalog.video_segments(list(best), self.snapshot.generation)
-        near = [
-            int(r["id"])
-            for video, seq in best.items()
-            for r in rows.get(video, [])
-            if 0 < abs(int(r["seq"]) - seq) <= 2
-        ]
+        near: list[int] = []
+        for video, pos in zip(best, layout.positions(list(best.values())).tolist(), strict=True):
+            if pos < 0:
+                continue
+            lo, hi = layout.span(video)
+            seq = int(layout.seq[pos])
+            near.extend(
+                int(layout.ids[p])
+                for p in range(max(lo, pos - 2), min(hi, pos + 3))
+                if 0 < abs(int(layout.seq[p]) - seq) <= 2
+            )
         self.snapshot.vectors.prefetch_z(np.array(near, dtype=np.int64))
-        return rows
 
     # -- filters -----------------------------------------------------------------------------------------
 
@@ -293,7 +310,6 @@ class SearchEngine:
         min_score: float | None,
         score_ids: Callable[[np.ndarray], np.ndarray] | None,
         allowed: np.ndarray | None,
-        segments_hint: dict[int, list[dict[str, Any]]] | None,
         clock: _Clock,
     ) -> list[SearchHit]:
         scored.sort(key=lambda s: (-s.score, -s.cand.coarse_score, s.cand.segment_id))
@@ -320,7 +336,7 @@ class SearchEngine:
         known = {s.cand.segment_id: s.score for s in scored}
         with clock.stage("merge"):
             before = clock.seconds.get("gather", 0.0) + clock.seconds.get("rerank", 0.0)
-            hits = self._merge(best, known, min_score, score_ids, segments_hint or {}, allowed)
+            hits = self._merge(best, known, min_score, score_ids, allowed)
             # The merge's own time: its reads of v/Z and its exact scores are counted as gather and rerank.
             nested = clock.seconds.get("gather", 0.0) + clock.seconds.get("rerank", 0.0) - before
         clock.seconds["merge"] -= nested
@@ -332,24 +348,29 @@ class SearchEngine:
         known: dict[int, float],
         min_score: float | None,
         score_ids: Callable[[np.ndarray], np.ndarray],
-        known_rows: dict[int, list[dict[str, Any]]],
         allowed: np.ndarray | None,
     ) -> list[SearchHit]:
         """Widen each hit over the adjacent segments of its video whose score is within `merge_within` and that
-        pass the search's filter (`allowed`: sorted ids; None when unfiltered)."""
-        hit_videos = [s.video_id for s in best]
-        missing = [v for v in hit_videos if v not in known_rows]
-        per_video = {v: known_rows[v] for v in hit_videos if v in known_rows}
-        per_video.update(self.snapshot.catalog.video_segments(missing, self.snapshot.generation))
-        spans: list[list[int]] = []  # [lo, hi] positions in the video's segment list
-        for s in best:
-            segs = per_video.get(s.video_id, [])
-            pos = next((i for i, r in enumerate(segs) if int(r["id"]) == s.cand.segment_id), None)
-            spans.append([pos, pos] if pos is not None else [-1, -1])
+        pass the search's filter (`allowed`: sorted ids; None when unfiltered). Adjacency and times come from the
+        snapshot's `SegmentLayout` (memory), so the only reads per round are the new segments' vectors."""
+        layout = self.layout
+        ids, seqs, starts, ends, shots = layout.ids, layout.seq, layout.start_s, layout.end_s, layout.shot
+        bounds = [layout.span(s.video_id) for s in best]  # each hit's video: positions [lo, hi) in the layout
+        spans: list[list[int]] = []  # [lo, hi] positions of each hit's range
+        found = layout.positions([s.cand.segment_id for s in best]).tolist()
+        for pos, (v_lo, v_hi) in zip(found, bounds, strict=True):
+            spans.append([pos, pos] if v_lo <= pos < v_hi else [-1, -1])
 
         def floor(s: _Scored) -> float:
             limit = s.score - self.merge_within
             return max(limit, min_score) if min_score is not None else limit
+
+        def adjacent(a: int, b: int) -> bool:
+            """Consecutive windows of one video that touch (no gap between them) and lie in the same shot: a hit
+            never widens across a cut (segments without a recorded shot, -1, widen as before)."""
+            if shots[a] >= 0 and shots[b] >= 0 and shots[a] != shots[b]:
+                return False
+            return int(seqs[b]) == int(seqs[a]) + 1 and float(starts[b]) - float(ends[a]) <= 1e-3
 
         # Each round looks `width` segments further on every side still growing, and width doubles, so a run
         # of r matching segments costs about log2(r) batches of exact scores.
@@ -357,16 +378,16 @@ class SearchEngine:
         width = 2
         for _ in range(_MAX_MERGE_ROUNDS):
             wanted: list[tuple[int, int, list[int]]] = []  # (hit, side 0 = left / 1 = right, positions outward)
-            for h, s in enumerate(best):
-                segs = per_video.get(s.video_id, [])
+            for h in range(len(best)):
+                v_lo, v_hi = bounds[h]
                 for side, step in ((0, -1), (1, 1)):
                     if not growing[h][side]:
                         continue
                     positions: list[int] = []
                     p = spans[h][side]
-                    while len(positions) < width and 0 <= p + step < len(segs):
-                        a_seg, b_seg = (segs[p + step], segs[p]) if step < 0 else (segs[p], segs[p + step])
-                        if not _adjacent(a_seg, b_seg) or not _kept(allowed, int(segs[p + step]["id"])):
+                    while len(positions) < width and v_lo <= p + step < v_hi:
+                        a_pos, b_pos = (p + step, p) if step < 0 else (p, p + step)
+                        if not adjacent(a_pos, b_pos) or not _kept(allowed, int(ids[p + step])):
                             break
                         p += step
                         positions.append(p)
@@ -376,15 +397,14 @@ class SearchEngine:
                         growing[h][side] = False
             if not wanted:
                 break
-            asked = {int(per_video[best[h].video_id][p]["id"]) for h, _, ps in wanted for p in ps}
+            asked = {int(ids[p]) for _, _, ps in wanted for p in ps}
             unknown = sorted(asked - known.keys())
             if unknown:
                 for sid, sc in zip(unknown, score_ids(np.array(unknown, dtype=np.int64)).tolist(), strict=True):
                     known[sid] = float(sc)
             for h, side, positions in wanted:
-                segs = per_video[best[h].video_id]
                 for p in positions:
-                    if known[int(segs[p]["id"])] < floor(best[h]):
+                    if known[int(ids[p])] < floor(best[h]):
                         growing[h][side] = False
                         break
                     spans[h][side] = p
@@ -394,8 +414,8 @@ class SearchEngine:
             if lo < 0:
                 hits.append(_hit(i + 1, s, s.cand.row["start_s"], s.cand.row["end_s"], (s.cand.segment_id,)))
                 continue
-            segs = per_video[s.video_id][lo : hi + 1]
-            hits.append(_hit(i + 1, s, segs[0]["start_s"], segs[-1]["end_s"], tuple(int(r["id"]) for r in segs)))
+            run = tuple(int(x) for x in ids[lo : hi + 1])
+            hits.append(_hit(i + 1, s, float(starts[lo]), float(ends[hi]), run))
         return hits
 
 
@@ -405,15 +425,6 @@ def _kept(allowed: np.ndarray | None, segment_id: int) -> bool:
         return True
     i = int(np.searchsorted(allowed, segment_id))
     return i < len(allowed) and int(allowed[i]) == segment_id
-
-
-def _adjacent(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Consecutive windows of one video that touch (no gap between them) and lie in the same shot: a hit never
-    widens across a cut (segments planned without shots, with no shot recorded, widen as before)."""
-    shot_a, shot_b = a.get("shot"), b.get("shot")
-    if shot_a is not None and shot_b is not None and shot_a != shot_b:
-        return False
-    return int(b["seq"]) == int(a["seq"]) + 1 and float(b["start_s"]) - float(a["end_s"]) <= 1e-3
 
 
 def _hit(rank: int, s: _Scored, start: float, end: float, ids: tuple[int, ...]) -> SearchHit:
