@@ -34,7 +34,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -582,3 +582,35 @@ class Watcher:
             for path in batch.gone:
                 self._changes.gone(path, is_dir=True)
             raise
+
+
+@contextlib.contextmanager
+def watching_in_background(watcher: Watcher) -> Iterator[Watcher]:
+    """Run `watcher` in a daemon thread for the duration of the block (``serve --watch``).
+
+    Without a published index yet, the block starts only once the start-up run has made one (a server needs an
+    index to open), and that run's error is raised here; otherwise the block starts at once and a server sees
+    each run's generation as it is published.
+    """
+    from xclip_search.store.manifest import MANIFEST_NAME
+
+    stop = threading.Event()
+    thread = threading.Thread(target=_run_quietly, args=(watcher, stop), name="xclip-watch", daemon=True)
+    thread.start()
+    try:
+        if not (Path(watcher._index_dir) / MANIFEST_NAME).exists():
+            watcher.caught_up.wait()
+            if watcher.error is not None:
+                raise watcher.error
+        yield watcher
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def _run_quietly(watcher: Watcher, stop: threading.Event) -> None:
+    try:
+        watcher.run(stop)
+    except XClipSearchError as exc:  # also kept in watcher.error for a caller waiting on caught_up
+        if watcher.on_notice is not None:
+            watcher.on_notice(f"Watching stopped: {exc.message}")
