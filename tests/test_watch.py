@@ -4,15 +4,21 @@ folder whose new, slowly written, moved and deleted files reach the index once e
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from indexer.pipeline import FileOutcome, IndexOptions, IndexReport
+import httpx
+
+from indexer.pipeline import FileOutcome, IndexOptions, IndexReport, run_index
 from indexer.watch import (
     WATCHDOG_LOGGER,
     Batch,
@@ -400,3 +406,39 @@ def test_watched_folder_files_become_searchable_once_and_deletions_disappear(
         stop.set()
         thread.join(120)
     assert not thread.is_alive()
+
+
+# -- through the command line ------------------------------------------------------------------------------
+
+
+def test_serve_watch_makes_new_files_searchable_and_deleted_ones_disappear(
+    tmp_path: Path, tiny_ckpt: Path, generated_videos: dict[str, Path]
+) -> None:
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    lib.mkdir()
+    shutil.copy(generated_videos["square_mpeg4.avi"], lib / "square.avi")
+    run_index([lib], idx, model=str(tiny_ckpt), options=IndexOptions(segment_seconds=2.0, workers=1))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "xclip_search", "serve", "--index", str(idx), "--port", "0", "--json"]
+    cmd += ["--watch", str(lib), "--settle", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def paths() -> set[str]:
+        got = httpx.get(url + "api/search", params={"q": "a moving square", "top_k": 10}, timeout=60)
+        assert got.status_code == 200, got.text
+        return {h["path"] for h in got.json()["results"]}
+
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        assert paths() == {str(lib / "square.avi")}
+        shutil.copy(generated_videos["landscape_h264.mp4"], lib / "landscape.mp4")
+        wait_for(lambda: str(lib / "landscape.mp4") in paths(), "the new file to be searchable through serve")
+        (lib / "square.avi").unlink()
+        wait_for(lambda: paths() == {str(lib / "landscape.mp4")}, "the deleted file to leave the results")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    assert err.count("1 indexed") == 1  # one run indexed the new file; the start-up run found nothing new
