@@ -197,6 +197,7 @@ def _similar_folder(
     from indexer.embed import embed_files
     from indexer.walk import video_files
 
+    from ..errors import XClipSearchError
     from ..example import example_from_embedding
     from ..index import Index
 
@@ -213,7 +214,11 @@ def _similar_folder(
                 failed.append({"path": item.path, "status": "failed", "reason": item.error or "unknown error"})
                 continue
             spans = [(float(s.start_s), float(s.end_s)) for s in item.extracted.segments]
-            ex = example_from_embedding(item.path, spans, item.embeddings.v, at=at, snapshot=index.snapshot)
+            try:
+                ex = example_from_embedding(item.path, spans, item.embeddings.v, at=at, snapshot=index.snapshot)
+            except XClipSearchError as exc:  # e.g. --at beyond this file's end: this example only
+                failed.append({"path": item.path, "status": "failed", "reason": exc.message})
+                continue
             hits = index.similar(ex, top_k=top_k, candidates=candidates, **query)
             done.append((order[item.path], ex, hits))
     for _, ex, hits in sorted(done, key=lambda d: d[0]):
