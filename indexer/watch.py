@@ -416,7 +416,7 @@ class Watcher:
             if not is_watch_limit(exc):
                 raise
             self._stop_observer()
-            self._notice(self._limit_text(str(exc)))
+            self._notice(self._limit_text(exc.strerror or str(exc)))
             self._start_observer(True)
 
     def _every(self) -> str:
