@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from indexer.pipeline import FileOutcome, IndexOptions, IndexReport, run_index
 from indexer.watch import (
@@ -335,8 +336,9 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 240.0) -
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
 def test_watched_folder_files_become_searchable_once_and_deletions_disappear(
-    tmp_path: Path, tiny_ckpt: Path, generated_videos: dict[str, Path]
+    tmp_path: Path, tiny_ckpt: Path, generated_videos: dict[str, Path], polling: bool
 ) -> None:
     lib, idx = tmp_path / "lib", tmp_path / "idx"
     lib.mkdir()
@@ -357,7 +359,7 @@ def test_watched_folder_files_become_searchable_once_and_deletions_disappear(
         idx,
         model=str(tiny_ckpt),
         options=IndexOptions(segment_seconds=2.0, workers=1),
-        settings=WatchSettings(settle_s=3.0, quiet_s=0.5, recheck_s=0.2),
+        settings=WatchSettings(settle_s=3.0, quiet_s=0.5, recheck_s=0.2, poll_interval_s=0.5, polling=polling),
         on_batch=on_batch,
     )
     stop = threading.Event()
@@ -365,6 +367,7 @@ def test_watched_folder_files_become_searchable_once_and_deletions_disappear(
     thread.start()
     try:
         assert watcher.caught_up.wait(240) and watcher.error is None
+        assert watcher.polling == polling
         assert indexed_paths() == [str(lib / "square.avi")]  # the start-up run found what was already there
 
         # One file copied at once, one written slowly in chunks (a download).
@@ -443,3 +446,30 @@ def test_serve_watch_makes_new_files_searchable_and_deleted_ones_disappear(
         _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err
     assert err.count("1 indexed") == 1  # one run indexed the new file; the start-up run found nothing new
+
+
+def test_watch_command_prints_one_json_line_per_run_and_stops_on_sigterm(
+    tmp_path: Path, tiny_ckpt: Path, generated_videos: dict[str, Path]
+) -> None:
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    lib.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "xclip_search", "watch", str(lib), "--index", str(idx), "--model", str(tiny_ckpt)]
+    cmd += ["--segment-seconds", "2", "--settle", "1", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        start = json.loads(proc.stdout.readline())
+        assert start["trigger"] == "start" and start["indexed"] == 0 and start["paths"] == 1
+        shutil.copy(generated_videos["landscape_h264.mp4"], lib / "new.mp4")
+        run = json.loads(proc.stdout.readline())
+        assert (run["trigger"], run["indexed"], run["failed"], run["paths"]) == ("changes", 1, 0, 1)
+        assert set(run) == {*start} and run["segments"] >= 1
+    finally:
+        proc.terminate()  # SIGTERM: the watcher stops after the run in flight
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == "" and "Traceback" not in err
+    with Index.open(idx) as index:
+        assert set(index.catalog.videos_by_path()) == {str(lib / "new.mp4")}
