@@ -572,6 +572,17 @@ class Watcher:
         limit, self._limit_pending = self._limit_pending, None
         if limit and not self.polling:
             self._fall_back_to_polling(f"inotify watch limit reached ({limit})")
+        elif not self.polling and self._observer_died():
+            self._fall_back_to_polling("inotify stopped watching (its thread ended)")
+
+    def _observer_died(self) -> bool:
+        """Whether the inotify observer or one of its emitters stopped on its own (older watchdog releases end
+        the emitter's thread when a new folder cannot get a watch, instead of logging it)."""
+        observer: Any = self._observer
+        if observer is None or not hasattr(observer, "is_alive"):
+            return False
+        emitters = getattr(observer, "emitters", ())
+        return not observer.is_alive() or any(not e.is_alive() for e in emitters)
 
     def _run_batch(self, batch: Batch) -> BatchResult:
         try:

@@ -288,6 +288,30 @@ def test_the_limit_hit_while_watching_switches_to_polling_and_rescans(tmp_path: 
     logging.getLogger(WATCHDOG_LOGGER).warning("Unable to watch %r", b"/x/after-close")  # no handler left
 
 
+def test_an_inotify_observer_that_dies_is_replaced_by_polling_and_a_rescan(tmp_path: Path) -> None:
+    class Dying(FakeObserver):
+        alive = True
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+    observers: list[Dying] = []
+
+    def factory(polling: bool) -> Dying:
+        observers.append(Dying(polling))
+        return observers[-1]
+
+    runs, notices = Recorder(), list[str]()
+    w, _ = make_watcher(tmp_path, factory, notices, runs)
+    w.start()
+    assert w.step() is None and not w.polling  # healthy: nothing to do
+    observers[0].alive = False
+    result = w.step()
+    assert w.polling and [o.polling for o in observers] == [False, True] and "stopped watching" in notices[0]
+    assert result is not None and result.trigger == "rescan"
+    w.close()
+
+
 def test_a_failed_batch_is_kept_and_retried_after_the_retry_time(tmp_path: Path) -> None:
     runs, notices = Recorder(), list[str]()
     w, clock = make_watcher(tmp_path, lambda polling: FakeObserver(polling), notices, runs)
@@ -406,6 +430,7 @@ def test_watched_folder_files_become_searchable_once_and_deletions_disappear(
         # Nothing was indexed twice: the growing file once, complete; every file once in all.
         assert sorted(indexed_paths()) == sorted([str(lib / "square.avi"), str(lib / "landscape.mp4"), str(slow)])
         assert all(o.status != "failed" for r in results for o in r.report.outcomes)
+        assert watcher.polling == polling  # inotify stayed healthy all along
     finally:
         stop.set()
         thread.join(120)
