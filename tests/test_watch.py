@@ -498,3 +498,65 @@ def test_watch_command_prints_one_json_line_per_run_and_stops_on_sigterm(
     assert out == "" and "Traceback" not in err
     with Index.open(idx) as index:
         assert set(index.catalog.videos_by_path()) == {str(lib / "new.mp4")}
+
+
+# -- the inotify limit through watchdog's own code -------------------------------------------------------------
+
+
+@pytest.fixture()
+def watch_limit(monkeypatch: pytest.MonkeyPatch) -> Callable[[bytes], None]:
+    """Make inotify_add_watch fail with ENOSPC (the watch limit) for paths containing a marker, as the kernel
+    does once fs.inotify.max_user_watches is used up."""
+    import ctypes
+
+    from watchdog.observers import inotify_c
+
+    real = inotify_c.inotify_add_watch
+    markers: list[bytes] = []
+
+    def add_watch(fd: int, path: bytes, mask: int) -> int:
+        if any(m in path for m in markers):
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+        return int(real(fd, path, mask))
+
+    monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    return markers.append
+
+
+def test_watchdog_hitting_the_limit_at_start_falls_back_to_polling(
+    tmp_path: Path, watch_limit: Callable[[bytes], None]
+) -> None:
+    watch_limit(str(tmp_path).encode())
+    runs, notices = Recorder(), list[str]()
+    (tmp_path / "lib").mkdir()
+    w = Watcher([tmp_path / "lib"], tmp_path / "idx", run_index=runs, on_notice=notices.append)
+    w.start()
+    try:
+        assert w.polling and len(notices) == 1 and notices[0].startswith("inotify watch limit reached")
+        assert runs.calls == [([str(tmp_path / "lib")], True)]
+    finally:
+        w.close()
+
+
+def test_watchdog_hitting_the_limit_for_a_new_folder_falls_back_and_rescans(
+    tmp_path: Path, watch_limit: Callable[[bytes], None]
+) -> None:
+    runs, notices = Recorder(), list[str]()
+    (tmp_path / "lib").mkdir()
+    w = Watcher([tmp_path / "lib"], tmp_path / "idx", run_index=runs, on_notice=notices.append)
+    w.start()
+    try:
+        assert not w.polling
+        watch_limit(b"/blocked")
+        (tmp_path / "lib" / "blocked").mkdir()  # watchdog cannot watch it: its files would go unseen
+        deadline = time.monotonic() + 60
+        rescans = []
+        while not rescans and time.monotonic() < deadline:
+            result = w.step(0.2)
+            if result is not None and result.trigger == "rescan":
+                rescans.append(result)
+        assert rescans and w.polling
+        assert any("inotify watch limit reached" in n and "polling" in n for n in notices)
+    finally:
+        w.close()
