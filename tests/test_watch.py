@@ -560,3 +560,13 @@ def test_watchdog_hitting_the_limit_for_a_new_folder_falls_back_and_rescans(
         assert any("inotify watch limit reached" in n and "polling" in n for n in notices)
     finally:
         w.close()
+
+
+def test_the_roots_of_watch_runs_do_not_pile_up_in_the_servers_roots(tmp_path: Path) -> None:
+    from xclip_search.serve.media import roots_from_runs
+
+    lib = (tmp_path / "lib").resolve()
+    runs = [(json.dumps([str(lib)]), [])]  # the start-up run
+    runs += [(json.dumps([str(lib / f"{i}.mp4"), str(lib / "sub")]), []) for i in range(1000)]  # batches
+    runs += [(json.dumps([str(tmp_path / "lib-other")]), [])]
+    assert roots_from_runs(runs) == [lib, (tmp_path / "lib-other").resolve()]
