@@ -16,9 +16,9 @@ the watcher only decides *which* paths to hand it and *when*:
 - **Stability** (`ChangeSet`): a new or modified file is indexed only once its size and mtime have stayed the
   same for `WatchSettings.settle_s` with no event on it, so a file being copied or written in chunks is
   indexed once, complete, not once per chunk.
-- **Batching**: a batch starts once the file system has been quiet for `quiet_s` (or the oldest ready change
-  has waited `max_delay_s` under a continuous stream), so a burst of thousands of files is one run, one model
-  load and one commit series.
+- **Batching**: a batch starts once the file system has been quiet for `quiet_s` and the files first seen
+  during the burst have settled (or the oldest ready change has waited `max_delay_s` under a continuous
+  stream), so a burst of thousands of files is one run, one model load and one commit series.
 - **Restarts**: at start, one run over the roots (with ``prune``) finds what changed while nothing watched.
 
 The event collection, the clock and the observer are injectable, so the timing logic is tested with a fake
@@ -188,7 +188,12 @@ class ChangeSet:
         if not ready and not gone:
             return None
         oldest = min(t for _, t in ready + gone)
-        if now - self._last_event < s.quiet_s and now - oldest < s.max_delay_s:
+        # Files first seen less than a settle time ago are most likely the tail of the same burst: wait for them
+        # to settle too, so a copy of thousands of files is one run. A file written for longer does not hold
+        # the batch back (it was first seen long ago), and nothing waits past max_delay_s.
+        taken = {p for p, _ in ready}
+        young = any(now - e.first < s.settle_s for p, e in self._pending.items() if p not in taken)
+        if (now - self._last_event < s.quiet_s or young) and now - oldest < s.max_delay_s:
             return None
         for path, _ in ready:
             del self._pending[path]

@@ -107,6 +107,29 @@ def test_a_burst_of_thousands_is_one_batch_after_the_quiet_time() -> None:
     assert cs.take() is None
 
 
+def test_the_tail_of_a_burst_is_waited_for_but_a_long_write_does_not_hold_the_batch() -> None:
+    cs, clock, files = changes()
+    for i in range(20):  # two seconds of copying
+        files.write(f"/w/{i:02d}.mp4", 10)
+        cs.touched(f"/w/{i:02d}.mp4")
+        clock.advance(0.1)
+    clock.advance(1.0)
+    assert cs.take() is None  # quiet, and the first files settled, but the last ones are 1 s old
+    clock.advance(1.0)
+    batch = cs.take()
+    assert batch is not None and len(batch.files) == 20
+    files.write("/w/long.mp4", 1)
+    cs.touched("/w/long.mp4")
+    for size in range(2, 7):  # a long write, then a small file copied next to it
+        clock.advance(1.0)
+        files.write("/w/long.mp4", size)
+    files.write("/w/small.mp4", 1)
+    cs.touched("/w/small.mp4")
+    clock.advance(2.1)
+    files.write("/w/long.mp4", 99)
+    assert cs.take() == Batch(files=("/w/small.mp4",), gone=())
+
+
 def test_a_continuous_stream_still_runs_after_the_max_delay() -> None:
     cs, clock, files = changes()
     files.write("/w/first.mp4", 10)
