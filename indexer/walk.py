@@ -171,3 +171,19 @@ class Walker:
                 yield from self._dir(full, est)
             elif is_video_name(entry.name):
                 yield from self._file(full, est, explicit=False)
+
+
+def video_files(roots: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[WalkIssue]]:
+    """The videos `index` would find under `roots` (files or folders), in walk order, and the issues met.
+
+    For commands that take files or folders without indexing them (``tag``, ``similar``): the same extensions,
+    the same skip rules (special files, duplicates, broken links) and the same per-path issues as an index run.
+    """
+    files: list[str] = []
+    issues: list[WalkIssue] = []
+    for item in walk(roots):
+        if isinstance(item, FoundFile):
+            files.append(item.path)
+        else:
+            issues.append(item)
+    return files, issues

@@ -11,7 +11,7 @@ import click
 
 from ..console import echo_json, format_time, table
 from ..errors import InvalidArgumentError
-from .base import cli, device_option, filter_options, index_option, json_option
+from .base import EXIT_PARTIAL, cli, device_option, filter_options, index_option, json_option
 
 # -- search -----------------------------------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ def search_cmd(
 
 
 @cli.command("similar")
-@click.argument("example", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("example", required=False, type=click.Path(exists=True, path_type=Path))
 @index_option()
 @click.option("--video-id", type=int, default=None, help="Use this indexed video as the example instead of a file.")
 @click.option("--at", type=float, default=None, help="Use the segment at this time (seconds), not the whole video.")
@@ -123,9 +123,13 @@ def similar_cmd(
 ) -> int:
     """Find moments that look like an example video (query by example), ranked by cos(v_example, v).
 
+    EXAMPLE may be a folder: each video under it (walked like 'xclip-search index' does) is an example of its
+    own, with its own results; files that cannot be read are listed under "failed" (exit code 3).
+
     \b
     Examples:
       xclip-search similar clip.mp4 --top-k 5
+      xclip-search similar new-uploads/ --top-k 3 --json      # {"examples": [{"example", "results"}], "failed"}
       xclip-search similar long.mp4 --at 95 --json            # the 10 s window around 1:35
       xclip-search similar --video-id 42 --at 30 --all-segments
     """
@@ -141,6 +145,21 @@ def similar_cmd(
     check_segmentation_flags(segment_seconds=segment_seconds)
     if segment_seconds == 0:
         raise InvalidArgumentError("Invalid --segment-seconds (0). It must be positive: --at picks one window.")
+    if example is not None and example.is_dir():
+        return _similar_folder(
+            example,
+            index_dir,
+            at,
+            segment_seconds,
+            device,
+            as_json,
+            top_k,
+            candidates,
+            per_video=not all_segments,
+            where=where,
+            min_score=min_score,
+            include_source=include_source,
+        )
     with Index.open(index_dir, device=device) as index:
         if video_id is not None:
             ex = index.example(video_id, at=at)
@@ -165,19 +184,81 @@ def similar_cmd(
     return 0
 
 
-def _embed_example(index: Any, path: Path, at: float | None, segment_seconds: float | None) -> Any:
+def _similar_folder(
+    folder: Path,
+    index_dir: Path | None,
+    at: float | None,
+    segment_seconds: float | None,
+    device: str | None,
+    as_json: bool,
+    top_k: int,
+    candidates: int | None,
+    **query: Any,
+) -> int:
+    """Every video under `folder` as an example of its own; unreadable files are listed, not fatal."""
+    from indexer.embed import embed_files
+    from indexer.walk import video_files
+
+    from ..errors import XClipSearchError
+    from ..example import example_from_embedding
+    from ..index import Index
+
+    files, issues = video_files([str(folder.resolve())])
+    failed = [{"path": i.path, "status": i.status, "reason": i.reason} for i in issues]
+    examples: list[dict[str, Any]] = []
+    with Index.open(index_dir, device=device) as index:
+        encoder, _ = index._components()
+        settings = _example_segmentation(index, at, segment_seconds)
+        order = {path: i for i, path in enumerate(files)}
+        done = []
+        for item in embed_files(files, index.checkpoint, segmentation=settings, encoder=encoder) if files else ():
+            if item.embeddings is None or item.extracted is None:
+                failed.append({"path": item.path, "status": "failed", "reason": item.error or "unknown error"})
+                continue
+            spans = [(float(s.start_s), float(s.end_s)) for s in item.extracted.segments]
+            try:
+                ex = example_from_embedding(item.path, spans, item.embeddings.v, at=at, snapshot=index.snapshot)
+            except XClipSearchError as exc:  # e.g. --at beyond this file's end: this example only
+                failed.append({"path": item.path, "status": "failed", "reason": exc.message})
+                continue
+            hits = index.similar(ex, top_k=top_k, candidates=candidates, **query)
+            done.append((order[item.path], ex, hits))
+    for _, ex, hits in sorted(done, key=lambda d: d[0]):
+        examples.append({"example": ex.source, "results": [h.to_dict() for h in hits]})
+        if not as_json:
+            click.echo(f"Like {ex.source['path']}:")
+            if hits:
+                _hits_table(hits)
+            else:
+                click.echo("No results.")
+    if as_json:
+        echo_json({"examples": examples, "failed": failed})
+    else:
+        for f in failed:
+            click.echo(f"{f['status']}: {f['path']}: {f['reason']}", err=True)
+        if not examples and not failed:
+            click.echo("No videos found under the given folder.", err=True)
+    return EXIT_PARTIAL if any(f["status"] == "failed" for f in failed) else 0
+
+
+def _example_segmentation(index: Any, at: float | None, segment_seconds: float | None) -> Any:
+    """How an example file is cut: as the index cut its videos (its recorded segmentation), so --at picks a
+    comparable moment; the whole file is one example without --at."""
     from dataclasses import replace
 
+    settings = index.segmentation.settings
+    seconds = 0.0 if at is None else (segment_seconds if segment_seconds is not None else settings.segment_seconds)
+    return replace(settings, segment_seconds=seconds)
+
+
+def _embed_example(index: Any, path: Path, at: float | None, segment_seconds: float | None) -> Any:
     from indexer.embed import embed_files
 
     from ..errors import VideoError
     from ..example import example_from_embedding
 
     encoder, _ = index._components()
-    # Cut the example as the index cut its videos (its recorded segmentation), so --at picks a comparable moment.
-    settings = index.segmentation.settings
-    seconds = 0.0 if at is None else (segment_seconds if segment_seconds is not None else settings.segment_seconds)
-    settings = replace(settings, segment_seconds=seconds)
+    settings = _example_segmentation(index, at, segment_seconds)
     absolute = os.path.abspath(path)
     item = next(iter(embed_files([absolute], index.checkpoint, segmentation=settings, encoder=encoder)))
     if item.embeddings is None or item.extracted is None:

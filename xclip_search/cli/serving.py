@@ -10,6 +10,7 @@ import click
 from ..console import echo_json
 from ..defaults import default_index_dir
 from .base import cli, device_option, index_option, json_option
+from .watching import notice, print_batch, watch_options
 
 # -- serve ------------------------------------------------------------------------------------------------
 
@@ -32,10 +33,27 @@ from .base import cli, device_option, index_option, json_option
     show_envvar=True,
     help="Bearer token required for write operations (saving tags, re-indexing) [default: $XCLIP_SEARCH_TOKEN].",
 )
+@click.option(
+    "--watch",
+    "watch_paths",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="FOLDER",
+    help="Also keep the index current with the videos under FOLDER, like 'xclip-search watch' (repeatable).",
+)
+@watch_options
 @device_option
 @json_option
 def serve_cmd(
-    index_dir: Path | None, host: str, port: int, token: str | None, device: str | None, as_json: bool
+    index_dir: Path | None,
+    host: str,
+    port: int,
+    token: str | None,
+    watch_paths: tuple[Path, ...],
+    poll: bool,
+    settle_s: float,
+    device: str | None,
+    as_json: bool,
 ) -> int:
     """Open a web page (and HTTP API) to search, watch and tag an index.
 
@@ -48,6 +66,7 @@ def serve_cmd(
       xclip-search serve                                  # then open http://127.0.0.1:8765/
       xclip-search serve --index my-index --port 9000
       xclip-search serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+      xclip-search serve --watch ~/Videos                 # new videos become searchable within seconds
     """
     try:
         from ..serve.app import ServeSettings
@@ -74,5 +93,18 @@ def serve_cmd(
             if not is_loopback(host) and not token:
                 click.echo("Warning: listening beyond localhost without --token; write operations are off.", err=True)
 
-    run_server(settings, on_ready=ready)
+    if not watch_paths:
+        run_server(settings, on_ready=ready)
+        return 0
+    from indexer.watch import Watcher, WatchSettings, watching_in_background
+
+    watcher = Watcher(
+        [str(p) for p in watch_paths],
+        settings.index_dir,
+        settings=WatchSettings(settle_s=settle_s, polling=poll),
+        on_batch=print_batch(False),  # on stderr: stdout carries the one --json line
+        on_notice=notice,
+    )
+    with watching_in_background(watcher):
+        run_server(settings, on_ready=ready)
     return 0

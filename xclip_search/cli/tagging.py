@@ -17,7 +17,7 @@ from .base import EXIT_PARTIAL, cli, device_option, filter_options, json_option
 
 
 @cli.command("tag")
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", default=None, help="Tag with this model (hub id, directory or 'demo').")
 @click.option(
     "--index",
@@ -62,9 +62,13 @@ def tag_cmd(
 ) -> int:
     """Score any list of labels against videos (open vocabulary).
 
+    PATHS are files or folders, walked like 'xclip-search index' does (same extensions and skip rules); a file
+    that cannot be read is listed under "failed" (exit code 3) and the others are still tagged.
+
     \b
     Examples:
       xclip-search tag new.mp4 --model demo --labels "moving left,moving right,growing"
+      xclip-search tag new-uploads/ --model demo --labels "cooking,sports" --json
       xclip-search tag a.mp4 b.mkv --index my-index --labels-file labels.txt --top 3 --json
       xclip-search tag --index my-index --labels "cooking,sports" --min-prob 0.5 --save   # every indexed segment
     """
@@ -94,8 +98,10 @@ def tag_cmd(
         for r in results:
             _print_tags(r)
         for f in failed:
-            click.echo(f"failed: {f['path']}: {f['reason']}", err=True)
-    return EXIT_PARTIAL if failed else 0
+            click.echo(f"{f['status']}: {f['path']}: {f['reason']}", err=True)
+        if not results and not failed:
+            click.echo("No videos found under the given paths.", err=True)
+    return EXIT_PARTIAL if any(f["status"] == "failed" for f in failed) else 0
 
 
 def _print_tags(r: dict[str, Any]) -> None:
@@ -116,6 +122,7 @@ def _tag_files(
     from dataclasses import replace
 
     from indexer.embed import embed_files
+    from indexer.walk import video_files
 
     from ..checkpoint import load_checkpoint
     from ..encoder import XClipEncoder
@@ -137,12 +144,13 @@ def _tag_files(
     encoder = XClipEncoder(checkpoint)
     tagger = Tagger(encoder, PromptScorer(checkpoint.model))
     results: list[dict[str, Any]] = []
-    failed: list[dict[str, str]] = []
-    order = {str(p.resolve()): i for i, p in enumerate(paths)}
+    files, issues = video_files([str(p.resolve()) for p in paths])
+    failed = [{"path": i.path, "status": i.status, "reason": i.reason} for i in issues]
+    order = {path: i for i, path in enumerate(files)}
     done = []
-    for item in embed_files(list(order), checkpoint, segmentation=settings, encoder=encoder):
+    for item in embed_files(list(order), checkpoint, segmentation=settings, encoder=encoder) if files else ():
         if item.embeddings is None or item.extracted is None:
-            failed.append({"path": item.path, "reason": item.error or "unknown error"})
+            failed.append({"path": item.path, "status": "failed", "reason": item.error or "unknown error"})
             continue
         tags = tagger.tag(item.embeddings.v, item.embeddings.z, labels, top=top, min_prob=min_prob)
         spans = [(s.start_s, s.end_s) for s in item.extracted.segments]

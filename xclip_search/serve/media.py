@@ -84,7 +84,8 @@ def roots_from_runs(recorded: Iterable[tuple[str | None, Sequence[str]]]) -> lis
         if outside:
             derived = Path(os.path.realpath(os.path.commonpath(outside)))
             roots[str(derived)] = derived
-    return list(roots.values())
+    # Only the outermost: `watch` records each batch's changed files and folders as the roots of its run.
+    return [root for root in roots.values() if not any(str(parent) in roots for parent in root.parents)]
 
 
 def _inside(resolved: str, root: Path) -> bool:
