@@ -38,6 +38,7 @@ from typing import Any
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, load_checkpoint
 from xclip_search.errors import XClipSearchError
 from xclip_search.store.catalog import FAILED, INDEXED, BatchEntry, SegmentRecord
+from xclip_search.store.compaction import maybe_compact
 from xclip_search.store.integrity import prepare_reembedding, recorded_model
 from xclip_search.store.manifest import MANIFEST_NAME
 from xclip_search.store.segmentation import Segmentation, record_segmentation, settle_segmentation
@@ -147,6 +148,7 @@ def run_index_ray(
                 _distribute(writer, checkpoint, plan.todo, opts, ropts, report, prog, segmentation)
             writer.flush()
             report.committed_elsewhere(writer.dropped)
+            maybe_compact(writer, opts.compaction_policy())
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()
