@@ -159,8 +159,9 @@ def compact_cmd(index_dir: Path | None, as_json: bool) -> int:
     identity = read_manifest(target).model
     with IndexWriter(target, identity) as writer:
         report = writer.compact(force=True)
-        if report.compacted and writer.manifest.shards:
-            writer.publish_ann()
+        ann = writer.manifest.ann
+        if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
+            writer.publish_ann()  # compaction drops the ANN (see store.compaction); so may a crashed one
     data: dict[str, Any] = {"index": str(target), **report.to_dict()}
     if as_json:
         echo_json(data)

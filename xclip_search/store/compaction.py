@@ -26,12 +26,14 @@ dropped and rebuilt from the new shards (by ``index`` at the end of its run, by 
 covers shards by generation, and the compacted shards, newer than any ANN, would otherwise be scanned *and*
 found through the ANN.
 
-Old shard files are *retired*, not deleted: a reader that opened an older generation (a server between two
-refreshes) still finds them. They are recorded in the catalog (meta ``retired_shards``, in the same transaction)
-with a deletion time `grace_s` after the compaction, and the first writer to open the index after that time
-(or the compaction itself, with a zero grace) deletes them. An open snapshot memory-maps its shards when it
-opens, so on POSIX systems it keeps answering even past the grace; the grace covers readers that read the
-manifest just before the commit and open the files just after, and stored thumbnails read by an old catalog row.
+Old shard files are *retired*, not deleted: a reader that opened an older generation still finds them. They
+are recorded in the catalog (meta ``retired_shards``, in the same transaction) with a deletion time `grace_s`
+after the compaction, and the first writer to open the index after that time (or the compaction itself, with a
+zero grace) deletes them. A grace rather than reader leases, because readers are short-lived by design: the
+server moves to the newest generation at every request (`Index.refresh`), so an older generation is held only
+by a request in progress or a CLI search, minutes at most; leases would add a file lock to every search and
+leave files behind for a reader that hangs. A snapshot still verifies the shards it scans by their files, so a
+reader kept on an older generation past the grace fails with a damaged-shard error instead of a wrong answer.
 """
 
 from __future__ import annotations
@@ -220,7 +222,7 @@ def _copy_verified(store: VectorStore, info: ShardInfo, ids: np.ndarray) -> tupl
         ]
     if bad:
         raise ShardCorruptError(
-            f"Vector shard {info.name} is damaged ({', '.join(sorted(bad))} fail their checks); not compacting it",
+            f"Vector shard {info.name} is damaged ({', '.join(sorted(bad))} failing its checks); not compacting it",
             shard=info.name,
             hint=REPAIR_HINT,
         )
