@@ -253,3 +253,66 @@ def test_kill_between_deleting_retired_files_and_forgetting_them(
         assert compaction.retired_shards(writer.catalog) == []
     assert vector_files(idx) == {s.name for s in read_manifest(idx).shards}
     assert contents(idx) == expected
+
+
+def dir_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def by_place(idx: Path) -> dict[tuple[str, float], tuple[bytes, bytes]]:
+    """Every live segment's (path, start) -> v and Z bytes: what searches score, independent of ids."""
+    snap = Snapshot.open(idx)
+    try:
+        ids = snap.live_ids()
+        v, z = snap.vectors.gather(ids)
+        rows = snap.catalog.segment_rows(ids.tolist(), snap.generation)
+        return {
+            (str(rows[int(i)]["path"]), float(rows[int(i)]["start_s"])): (v[k].tobytes(), z[k].tobytes())
+            for k, i in enumerate(ids)
+        }
+    finally:
+        snap.catalog.close()
+
+
+def test_lifecycle_of_nightly_runs_stays_like_a_fresh_index(tmp_path: Path) -> None:
+    """Cycles of deletes, additions, rewrites, moves and touches, each ending like an ``index --prune`` run (the
+    default policy, zero grace): at the end the same vectors as a fresh index of the final library, and a
+    directory at most 1.3x its size."""
+    from xclip_search.store.catalog import FileUpdate
+
+    rng = np.random.default_rng(12)
+    idx = tmp_path / "idx"
+    library = clustered_videos(SYNTH, 60, segments=3, seed=11)
+    write_videos(idx, SYNTH, library, flush_every=30)
+    policy = CompactionPolicy(grace_s=0.0)
+    compactions = 0
+    for cycle in range(8):
+        picks = rng.permutation(len(library))
+        gone = [library[i] for i in picks[:6]]
+        rewritten = [library[i] for i in picks[6:10]]
+        moved = [library[i] for i in picks[10:13]]
+        touched = [library[i] for i in picks[13:16]]
+        for v in rewritten:  # re-encoded in place: new vectors, another size
+            v.v = unit(rng.standard_normal((len(v.v) % 3 + 2, D)))
+            v.z = rng.standard_normal((len(v.v), N, D)).astype(np.float32)
+        added = clustered_videos(SYNTH, 7, segments=2, seed=100 + cycle, prefix=f"/lib/c{cycle}")
+        with IndexWriter(idx, SYNTH) as writer:
+            writer.remove([v.path for v in gone])
+            for v in moved:
+                new = v.path.replace("/lib/", f"/lib/m{cycle}/", 1)
+                writer.update_file(FileUpdate(v.path, new, 1000 + len(v.v), 1, None, None, None))
+                v.path = new
+            for v in touched:
+                writer.update_file(FileUpdate(v.path, v.path, 1000 + len(v.v), 1, None, None, None))
+        write_videos(idx, SYNTH, [*rewritten, *added], flush_every=8, ann=None)
+        library = [v for v in library if v not in gone] + added
+        with IndexWriter(idx, SYNTH) as writer:
+            report = compaction.maybe_compact(writer, policy)
+            compactions += bool(report and report.compacted)
+            writer.publish_ann()
+    assert compactions >= 2
+    fresh = tmp_path / "fresh"
+    write_videos(fresh, SYNTH, library)
+    assert by_place(idx) == by_place(fresh)
+    assert dir_bytes(idx / "vectors") <= 1.3 * dir_bytes(fresh / "vectors")
+    assert dir_bytes(idx) <= 1.3 * dir_bytes(fresh), (dir_bytes(idx), dir_bytes(fresh))
