@@ -316,3 +316,34 @@ def test_lifecycle_of_nightly_runs_stays_like_a_fresh_index(tmp_path: Path) -> N
     assert by_place(idx) == by_place(fresh)
     assert dir_bytes(idx / "vectors") <= 1.3 * dir_bytes(fresh / "vectors")
     assert dir_bytes(idx) <= 1.3 * dir_bytes(fresh), (dir_bytes(idx), dir_bytes(fresh))
+
+
+def test_an_index_run_compacts_at_its_end(tmp_path: Path, tiny_ckpt: Path, generated_videos: dict[str, Path]) -> None:
+    import shutil
+
+    from indexer.pipeline import IndexOptions, run_index
+
+    from .conftest import REAL_CLIP
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(REAL_CLIP, lib / "bikes.mp4")
+    shutil.copy(generated_videos["landscape_h264.mp4"], lib / "landscape.mp4")
+    idx = tmp_path / "idx"
+    opts = IndexOptions(segment_seconds=2.0, workers=1, commit_every=1, prune=True, compact_grace_s=0.0)
+    run_index([lib], idx, model=str(tiny_ckpt), options=opts)
+    assert len(read_manifest(idx).shards) == 2
+    (lib / "landscape.mp4").unlink()
+    kept = IndexOptions(segment_seconds=2.0, workers=1, prune=True, compact=False)
+    run_index([lib], idx, options=kept)  # compaction off: the dead rows stay
+    with Index.open(idx) as index:
+        assert index.info()["compaction"]["dead_rows"] > 0
+    run_index([lib], idx, options=opts)  # nothing to index; the run still compacts at its end
+    manifest = read_manifest(idx)
+    assert len(manifest.shards) == 1 and vector_files(idx) == {manifest.shards[0].name}
+    assert manifest.ann is not None and manifest.ann.generation == manifest.generation
+    fresh = tmp_path / "fresh"
+    run_index([lib], fresh, model=str(tiny_ckpt), options=opts)
+    with Index.open(idx, device="cpu") as index, Index.open(fresh, device="cpu") as other:
+        assert index.info()["compaction"]["dead_rows"] == 0
+        assert hits(index) == hits(other)
