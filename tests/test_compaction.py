@@ -75,9 +75,11 @@ def test_compaction_answers_like_before_and_like_a_fresh_index(  # type: ignore[
     shards_before = set(vector_files(idx))
     with Index.open(idx, device="cpu") as old_reader:  # a reader on the generation before the compaction
         with IndexWriter(idx, identity) as writer:
-            report = writer.compact(CompactionPolicy(grace_s=60.0), force=True)
+            row_bytes = 4 * identity.embed_dim * (1 + identity.num_tokens)
+            report = writer.compact(CompactionPolicy(grace_s=60.0, shard_bytes=20 * row_bytes), force=True)
             writer.publish_ann()
         assert report.compacted and report.rows_dropped == info["dead_rows"] and report.files_deleted == 0
+        assert report.shards_after == -(-info["live_rows"] // 20)  # streamed into shards of 20 rows
         assert old_reader.generation < report.generation
         assert hits(old_reader) == before  # its shard files are retired, not deleted: it keeps answering
     manifest = read_manifest(idx)

@@ -2,15 +2,17 @@
 
 Shards are immutable, so a replaced or pruned video leaves its rows behind (dead rows: still on disk, still
 scanned, over-fetched by every search) and every run adds a shard, often a small one. Compaction copies the live
-rows of the *victims* into new shards of at most `CompactionPolicy.shard_rows` rows, in segment-id order:
+rows of the *victims* into new shards of at most `CompactionPolicy.shard_bytes` of vectors, streaming:
 
 - victims are the shards holding a dead row, and the small shards (under `small_shard_rows` rows) once there are
   more than `max_small_shards` of them; large, fully live shards are left alone, so a compaction copies only
   what must move;
 - it runs when the dead rows exceed `dead_fraction` of all rows or when there are too many small shards. With
-  the default 0.2, the vector data never exceeds 1.25x a fresh index's, and each live row is copied at most
-  once per 0.25 of its shard's size deleted since: the write amplification stays bounded (at most 4 live rows
-  copied per dead row reclaimed) while a nightly run that changes a few files triggers nothing.
+  the default 0.2, the vector data after a run never exceeds 1.25x a fresh index's (plus retired files during
+  their grace), and a compaction triggered by dead rows copies fewer than 4 live rows per dead row it reclaims
+  (live < 4 x dead overall): the write amplification stays bounded, while a nightly run that changes a few
+  files triggers nothing. Small shards cost a file open, a memory map and a scan each; 16 of them are cheap,
+  hundreds (a year of nightly runs) are not.
 
 Every copied row is checked against its row hash (shards from before row hashes: against the manifest's
 sha256, whole) before it is written again; a damaged row stops the compaction (`ShardCorruptError`, hint
@@ -67,7 +69,7 @@ class CompactionPolicy:
     dead_fraction: float = 0.2  # compact once dead rows exceed this share of all rows
     small_shard_rows: int = 4096  # a shard with fewer rows is small
     max_small_shards: int = 16  # ... and more small shards than this are merged
-    shard_rows: int = 65536  # the most rows a new shard holds
+    shard_bytes: int = 256 << 20  # the most bytes of v and Z a new shard holds (and compaction holds in memory)
     grace_s: float = 600.0  # retired shard files are kept this long for readers on older generations
 
 
@@ -283,46 +285,65 @@ def compact(writer: IndexWriter, policy: CompactionPolicy, *, force: bool = Fals
     )  # fmt: skip
 
 
+_Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes | None]]  # ids, v, Z, thumbnails
+
+
 def _write_new_shards(
     writer: IndexWriter, victims: list[ShardInfo], generation: int, policy: CompactionPolicy
 ) -> tuple[list[ShardInfo], list[tuple[int, str, int]], int]:
-    """Copy the live rows of `victims` into new shards (one z dtype each), with their thumbnails."""
-    store = writer.vectors
+    """Copy the live rows of `victims` into new shards (one z dtype each), with their thumbnails.
+
+    Streams: at most one new shard's rows (`CompactionPolicy.shard_bytes`) plus one victim's are in memory.
+    Victims are taken in manifest order and each one's rows in id order, so rows stay nearly in id order.
+    """
     catalog = writer.catalog
+    new_shards: list[ShardInfo] = []
     by_dtype: dict[str, list[ShardInfo]] = {}
     for s in victims:
         by_dtype.setdefault(s.z_dtype, []).append(s)
-    new_shards: list[ShardInfo] = []
-    placement: list[tuple[int, str, int]] = []
-    copied = 0
     for z_dtype, group in sorted(by_dtype.items()):
-        rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes | None]]] = []
+        buffer: list[_Rows] = []
+        limit = 0
         for info in group:
             ids = catalog.live_ids_in_shards([info.name], writer.manifest.generation)
             if len(ids) == 0:
                 continue
-            v, z = _copy_verified(store, info, ids)
+            v, z = _copy_verified(writer.vectors, info, ids)
+            limit = limit or max(1, policy.shard_bytes // max(1, v[0].nbytes + z[0].nbytes))
             where = {r.id: r.row for r in catalog.shard_segments(info.name)}
-            thumbs = [read_stored(writer.dir, info.name, where[int(i)]) for i in ids]
-            rows.append((ids, v, z, thumbs))
-        if not rows:
-            continue
-        ids = np.concatenate([r[0] for r in rows])
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        v = np.concatenate([r[1] for r in rows])[order]
-        z = np.concatenate([r[2] for r in rows])[order]
-        all_thumbs = [t for r in rows for t in r[3]]
-        thumbs = [all_thumbs[int(k)] for k in order]
-        for start in range(0, len(ids), policy.shard_rows):
-            end = start + policy.shard_rows
-            info = store.write_shard(generation, ids[start:end], v[start:end], z[start:end], z_dtype=z_dtype)
-            if any(t is not None for t in thumbs[start:end]):
-                write_thumbnail_shard(writer.dir, info.name, thumbs[start:end])
-            new_shards.append(info)
-            placement += [(int(i), info.name, row) for row, i in enumerate(ids[start:end])]
-            copied += len(ids[start:end])
-    return new_shards, placement, copied
+            buffer.append((ids, v, z, [read_stored(writer.dir, info.name, where[int(i)]) for i in ids]))
+            if sum(len(b[0]) for b in buffer) >= limit:
+                written, buffer = _emit(writer, generation, z_dtype, limit, buffer, final=False)
+                new_shards += written
+        new_shards += _emit(writer, generation, z_dtype, limit, buffer, final=True)[0]
+    placement: list[tuple[int, str, int]] = []
+    for info in new_shards:
+        ids = np.load(writer.vectors.path(info.name, "ids"), mmap_mode="r", allow_pickle=False)
+        placement.extend((int(i), info.name, row) for row, i in enumerate(ids))
+    return new_shards, placement, len(placement)
+
+
+def _emit(
+    writer: IndexWriter, generation: int, z_dtype: str, limit: int, buffer: list[_Rows], *, final: bool
+) -> tuple[list[ShardInfo], list[_Rows]]:
+    """Write the buffered rows as new shards of `limit` rows (with their thumbnails); returns them and the rows
+    left for the next shard (none when `final`: the last shard takes what remains)."""
+    if not buffer:
+        return [], []
+    ids = np.concatenate([b[0] for b in buffer])
+    v = np.concatenate([b[1] for b in buffer])
+    z = np.concatenate([b[2] for b in buffer])
+    thumbs = [t for b in buffer for t in b[3]]
+    out = []
+    whole = len(ids) if final else len(ids) - len(ids) % limit
+    for start in range(0, whole, limit):
+        end = min(start + limit, whole)
+        info = writer.vectors.write_shard(generation, ids[start:end], v[start:end], z[start:end], z_dtype=z_dtype)
+        if any(t is not None for t in thumbs[start:end]):
+            write_thumbnail_shard(writer.dir, info.name, thumbs[start:end])
+        out.append(info)
+    rest = [(ids[whole:], v[whole:], z[whole:], thumbs[whole:])] if whole < len(ids) else []
+    return out, rest
 
 
 def maybe_compact(writer: IndexWriter, policy: CompactionPolicy | None) -> CompactionReport | None:
