@@ -320,6 +320,14 @@ def test_lifecycle_of_nightly_runs_stays_like_a_fresh_index(tmp_path: Path) -> N
     assert dir_bytes(idx) <= 1.3 * dir_bytes(fresh), (dir_bytes(idx), dir_bytes(fresh))
 
 
+def stored_thumbnails(index: Index) -> dict[int, bytes | None]:
+    from xclip_search.thumbnails import read_stored
+
+    ids = index.catalog.live_segment_ids(index.generation).tolist()
+    rows = index.catalog.segment_rows(ids, index.generation)
+    return {i: read_stored(index.directory, str(r["shard"]), int(r["row"])) for i, r in rows.items()}
+
+
 def test_an_index_run_compacts_at_its_end(tmp_path: Path, tiny_ckpt: Path, generated_videos: dict[str, Path]) -> None:
     import shutil
 
@@ -340,9 +348,13 @@ def test_an_index_run_compacts_at_its_end(tmp_path: Path, tiny_ckpt: Path, gener
     run_index([lib], idx, options=kept)  # compaction off: the dead rows stay
     with Index.open(idx) as index:
         assert index.info()["compaction"]["dead_rows"] > 0
+        thumbs = stored_thumbnails(index)
+    assert thumbs and all(t is not None for t in thumbs.values())
     run_index([lib], idx, options=opts)  # nothing to index; the run still compacts at its end
     manifest = read_manifest(idx)
     assert len(manifest.shards) == 1 and vector_files(idx) == {manifest.shards[0].name}
+    with Index.open(idx) as index:
+        assert stored_thumbnails(index) == thumbs  # copied with their rows
     assert manifest.ann is not None and manifest.ann.generation == manifest.generation
     fresh = tmp_path / "fresh"
     run_index([lib], fresh, model=str(tiny_ckpt), options=opts)
