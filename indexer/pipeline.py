@@ -25,6 +25,7 @@ from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, ch
 from xclip_search.errors import CheckpointError, InvalidArgumentError
 from xclip_search.pixels import PixelConfig
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
+from xclip_search.store.compaction import CompactionPolicy, maybe_compact
 from xclip_search.store.integrity import prepare_reembedding, recorded_model
 from xclip_search.store.location import resolve
 from xclip_search.store.manifest import MANIFEST_NAME
@@ -71,6 +72,22 @@ class IndexOptions:
     decoders: tuple[str, ...] = DEFAULT_DECODERS
     # SQLAlchemy URL of the catalog (PostgreSQL for a shared index); None: the one the index records.
     catalog_url: str | None = None
+    # Compaction at the end of a run (`xclip_search.store.compaction`): when dead vector rows pass this share, or
+    # more shards than this are small; retired files are kept this long for readers on older generations.
+    compact_dead_fraction: float = 0.2
+    compact_max_small_shards: int = 16
+    compact_grace_s: float = 600.0
+    compact: bool = True
+
+    def compaction_policy(self) -> CompactionPolicy | None:
+        """The end-of-run compaction policy of these options (None: the run never compacts)."""
+        if not self.compact:
+            return None
+        return CompactionPolicy(
+            dead_fraction=self.compact_dead_fraction,
+            max_small_shards=self.compact_max_small_shards,
+            grace_s=self.compact_grace_s,
+        )
 
     def extract_spec(self, num_frames: int, pixels: PixelConfig, segmentation: Segmentation) -> ExtractSpec:
         """What decode workers make of each file for a model with `num_frames` and `pixels`, cut by the index's
@@ -282,6 +299,7 @@ def run_index(
                 run.encode(writer, checkpoint, _Reporting(report, prog))
             writer.flush()
             report.committed_elsewhere(writer.dropped)
+            maybe_compact(writer, opts.compaction_policy())
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()

@@ -346,3 +346,35 @@ def test_ctrl_c_inside_a_commit_is_left_to_recovery(
     assert_same(results(idx), expected)
     assert state(idx) == expected_state
     assert_clean(idx)
+
+
+@pytest.mark.parametrize("step", ["compact-written", "compact-committed"])
+def test_crash_inside_an_end_of_run_compaction(
+    tmp_path: Path, crash_lib: Path, tiny_ckpt: Path, reference: tuple, step: str
+) -> None:
+    """An ``index --prune`` run that compacts at its end, killed inside the compaction: the pruned generation
+    stays whole, and the next run finishes the job (see also tests/test_compaction.py)."""
+    from xclip_search.store import compaction
+
+    lib = tmp_path / "lib"
+    shutil.copytree(crash_lib, lib)
+    idx = tmp_path / "idx"
+    assert run_index_cli(lib, idx, tiny_ckpt) == 3
+    (lib / "bikes_a.mp4").unlink()  # the longest videos: well over 20% of the vector rows die
+    (lib / "sub" / "bikes_b.mp4").unlink()
+    expected = {
+        (str(lib / Path(path).relative_to(crash_lib)), start, end): score
+        for (path, start, end), score in reference[0].items()
+        if Path(path).name not in ("bikes_a.mp4", "bikes_b.mp4")
+    }
+    prune = index_cmd(lib, idx, tiny_ckpt, "--prune")
+    assert subprocess.run(prune, env=env_for(step), capture_output=True, check=False).returncode == 137
+    assert_same(results(idx), expected)  # the prune was published before the compaction began
+    assert subprocess.run(prune, env=env_for(), capture_output=True, check=False).returncode in (0, 3)
+    assert_same(results(idx), expected)
+    with Index.open(idx) as index:
+        assert index.info()["compaction"]["dead_rows"] == 0
+        shards = {s.name for s in index.snapshot.manifest.shards}
+        retired = {str(r["name"]) for r in compaction.retired_shards(index.catalog)}
+        assert index.snapshot.manifest.ann is not None
+    assert shards <= {p.name.split(".")[0] for p in (idx / "vectors").glob("*.npy")} <= shards | retired

@@ -35,11 +35,13 @@ from .results import (
     check_query,
     check_search_args,
 )
+from .store import compaction
 from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
 from .store.manifest import MANIFEST_NAME, read_manifest
 from .store.segmentation import RecordedSegmentation, read_segmentation
 from .store.snapshot import Snapshot
 from .store.thumbshards import read_stored
+from .store.vectors import VectorStore
 from .thumbnails import row_frame
 
 if TYPE_CHECKING:
@@ -405,6 +407,10 @@ class Index:
                 "total": vector_bytes + catalog_bytes + ann_bytes,
             },
             "shards": len(m.shards),
+            # Live and dead vector rows, small shards and what a compaction would reclaim (`store.compaction`).
+            "compaction": compaction.stats(
+                m, self.catalog, VectorStore(self.directory), compaction.CompactionPolicy()
+            ).to_dict(),
             "catalog": {"backend": self.catalog.engine.dialect.name, "url": self.catalog.location.display},
             "created_at": m.created_at,
             "updated_at": m.updated_at,

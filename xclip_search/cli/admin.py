@@ -1,4 +1,4 @@
-"""``reindex``, ``export`` and ``info``: looking after an index."""
+"""``reindex``, ``compact``, ``export`` and ``info``: looking after an index."""
 
 from __future__ import annotations
 
@@ -137,6 +137,57 @@ def export_cmd(index_dir: Path | None, parquet_dir: Path, no_z: bool, where: Any
     return 0
 
 
+# -- compact ----------------------------------------------------------------------------------------------
+
+
+@cli.command("compact")
+@index_option()
+@json_option
+def compact_cmd(index_dir: Path | None, as_json: bool) -> int:
+    """Rewrite the vector shards that hold dead rows (deleted or changed videos) and merge small shards.
+
+    'index' runs compact by themselves when dead rows pass 20% of the vector data or small shards pile up;
+    this does it now, whatever the amount. Searches keep answering meanwhile; the old files are deleted once
+    no reader can still be using them (10 minutes after the compaction, by a later writer).
+
+    \b
+    Examples:
+      xclip-search compact
+      xclip-search compact --index my-index --json
+    """
+    from ..store.manifest import read_manifest
+    from ..store.writer import IndexWriter
+
+    target = (index_dir or default_index_dir()).expanduser().resolve()
+    identity = read_manifest(target).model
+    with IndexWriter(target, identity) as writer:
+        report = writer.compact(force=True)
+        ann = writer.manifest.ann
+        if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
+            writer.publish_ann()  # compaction drops the ANN (see store.compaction); so may a crashed one
+    data: dict[str, Any] = {"index": str(target), **report.to_dict()}
+    if as_json:
+        echo_json(data)
+    elif report.compacted:
+        click.echo(
+            f"Compacted {target}: {report.shards_before} shards -> {report.shards_after}, "
+            f"{report.rows_copied} rows kept, {report.rows_dropped} dead rows dropped, "
+            f"{format_bytes(report.bytes_before)} -> {format_bytes(report.bytes_after)} in {report.seconds:.1f} s"
+        )
+    else:
+        click.echo(f"Nothing to compact in {target} ({report.reason})")
+    return 0
+
+
+def _compaction_line(d: dict[str, Any]) -> str:
+    line = f"{d['live_rows']} live, {d['dead_rows']} dead in {d['shards']} shards"
+    if d["reclaimable_bytes"]:
+        line += f"; 'compact' would reclaim {format_bytes(d['reclaimable_bytes'])}"
+    if d["retired_bytes"]:
+        line += f"; {format_bytes(d['retired_bytes'])} retired, kept for older readers"
+    return line
+
+
 # -- info -------------------------------------------------------------------------------------------------
 
 
@@ -189,6 +240,7 @@ def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
             f"{format_bytes(data['bytes']['total'])} (vectors {format_bytes(data['bytes']['vectors'])}, "
             f"catalog {format_bytes(data['bytes']['catalog'])})",
         ),
+        ("vector rows", _compaction_line(data["compaction"])),
         ("catalog", f"{data['catalog']['url']} ({data['catalog']['backend']})"),
         ("generation", data["generation"]),
         ("updated", data["updated_at"]),

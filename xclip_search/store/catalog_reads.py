@@ -145,6 +145,24 @@ class CatalogReads:
             ids = conn.execute(select(segments.c.id).where(live_at(generation)).order_by(segments.c.id)).scalars()
             return np.fromiter(ids, dtype=np.int64)
 
+    def live_rows_by_shard(self, generation: int) -> dict[str, int]:
+        """How many segments visible in `generation` each shard holds (compaction's dead-row count)."""
+        query = select(segments.c.shard, func.count()).where(live_at(generation)).group_by(segments.c.shard)
+        with self.engine.connect() as conn:
+            return {str(name): int(n) for name, n in conn.execute(query).all()}
+
+    def live_ids_in_shards(self, names: Sequence[str], generation: int) -> np.ndarray:
+        """Sorted ids of the segments visible in `generation` whose vectors are in one of shards `names`."""
+        if not names:
+            return np.zeros(0, np.int64)
+        query = (
+            select(segments.c.id)
+            .where(segments.c.shard.in_(bindparam("n", expanding=True)), live_at(generation))
+            .order_by(segments.c.id)
+        )
+        with self.engine.connect() as conn:
+            return np.fromiter(conn.execute(query, {"n": list(names)}).scalars(), dtype=np.int64)
+
     def retired_since(self, since: int, generation: int) -> int:
         """How many segments visible in generation `since` are gone by `generation` (ANN over-fetch)."""
         query = (

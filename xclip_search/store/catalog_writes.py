@@ -246,10 +246,50 @@ class CatalogWrites:
 
     def set_meta(self, key: str, value: str) -> None:
         with self.engine.begin() as conn:
-            if conn.execute(select(meta_table.c.key).where(meta_table.c.key == key)).first() is None:
-                conn.execute(meta_table.insert().values(key=key, value=value))
-            else:
-                conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value))
+            _set_meta(conn, key, value)
+
+    # -- compaction (see store.compaction) -----------------------------------------------------------------
+
+    def commit_compaction(
+        self,
+        generation: int,
+        new_shards: Sequence[ShardInfo],
+        placement: Sequence[tuple[int, str, int]],
+        dropped: Sequence[str],
+        retired: str,
+    ) -> None:
+        """Record a compaction as `generation`, atomically: the new shards, each moved segment's (id, shard,
+        row), the old shards' rows gone and the retired-files record (meta ``retired_shards``) replaced.
+
+        Segment ids do not change, so tags, the ANN's ids and readers pinned to an older generation (which find
+        vectors by id in the shards their manifest names) are unaffected.
+        """
+        now = now_iso()
+        with self.engine.begin() as conn:
+            conn.execute(generations.insert().values(gen=generation, created_at=now, run_id=None))
+            for shard in new_shards:
+                conn.execute(
+                    shards.insert().values(
+                        name=shard.name,
+                        count=shard.count,
+                        generation=generation,
+                        z_dtype=shard.z_dtype,
+                        checksums=json.dumps(shard.sha256, sort_keys=True),
+                        created_at=now,
+                    )
+                )
+            if placement:
+                conn.execute(
+                    update(segments)
+                    .where(segments.c.id == bindparam("sid"))
+                    .values(shard=bindparam("new_shard"), row=bindparam("new_row")),
+                    [{"sid": int(i), "new_shard": name, "new_row": int(r)} for i, name, r in placement],
+                )
+            if dropped:
+                conn.execute(
+                    delete(shards).where(shards.c.name.in_(bindparam("n", expanding=True))), {"n": list(dropped)}
+                )
+            _set_meta(conn, "retired_shards", retired)
 
     # -- integrity (see store.integrity) -------------------------------------------------------------------
 
@@ -266,6 +306,13 @@ class CatalogWrites:
             with self.engine.begin() as conn:
                 query = delete(shards).where(shards.c.name.in_(bindparam("n", expanding=True)))
                 conn.execute(query, {"n": list(names)})
+
+
+def _set_meta(conn: Connection, key: str, value: str) -> None:
+    if conn.execute(select(meta_table.c.key).where(meta_table.c.key == key)).first() is None:
+        conn.execute(meta_table.insert().values(key=key, value=value))
+    else:
+        conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value))
 
 
 def _inserted_id(result: Any) -> int:

@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import CatalogError, IndexCorruptError, IndexMismatchError, InvalidArgumentError, ManifestCorruptError
 from ..identity import ModelIdentity
 from . import ann as ann_store
+from . import compaction
 from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
@@ -193,9 +194,11 @@ class IndexWriter:
                 log.warning("Warning: %s; rebuilt it from the catalog (generation %d)", exc, self.manifest.generation)
             check_model(self.manifest.model, self.identity, self.dir)
             self._recover()
-        referenced = {s.name for s in self.manifest.shards}
+        # Shards a compaction retired stay for readers on older generations until their grace ends.
+        referenced = {s.name for s in self.manifest.shards} | compaction.kept_retired(self.catalog)
         self.vectors.remove_unreferenced(referenced)
         remove_unreferenced_thumbnails(self.dir, referenced)
+        compaction.reclaim_retired(self.catalog, self.vectors)
 
     def _check_location(self, location: CatalogLocation, fresh: bool) -> None:
         """Tie the directory and its catalog together with an index id (recorded in both), or refuse a mix."""
@@ -317,7 +320,10 @@ class IndexWriter:
         shards = self._catalog_shards()
         for info in shards:
             self.vectors.open_shard(info)  # the shard must be whole before it is published
-        self.manifest = replace(self.manifest, generation=catalog_gen, shards=shards, updated_at=now_iso())
+        # A compaction replaced shards: the ANN covers the old ones by generation and goes (rebuilt later).
+        gone = {s.name for s in self.manifest.shards} - {s.name for s in shards}
+        ann = None if gone else self.manifest.ann
+        self.manifest = replace(self.manifest, generation=catalog_gen, shards=shards, ann=ann, updated_at=now_iso())
         write_manifest(self.dir, self.manifest)
 
     # -- batches -----------------------------------------------------------------------------------------
@@ -487,6 +493,18 @@ class IndexWriter:
         self._owners, self._thumbs = [], []
         self.changed = True
         return generation
+
+    # -- compaction ----------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Start from what the last writer published (shared catalogs; the caller holds the commit lock)."""
+        self._refresh()
+
+    def compact(
+        self, policy: compaction.CompactionPolicy | None = None, *, force: bool = False
+    ) -> compaction.CompactionReport:
+        """Rewrite wasteful shards if `policy` (default: the defaults) or `force` says so; see `store.compaction`."""
+        return compaction.compact(self, policy or compaction.CompactionPolicy(), force=force)
 
     # -- ANN ---------------------------------------------------------------------------------------------
 
