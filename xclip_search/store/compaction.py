@@ -49,9 +49,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ShardCorruptError
-from .thumbshards import read_stored, thumbnail_paths, write_thumbnail_shard
 from .fsio import crash_point, fsync_dir
 from .manifest import Manifest, ShardInfo, now_iso, write_manifest
+from .thumbshards import read_stored, thumbnail_paths, write_thumbnail_shard
 from .vectors import PARTS, REPAIR_HINT, ROWHASH, VectorStore, file_matches, row_hashes
 
 if TYPE_CHECKING:
