@@ -72,7 +72,9 @@ def test_similar_to_a_folder_gives_each_video_its_results(uploads: Path, tmp_pat
     lib.mkdir()
     shutil.copy(REAL_CLIP, lib / "bikes.mp4")
     idx = tmp_path / "idx"
-    run_index([lib], idx, model=str(tiny_ckpt), options=IndexOptions(segment_seconds=2, workers=1))
+    # fixed 2 s windows (recorded in the index), so --at 3 names the window 2-4 s in the example and the copy
+    options = IndexOptions(segments="fixed", segment_seconds=2, workers=1)
+    run_index([lib], idx, model=str(tiny_ckpt), options=options)
     args = ["similar", str(uploads), "--index", str(idx), "--at", "3", "--segment-seconds", "2", "--all-segments"]
     result = run(*args, "--json")
     assert result.exit_code == 3, result.stderr
