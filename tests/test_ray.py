@@ -142,10 +142,10 @@ def test_lost_worker_costs_its_files_and_a_rerun_resumes(
     assert {o.path for o in again.outcomes if o.status == "indexed"} == {bikes}
     with Index.open(idx) as index:
         assert bikes in {h.path for h in index.search("a bike", top_k=10)}
-    # Every shard file on disk is a published shard with all three parts.
+    # Every shard file on disk is a published shard with all its parts and its row hashes.
     names = {s.name for s in read_manifest(idx).shards}
     assert sorted(p.name for p in (idx / "vectors").glob("*.npy")) == sorted(
-        f"{n}.{part}.npy" for n in names for part in ("ids", "v", "z")
+        f"{n}.{part}.npy" for n in names for part in ("ids", "v", "z", "rowhash")
     )
 
 
