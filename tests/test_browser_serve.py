@@ -103,7 +103,8 @@ def test_search_watch_tag_in_a_browser(browser: Any, serve_index: Path) -> None:
             assert played["err"] is None and played["w"] > 0 and not played["paused"], played
             assert played["start"] <= played["t"] < played["start"] + 1.5, played
             assert played["d"] == pytest.approx(4.0, abs=0.1)
-        assert page.locator("#moments button").count() == 4
+        # The strip shows shots: these 4-second clips have no cut, so their four 1-second segments are one shot.
+        assert page.locator("#moments button").count() == 1
         assert page.locator("#moments button.current").count() == 1
 
         page.fill("#tag-labels", "walking, spinning, jumping")
@@ -175,5 +176,23 @@ def test_the_demo_index_finds_a_scene_and_plays_it(browser: Any, demo_index: tup
         )
         t = page.evaluate("() => document.getElementById('video').currentTime")
         assert scene.start <= t < scene.end
+
+        # The strip under the player shows the video's shots (issue 15); clicking one plays from its start.
+        with Index.open(index_dir) as index:
+            video_id = next(v.video.id for v in index.videos(name=name)[1])
+            shots = index.shots_of(video_id)
+        assert len(shots) >= 2
+        page.wait_for_function("(n) => document.querySelectorAll('#moments button').length === n", arg=len(shots))
+        assert page.locator("#moments button.current").count() == 1
+        target = next(s for s in reversed(shots) if not (s.start_s <= scene.start < s.end_s))
+        page.locator("#moments button").nth(shots.index(target)).click()
+        page.wait_for_function(
+            "([a, b]) => { const v = document.getElementById('video');"
+            " return v.readyState >= 2 && !v.paused && v.currentTime >= a && v.currentTime < b; }",
+            arg=[target.start_s, target.end_s],
+            timeout=30_000,
+        )
+        t = page.evaluate("() => document.getElementById('video').currentTime")
+        assert target.start_s <= t < target.end_s
         page.screenshot(path=str(ARTIFACTS / "test-browser-demo.png"), full_page=True)
         context.close()

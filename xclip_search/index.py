@@ -38,6 +38,7 @@ from .results import (
 from .store import compaction
 from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
 from .store.manifest import MANIFEST_NAME, read_manifest
+from .store.records import Shot, group_shots
 from .store.segmentation import RecordedSegmentation, read_segmentation
 from .store.snapshot import Snapshot
 from .store.thumbshards import read_stored
@@ -449,6 +450,10 @@ class Index:
         """The live segments of one video in time order (empty if it has none)."""
         return self.catalog.segments_of_videos([video_id], self._generation(generation)).get(int(video_id), [])
 
+    def shots_of(self, video_id: int, *, generation: int | None = None) -> list[Shot]:
+        """The live segments of one video grouped into shots, in time order (see `Shot`; empty if none)."""
+        return group_shots(self.segments_of(video_id, generation=generation))
+
     def segment(self, segment_id: int, *, generation: int | None = None) -> SegmentRow:
         """One live segment; `NotFoundError` if the id names none in that generation."""
         row = self.catalog.segment(segment_id, self._generation(generation))
@@ -500,6 +505,7 @@ __all__ = [
     "SearchHit",
     "SearchResults",
     "SegmentRow",
+    "Shot",
     "VideoListing",
     "VideoRow",
     "row_frame",

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidArgumentError
-from ..index import MAX_CANDIDATES, MAX_TOP_K, SearchFilter, SearchHit, SegmentRow, VideoListing, VideoRow
+from ..index import MAX_CANDIDATES, MAX_TOP_K, SearchFilter, SearchHit, SegmentRow, Shot, VideoListing, VideoRow
 from .service import SearchOutcome
 
 MAX_LABEL_LENGTH = 300
@@ -155,6 +155,17 @@ def segment_json(row: SegmentRow, *, with_video: bool = True) -> dict[str, Any]:
         out["name"] = os.path.basename(row.path)
         out["video_url"] = stream_url(row.video_id)
     return out
+
+
+def shot_json(shot: Shot) -> dict[str, Any]:
+    """One shot of a video: its time range, its segments, and the thumbnail of its middle segment."""
+    return {
+        "shot": shot.number,
+        "start": round(shot.start_s, 3),
+        "end": round(shot.end_s, 3),
+        "segment_ids": [s.id for s in shot.segments],
+        "thumbnail_url": thumbnail_url(shot.representative.id),
+    }
 
 
 def video_json(row: VideoRow, listing: VideoListing | None = None) -> dict[str, Any]:

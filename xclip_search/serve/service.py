@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import NotFoundError, XClipSearchError
-from ..index import Index, SearchFilter, SearchHit, SearchResults, SegmentRow, VideoListing, VideoRow
+from ..index import Index, SearchFilter, SearchHit, SearchResults, SegmentRow, Shot, VideoListing, VideoRow
 from .limits import check_search_cost, check_tag_cost
 from .media import PathGuard, roots_from_runs
 from .metrics import Metrics
@@ -259,6 +259,12 @@ class IndexService:
         generation = self.pin()
         row = self.index.video(video_id)
         return row, self.index.segments_of(video_id, generation=generation), generation
+
+    def video_shots(self, video_id: int) -> tuple[VideoRow, list[Shot], int]:
+        """A video with its live segments grouped into shots (`Index.shots_of`), for the page's strip."""
+        generation = self.pin()
+        row = self.index.video(video_id)
+        return row, self.index.shots_of(video_id, generation=generation), generation
 
     def segment(self, segment_id: int) -> tuple[SegmentRow, int]:
         generation = self.pin()

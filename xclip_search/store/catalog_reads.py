@@ -412,6 +412,7 @@ def _segment_select() -> Select[Any]:
         videos.c.path,
         videos.c.fps,
         videos.c.duration_s,
+        segments.c.shot,
     ).join(videos, videos.c.id == segments.c.video_id)
 
 

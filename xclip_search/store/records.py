@@ -131,6 +131,43 @@ class SegmentRow:
     path: str
     fps: float | None = None
     duration_s: float | None = None
+    shot: int | None = None  # the detected shot it belongs to; None where shots were not detected
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One shot of a video: its consecutive live segments sharing a `shot` number (a segment without one is a
+    shot by itself), so the page can show the footage's cuts rather than its windows."""
+
+    number: int | None
+    segments: tuple[SegmentRow, ...]
+
+    @property
+    def start_s(self) -> float:
+        return self.segments[0].start_s
+
+    @property
+    def end_s(self) -> float:
+        return self.segments[-1].end_s
+
+    @property
+    def representative(self) -> SegmentRow:
+        """The middle segment (the first of two): the one whose thumbnail stands for the shot."""
+        return self.segments[(len(self.segments) - 1) // 2]
+
+
+def group_shots(rows: list[SegmentRow]) -> list[Shot]:
+    """Consecutive segments (time order) with the same non-null `shot` form one shot; NULL ones stand alone."""
+    out: list[Shot] = []
+    run: list[SegmentRow] = []
+    for row in rows:
+        if run and (row.shot is None or run[-1].shot != row.shot or run[-1].video_id != row.video_id):
+            out.append(Shot(run[0].shot, tuple(run)))
+            run = []
+        run.append(row)
+    if run:
+        out.append(Shot(run[0].shot, tuple(run)))
+    return out
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 
-from ..schemas import ID_MAX, segment_json, video_json
+from ..schemas import ID_MAX, segment_json, shot_json, video_json
 from ..service import IndexService
 
 router = APIRouter(prefix="/api", tags=["library"])
@@ -32,11 +32,11 @@ def list_videos(
     return {"generation": generation, "total": total, "offset": offset, "videos": videos}
 
 
-@router.get("/videos/{video_id}", summary="One video's metadata and its live segments")
+@router.get("/videos/{video_id}", summary="One video's metadata, its live segments and its shots")
 def get_video(request: Request, video_id: VideoId) -> dict[str, Any]:
-    row, segments, generation = _service(request).video(video_id)
-    listed = [segment_json(s, with_video=False) for s in segments]
-    return {**video_json(row), "generation": generation, "segments": listed}
+    row, shots, generation = _service(request).video_shots(video_id)
+    listed = [segment_json(s, with_video=False) for shot in shots for s in shot.segments]
+    return {**video_json(row), "generation": generation, "segments": listed, "shots": [shot_json(s) for s in shots]}
 
 
 @router.get("/segments/{segment_id}", summary="One segment's metadata (video, time range, frame range)")

@@ -172,15 +172,18 @@ async function loadMoments(item) {
   try {
     const video = await api(`/api/videos/${item.video_id}`);
     if (state.current !== item) return;
-    for (const seg of video.segments) {
+    // One thumbnail per shot (consecutive segments of one detected shot; a segment without a shot stands alone).
+    const shots = video.shots || video.segments.map((s) => ({ start: s.start, end: s.end, segment_ids: [s.segment_id], thumbnail_url: s.thumbnail_url }));
+    for (const shot of shots) {
       const img = el("img", { alt: "", loading: "lazy" });
-      img.src = seg.thumbnail_url;
+      img.src = shot.thumbnail_url;
       const button = el("button", {
         type: "button",
-        title: `Play ${fmtTime(seg.start)}–${fmtTime(seg.end)}`,
-        onclick: () => play({ video_id: item.video_id, video_url: item.video_url, name: item.name, path: item.path, start: seg.start, end: seg.end, segment_id: seg.segment_id }),
-      }, img, el("span", { text: fmtTime(seg.start) }));
-      if (seg.segment_id === item.segment_id) button.classList.add("current");
+        title: `Play ${fmtTime(shot.start)}–${fmtTime(shot.end)}`,
+        "data-start": String(shot.start),
+        onclick: () => play({ video_id: item.video_id, video_url: item.video_url, name: item.name, path: item.path, start: shot.start, end: shot.end, segment_id: shot.segment_ids[0] }),
+      }, img, el("span", { text: `${fmtTime(shot.start)}–${fmtTime(shot.end)}` }));
+      if (shot.segment_ids.includes(item.segment_id)) button.classList.add("current");
       strip.append(button);
     }
   } catch (_) { /* the strip is a convenience; the player works without it */ }
