@@ -128,16 +128,7 @@ class CatalogWrites:
                     )
                 )
             if shard is not None:
-                conn.execute(
-                    shards.insert().values(
-                        name=shard.name,
-                        count=shard.count,
-                        generation=generation,
-                        z_dtype=shard.z_dtype,
-                        checksums=json.dumps(shard.sha256, sort_keys=True),
-                        created_at=now,
-                    )
-                )
+                _insert_shard(conn, shard, generation, now)
             for entry in entries:
                 video_id = self._upsert_video(conn, entry.video, generation, run_id, now)
                 self._retire_segments(conn, [video_id], generation)
@@ -268,16 +259,7 @@ class CatalogWrites:
         with self.engine.begin() as conn:
             conn.execute(generations.insert().values(gen=generation, created_at=now, run_id=None))
             for shard in new_shards:
-                conn.execute(
-                    shards.insert().values(
-                        name=shard.name,
-                        count=shard.count,
-                        generation=generation,
-                        z_dtype=shard.z_dtype,
-                        checksums=json.dumps(shard.sha256, sort_keys=True),
-                        created_at=now,
-                    )
-                )
+                _insert_shard(conn, shard, generation, now)
             if placement:
                 conn.execute(
                     update(segments)
@@ -320,6 +302,20 @@ def _inserted_id(result: Any) -> int:
     if key is None:
         raise SQLAlchemyError("INSERT returned no primary key")
     return int(key[0])
+
+
+def _insert_shard(conn: Connection, shard: ShardInfo, generation: int, now: str) -> None:
+    """The `shards` row of a newly published shard (a batch's, or one a compaction wrote)."""
+    conn.execute(
+        shards.insert().values(
+            name=shard.name,
+            count=shard.count,
+            generation=generation,
+            z_dtype=shard.z_dtype,
+            checksums=json.dumps(shard.sha256, sort_keys=True),
+            created_at=now,
+        )
+    )
 
 
 __all__ = ["CatalogWrites"]
