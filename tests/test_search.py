@@ -202,6 +202,19 @@ def test_merge_reads_no_catalog_rows_per_query(index: Index, monkeypatch: pytest
     assert before[0].segment_ids != (before[0].segment_id,)  # the crafted video really was widened
 
 
+def test_a_one_shot_search_reads_only_its_hits_videos(index: Index) -> None:
+    """A fresh reader does not load the whole segment map for one search, and answers as a warmed one does."""
+    with Index.open(index.directory) as cold:
+        hits = cold.search(QUERY, top_k=5)
+        filtered = cold.search(QUERY, top_k=1, where="start>=20")
+        assert cold.engine._layout is None  # only the hits' videos were read
+        cold.load_model()  # what the server's warm-up does: the whole map, in memory
+        assert cold.engine._layout is not None
+        assert cold.search(QUERY, top_k=5) == hits
+        assert cold.search(QUERY, top_k=1, where="start>=20") == filtered
+    assert hits == index.search(QUERY, top_k=5)
+
+
 def test_merged_ranges_obey_the_filters(index: Index, library: tuple[Path, dict[str, Video]]) -> None:
     """A range widens only over segments the filter keeps: segment-level filters cut it, video-level ones do not."""
     merge = library[1]["merge"]

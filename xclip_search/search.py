@@ -97,7 +97,9 @@ class SearchEngine:
 
     @property
     def layout(self) -> SegmentLayout:
-        """Where each live segment sits in its video (read once per snapshot, on first use): the merge's map."""
+        """Where each live segment sits in its video, read once per snapshot: the merge's map in memory. A
+        long-lived reader (the server's warm-up, `Index.load_model`) loads it; until then each search reads only
+        its hits' videos (`_layout_of`), so a one-shot search never pays for the whole map (~3 s at 1M)."""
         layout = self._layout
         if layout is None:
             with self._layout_lock:
@@ -106,6 +108,13 @@ class SearchEngine:
                     layout = read_segment_layout(self.snapshot.catalog.engine, self.snapshot.generation)
                     self._layout = layout
         return layout
+
+    def _layout_of(self, video_ids: Sequence[int]) -> SegmentLayout:
+        """The whole map when it is loaded, else the layout of `video_ids` alone (one catalog query)."""
+        layout = self._layout
+        if layout is not None:
+            return layout
+        return read_segment_layout(self.snapshot.catalog.engine, self.snapshot.generation, video_ids)
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -216,7 +225,7 @@ class SearchEngine:
         q = q / np.linalg.norm(q)
         excluded = {int(x) for x in exclude_videos}
         with clock.stage("first_stage"):
-            extra = self.layout.count(sorted(excluded))
+            extra = self._layout_of(sorted(excluded)).count(sorted(excluded)) if excluded else 0
             allowed = self._allowed(where)
             found = self._candidates(q, n_candidates + extra, allowed, top_k + len(excluded) if per_video else 0)
         scored = [_Scored(c.coarse_score, c) for c in found if int(c.row["video_id"]) not in excluded]
@@ -256,7 +265,6 @@ class SearchEngine:
         The videos of the first `top_k` distinct candidates are usually the final hits; their segments'
         neighbours (two each side) are what the merge's first round scores.
         """
-        layout = self.layout
         best: dict[int, int] = {}
         for c in found:
             video = int(c.row["video_id"])
@@ -264,6 +272,7 @@ class SearchEngine:
                 best[video] = c.segment_id
                 if len(best) == top_k:
                     break
+        layout = self._layout_of(list(best))
         near: list[int] = []
         for video, pos in zip(best, layout.positions(list(best.values())).tolist(), strict=True):
             if pos < 0:
@@ -353,7 +362,7 @@ class SearchEngine:
         """Widen each hit over the adjacent segments of its video whose score is within `merge_within` and that
         pass the search's filter (`allowed`: sorted ids; None when unfiltered). Adjacency and times come from the
         snapshot's `SegmentLayout` (memory), so the only reads per round are the new segments' vectors."""
-        layout = self.layout
+        layout = self._layout_of([s.video_id for s in best])
         ids, seqs, starts, ends, shots = layout.ids, layout.seq, layout.start_s, layout.end_s, layout.shot
         bounds = [layout.span(s.video_id) for s in best]  # each hit's video: positions [lo, hi) in the layout
         spans: list[list[int]] = []  # [lo, hi] positions of each hit's range

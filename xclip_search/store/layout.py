@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 
 from .schema import live_at, segments
 
@@ -70,8 +70,9 @@ class SegmentLayout:
         return sum(hi - lo for lo, hi in (self.span(int(v)) for v in video_ids))
 
 
-def read_segment_layout(engine: Engine, generation: int) -> SegmentLayout:
-    """One scan of the segments visible in `generation` (see the module docstring)."""
+def read_segment_layout(engine: Engine, generation: int, video_ids: Sequence[int] | None = None) -> SegmentLayout:
+    """One scan of the segments visible in `generation` (see the module docstring); with `video_ids`, only
+    those videos' segments (one indexed query: what a one-shot search reads instead of the whole map)."""
     query = (
         select(
             segments.c.video_id, segments.c.seq, segments.c.id, segments.c.start_s, segments.c.end_s, segments.c.shot
@@ -79,8 +80,12 @@ def read_segment_layout(engine: Engine, generation: int) -> SegmentLayout:
         .where(live_at(generation))
         .order_by(segments.c.video_id, segments.c.seq)
     )
+    params: dict[str, list[int]] = {}
+    if video_ids is not None:
+        query = query.where(segments.c.video_id.in_(bindparam("vids", expanding=True)))
+        params["vids"] = sorted({int(v) for v in video_ids})
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
+        rows = conn.execute(query, params).all()
     video = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     seq = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     ids = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
