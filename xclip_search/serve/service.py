@@ -17,6 +17,7 @@ process needs:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -75,12 +76,20 @@ class IndexService:
             generation = self.index.generation
             if moved:
                 self.metrics.refreshes.inc()
+                if self.index.model_loaded:  # warm: load the new snapshot's segment map off the request path
+                    threading.Thread(target=self._load_layout, name="xclip-layout", daemon=True).start()
             if generation != self._gauged:
                 self._gauged = generation
                 self.metrics.generation.set(generation)
                 self._segments = self.index.count_segments(generation=generation)
                 self.metrics.segments.set(self._segments)
             return generation
+
+    def _load_layout(self) -> None:
+        """Best effort: until it is loaded, searches read their hits' videos from the catalog instead (the same
+        answers), and a failure here shows up in the next search, with its own error."""
+        with contextlib.suppress(Exception):
+            _ = self.index.engine.layout
 
     def guard(self) -> PathGuard:
         """Which catalog paths may be opened: inside the roots of the recorded indexing runs."""
