@@ -3,7 +3,8 @@
 Per found file, in order of cost:
 
 - same path, same ``(size, mtime_ns)`` and inode: **unchanged** (a failed or skipped file too, unless
-  ``--retry-failed``);
+  ``--retry-failed``: it is also listed in `RunPlan.earlier`, so the run's report and exit code still say that
+  it is not indexed);
 - same path, same size, other stamps, same content hash: **unchanged**, and its stamps are refreshed so the
   next run need not hash it again;
 - a new path whose inode, size and mtime equal those of an indexed file that is gone: **moved** (a rename);
@@ -28,6 +29,15 @@ from .fingerprint import content_hash
 from .walk import FoundFile, WalkIssue
 
 
+@dataclass(frozen=True)
+class EarlierFailure:
+    """A found file whose last attempt, in an earlier run, failed or was skipped, unchanged since (not retried)."""
+
+    path: str
+    status: str  # failed or skipped
+    reason: str | None
+
+
 @dataclass
 class RunPlan:
     """The classification of one run's files; every found path is in exactly one list."""
@@ -38,7 +48,12 @@ class RunPlan:
     todo: list[FoundFile] = field(default_factory=list)
     issues: list[WalkIssue] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    known_failed: int = 0  # unchanged files whose last attempt failed (not retried)
+    earlier: list[EarlierFailure] = field(default_factory=list)  # the unchanged files still failed or skipped
+
+    @property
+    def found_videos(self) -> int:
+        """Video files the walk found (whatever they need); 0 when the roots hold none."""
+        return len(self.unchanged) + len(self.moved) + len(self.todo)
 
 
 def _hash_or_none(path: str) -> str | None:
@@ -99,7 +114,7 @@ def _classify_known(plan: RunPlan, f: FoundFile, row: dict[str, Any], retry_fail
     if status in (FAILED, SKIPPED):
         if same_stamps and not retry_failed:
             plan.unchanged.append(f)
-            plan.known_failed += status == FAILED
+            plan.earlier.append(EarlierFailure(f.path, status, row.get("reason")))
         else:
             plan.todo.append(f)
         return

@@ -26,7 +26,7 @@ from xclip_search.store.segmentation import read_segmentation
 from .changes import classify
 from .extract import ExtractSpec
 from .modelspec import read_model_shape
-from .pipeline import IndexOptions, segmentation_request, validate_options
+from .pipeline import IndexOptions, refuse_empty, segmentation_request, validate_options
 from .pool import DecodePool, FileDone, FileFailed, SegmentReady
 from .segments import Segmentation, plan_segments
 from .tuning import available_cores, resolve_resources
@@ -86,6 +86,7 @@ def dry_run(
     plan = classify(
         walk(roots, follow_links=opts.follow_links), rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune
     )
+    refuse_empty(roots, plan, rows, opts)
     counts = {
         "to_index": len(plan.todo),
         "unchanged": len(plan.unchanged),
@@ -93,11 +94,14 @@ def dry_run(
         "removed": len(plan.removed),
         "skipped": sum(1 for i in plan.issues if i.status == "skipped"),
         "failed": sum(1 for i in plan.issues if i.status == "failed"),
+        "still_failed": sum(1 for e in plan.earlier if e.status == "failed"),
+        "still_skipped": sum(1 for e in plan.earlier if e.status == "skipped"),
     }
     report = DryRunReport(counts=counts)
     report.files.extend({"path": u.path, "action": "move", "from": u.old_path} for u in plan.moved)
     report.files.extend({"path": p, "action": "remove"} for p in plan.removed)
     report.files.extend({"path": i.path, "action": i.status, "reason": i.reason} for i in plan.issues)
+    report.files.extend({"path": e.path, "action": f"still {e.status}", "reason": e.reason} for e in plan.earlier)
     if not plan.todo:
         return report
 

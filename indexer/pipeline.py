@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, check_dtype, load_checkpoint
-from xclip_search.errors import CheckpointError, InvalidArgumentError
+from xclip_search.errors import CheckpointError, InvalidArgumentError, NoVideosError
 from xclip_search.pixels import PixelConfig
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
 from xclip_search.store.compaction import CompactionPolicy, maybe_compact
@@ -41,9 +41,10 @@ from .probe import Limits
 from .records import FileOutcome
 from .segments import Segmentation
 from .tuning import likely_gpu, resolve_resources
-from .walk import FoundFile, Walker
+from .walk import VIDEO_EXTENSIONS, FoundFile, Walker
 
-UNCHANGED, MOVED, REMOVED = "unchanged", "moved", "removed"
+UNCHANGED, MOVED = "unchanged", "moved"
+REMOVED = "removed"  # a report line (a pruned file) and the catalog status of its row alike
 
 
 @dataclass
@@ -78,6 +79,9 @@ class IndexOptions:
     compact_max_small_shards: int = 16
     compact_grace_s: float = 600.0
     compact: bool = True
+    # A run that finds no video under its paths (and nothing to prune) raises `NoVideosError` unless this is set:
+    # the watcher sets it, since an empty watched folder is waiting for files, not a mistake.
+    allow_empty: bool = False
 
     def compaction_policy(self) -> CompactionPolicy | None:
         """The end-of-run compaction policy of these options (None: the run never compacts)."""
@@ -99,11 +103,16 @@ class IndexOptions:
 
 @dataclass
 class IndexReport:
-    """What a run did; `to_dict` is the ``index --json`` shape (DESIGN.md §4, plus ``moved`` and ``skipped``)."""
+    """What a run did; `to_dict` is the ``index --json`` shape (DESIGN.md §4, plus the fields after ``segments``).
+
+    `outcomes` hold one line per file the walk found, by what *this* run did (a file that failed earlier and is
+    unchanged since is ``unchanged`` here); `earlier` lists those files again, as still failed or skipped, so a
+    nightly report cannot say "0 failed" while files under its roots are still not indexed.
+    """
 
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
-    known_failed: int = 0  # unchanged files that failed in an earlier run (not retried)
+    earlier: list[FileOutcome] = field(default_factory=list)  # unchanged files still failed or skipped
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -114,11 +123,30 @@ class IndexReport:
 
     @property
     def failures(self) -> list[FileOutcome]:
+        """This run's failed and skipped files."""
         return [o for o in self.outcomes if o.status in (FAILED, SKIPPED)]
 
     @property
+    def still_failed(self) -> int:
+        """Files under the roots that failed in an earlier run and were not retried (unchanged since)."""
+        return sum(1 for o in self.earlier if o.status == FAILED)
+
+    @property
+    def still_skipped(self) -> int:
+        return sum(1 for o in self.earlier if o.status == SKIPPED)
+
+    @property
+    def known_failed(self) -> int:  # the name before `still_failed`
+        return self.still_failed
+
+    @property
     def exit_code(self) -> int:
-        return 3 if self.count(FAILED) else 0
+        """3 when any file under the roots is failed, in this run or still from an earlier one; else 0.
+
+        Skipped files (over a limit, a second path to the same file, a link leading outside the roots) do not
+        change it: they were refused by a rule, and re-running cannot change that (they are reported).
+        """
+        return 3 if self.count(FAILED) or self.still_failed else 0
 
     def committed_elsewhere(self, paths: Sequence[str]) -> None:
         """Report as unchanged the files this run encoded but dropped at commit time because another writer
@@ -134,7 +162,8 @@ class IndexReport:
             for o in self.outcomes
         ]
 
-    def to_dict(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, int]:
+        """The report's figures (what the catalog keeps of each run)."""
         return {
             "indexed": self.count(INDEXED),
             "unchanged": self.count(UNCHANGED),
@@ -143,7 +172,28 @@ class IndexReport:
             "segments": self.segments,
             "moved": self.count(MOVED),
             "skipped": self.count(SKIPPED),
+            "still_failed": self.still_failed,
+            "still_skipped": self.still_skipped,
         }
+
+    @property
+    def moves(self) -> list[tuple[str, str]]:
+        """``(from, to)`` of every file this run found moved (its row and vectors kept, nothing decoded)."""
+        return [(o.moved_from or "", o.path) for o in self.outcomes if o.status == MOVED]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``index --json`` report: the counts, then this run's failures, the earlier ones still in place
+        and the moves, each with its path."""
+        return {
+            **self.counts(),
+            "failures": [_listed(o) for o in self.failures],
+            "still_failures": [_listed(o) for o in self.earlier],
+            "moves": [{"from": old, "to": new} for old, new in self.moves],
+        }
+
+
+def _listed(o: FileOutcome) -> dict[str, Any]:
+    return {"path": o.path, "status": o.status, "reason": o.reason}
 
 
 class Progress(Protocol):
@@ -273,6 +323,7 @@ def run_index(
             rows = prepare_reembedding(writer, rows)
         walker = Walker(roots, follow_links=opts.follow_links)
         plan = classify(walker, rows, roots=roots, retry_failed=opts.retry_failed, prune=opts.prune)
+        refuse_empty(roots, plan, rows, opts)
         prog.start(len(plan.todo))
         run: EncodingRun | None = None
         spec: ExtractSpec | None = None
@@ -308,9 +359,31 @@ def run_index(
             _flush_after_interrupt(writer)
             raise
         finally:
-            writer.catalog.finish_run(writer.run_id, status, report.to_dict())
+            writer.catalog.finish_run(writer.run_id, status, report.counts())
     report.seconds = time.monotonic() - started
     return report
+
+
+def refuse_empty(roots: Sequence[str], plan: RunPlan, rows: dict[str, dict[str, Any]], opts: IndexOptions) -> None:
+    """Raise `NoVideosError` when `plan` found no video and has nothing to prune (unless `opts.allow_empty`).
+
+    Pruning every video of an emptied folder is a legitimate run (everything there was deleted, and ``--prune``
+    asked for it); a run that would do nothing at all says so instead of reporting success or creating an
+    empty index, since the usual cause is a mistyped path or a drive that is not mounted.
+    """
+    if plan.found_videos or plan.removed or opts.allow_empty:
+        return
+    where = ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
+    issues = plan.issues
+    seen = f"; {len(issues)} path(s) unusable, e.g. {issues[0].path}: {issues[0].reason}" if issues else ""
+    prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+    gone = sum(1 for p, r in rows.items() if r["status"] != REMOVED and (p in roots or p.startswith(prefixes)))
+    hint = (
+        f"{gone} video(s) indexed there are gone; a run with prune (index --prune) removes them from the index."
+        if gone
+        else f"Video files end in {', '.join(sorted(VIDEO_EXTENSIONS))}; is the path right, the drive mounted?"
+    )
+    raise NoVideosError(f"No video files under {where}{seen}; nothing was indexed", hint=hint)
 
 
 def _check_shape(checkpoint: Checkpoint, spec: ExtractSpec) -> None:
@@ -366,11 +439,11 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, rows: dict[str, dict[str, An
         writer.update_file(update)
     for update in plan.moved:
         writer.update_file(update)
-        report.outcomes.append(FileOutcome(update.path, MOVED, f"from {update.old_path}"))
+        report.outcomes.append(FileOutcome(update.path, MOVED, f"from {update.old_path}", moved_from=update.old_path))
     writer.remove(plan.removed)
     report.outcomes.extend(FileOutcome(path, REMOVED) for path in plan.removed)
     report.outcomes.extend(FileOutcome(f.path, UNCHANGED) for f in plan.unchanged)
-    report.known_failed = plan.known_failed
+    report.earlier = [FileOutcome(e.path, e.status, e.reason) for e in plan.earlier]
 
 
 class _Reporting:

@@ -29,6 +29,7 @@ class FileOutcome:
     reason: str | None = None
     segments: int = 0
     warnings: int = 0
+    moved_from: str | None = None  # a moved file's earlier path
 
 
 class SegmentIds:

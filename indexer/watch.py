@@ -338,7 +338,9 @@ class _Runner:
     run: Callable[..., IndexReport]
 
     def __call__(self, roots: Sequence[str]) -> IndexReport:
-        return self.run(list(roots), self.index_dir, model=self.model, options=replace(self.options, prune=True))
+        # allow_empty: a watched folder may be empty (it waits for files), and a batch may only delete.
+        options = replace(self.options, prune=True, allow_empty=True)
+        return self.run(list(roots), self.index_dir, model=self.model, options=options)
 
 
 @dataclass

@@ -54,11 +54,85 @@ def test_failures_command_and_rerun_summary(tmp_path: Path, tiny_ckpt: Path, lib
     assert "not a readable video" in item["reason"]
     assert "broken.mp4" in run("failures", "--index", str(idx)).stdout
 
+    # A nightly re-run: nothing failed *now*, but broken.mp4 is still not indexed, and the report and the exit
+    # code say so (cron hears about it every night until it is fixed, deleted or retried).
     again = run("index", str(lib), "--index", str(idx), "--json")
-    assert again.exit_code == 0  # nothing failed in this run
-    assert json.loads(again.stdout)["unchanged"] == 2
+    assert again.exit_code == 3
+    report = json.loads(again.stdout)
+    assert (report["unchanged"], report["failed"], report["still_failed"], report["still_skipped"]) == (2, 0, 1, 0)
+    assert report["failures"] == [] and [f["path"] for f in report["still_failures"]] == [str(lib / "broken.mp4")]
+    assert "not a readable video" in report["still_failures"][0]["reason"]
     human = run("index", str(lib), "--index", str(idx))
-    assert "1 unchanged file(s) failed in an earlier run" in human.stderr
+    assert human.exit_code == 3 and "0 failed" in human.stdout and "1 still failed" in human.stdout
+    assert f"still failed: {lib / 'broken.mp4'}: " in human.stderr
+
+    # Fixed in place: re-indexed, nothing is failed any more.
+    shutil.copy(REAL_CLIP, lib / "broken.mp4")
+    fixed = run("index", str(lib), "--index", str(idx), "--json")
+    assert fixed.exit_code == 0, fixed.stderr
+    assert (json.loads(fixed.stdout)["indexed"], json.loads(fixed.stdout)["still_failed"]) == (1, 0)
+
+
+def test_a_failure_deleted_and_pruned_is_no_longer_reported(tmp_path: Path, tiny_ckpt: Path, lib: Path) -> None:
+    idx = tmp_path / "idx"
+    assert run("index", str(lib), "--index", str(idx), "--model", str(tiny_ckpt), "--workers", "1").exit_code == 3
+    (lib / "broken.mp4").unlink()
+    pruned = run("index", str(lib), "--index", str(idx), "--prune", "--json")
+    assert pruned.exit_code == 0, pruned.stderr
+    report = json.loads(pruned.stdout)
+    assert (report["removed"], report["still_failed"], report["unchanged"]) == (1, 0, 1)
+
+
+def test_still_skipped_files_are_reported_without_changing_the_exit_code(
+    tmp_path: Path, tiny_ckpt: Path, lib: Path
+) -> None:
+    idx = tmp_path / "idx"
+    (lib / "broken.mp4").unlink()
+    (lib / "copy.mp4").write_bytes(REAL_CLIP.read_bytes() + b"\x00")  # another file (not a duplicate), same 10 s
+    args = ["--index", str(idx), "--max-duration", "5", "--json"]
+    first = run("index", str(lib), "--model", str(tiny_ckpt), "--workers", "1", *args)
+    assert first.exit_code == 0 and json.loads(first.stdout)["skipped"] == 2  # over the limit: a rule, not a fault
+    again = run("index", str(lib), *args)
+    assert again.exit_code == 0
+    report = json.loads(again.stdout)
+    assert (report["skipped"], report["still_skipped"], report["still_failed"]) == (0, 2, 0)
+    assert {f["status"] for f in report["still_failures"]} == {"skipped"}
+    assert "exceeds the limit of 5 s" in report["still_failures"][0]["reason"]
+
+
+def test_a_run_that_finds_no_video_says_so_and_creates_nothing(tmp_path: Path, tiny_ckpt: Path) -> None:
+    empty, idx = tmp_path / "empty", tmp_path / "idx"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a video")
+    for extra in ([], ["--dry-run"], ["--prune", "--json"]):
+        result = run("index", str(empty), "--index", str(idx), "--model", str(tiny_ckpt), *extra)
+        assert result.exit_code == 1 and result.stdout == ""
+        assert result.stderr.startswith(f"Error: No video files under {empty}; nothing was indexed\n")
+        assert not idx.exists()
+
+
+def test_an_emptied_folder_is_pruned_with_prune_and_refused_without(tmp_path: Path, tiny_ckpt: Path, lib: Path) -> None:
+    from xclip_search import Index
+
+    idx = tmp_path / "idx"
+    run("index", str(lib), "--index", str(idx), "--model", str(tiny_ckpt), "--workers", "1")
+    for f in lib.iterdir():
+        f.unlink()
+    # Without --prune nothing would happen: refused, and the hint says how to remove what was there.
+    plain = run("index", str(lib), "--index", str(idx), "--json")
+    assert plain.exit_code == 1 and "No video files under" in plain.stderr
+    assert "2 video(s) indexed there are gone" in plain.stderr and "--prune" in plain.stderr
+    with Index.open(idx) as index:
+        assert {h.path for h in index.search("a bike", top_k=5)} == {str(lib / "bikes.mp4")}
+    # With --prune, everything deleted is a legitimate nightly run: every row under the folder is retired.
+    pruned = run("index", str(lib), "--index", str(idx), "--prune", "--json")
+    assert pruned.exit_code == 0, pruned.stderr
+    report = json.loads(pruned.stdout)
+    assert (report["removed"], report["indexed"], report["still_failed"]) == (2, 0, 0)
+    with Index.open(idx) as index:
+        assert index.search("a bike", top_k=5) == [] and index.info()["videos"]["indexed"] == 0
+    # Nothing left to prune: the next run says the folder is empty.
+    assert run("index", str(lib), "--index", str(idx), "--prune").exit_code == 1
 
 
 def test_dry_run_on_an_existing_index_shows_moves(tmp_path: Path, tiny_ckpt: Path, lib: Path) -> None:

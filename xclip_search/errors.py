@@ -58,6 +58,11 @@ class VideoLimitError(VideoError):
     """A video exceeds a configured limit (frame size, duration, frame count); recorded as skipped, not failed."""
 
 
+class NoVideosError(InvalidArgumentError):
+    """An indexing run found no video file under its paths and had nothing to prune there: it changes nothing
+    (no empty index is created), since an empty folder is more often a wrong path or an unmounted drive."""
+
+
 class DependencyError(XClipSearchError):
     """An optional dependency needed for this operation is not installed."""
 

@@ -205,7 +205,12 @@ def index_cmd(
 
     Re-running skips unchanged files, re-indexes changed ones, follows moved files without decoding them,
     and resumes an interrupted run. Each file is decoded in a worker process with a timeout and a memory
-    limit, so a broken file costs that file only. Exit code 3 when some files failed.
+    limit, so a broken file costs that file only.
+
+    Exit code 3 when any file under PATHS is failed: in this run, or still from an earlier run (unchanged
+    since, not retried; the report counts them as still_failed). Skipped files (over a limit, duplicates) do
+    not change the exit code. Exit code 1, with nothing written, when PATHS hold no video at all and nothing
+    is to be pruned (with --prune, a folder emptied on purpose is pruned).
 
     \b
     Examples:
@@ -265,23 +270,35 @@ def index_cmd(
     if as_json:
         echo_json(report.to_dict())
     else:
-        d = report.to_dict()
-        click.echo(
-            f"Indexed {d['indexed']} video(s) ({d['segments']} segments), {d['unchanged']} unchanged, "
-            f"{d['moved']} moved, {d['failed']} failed, {d['skipped']} skipped, {d['removed']} removed "
-            f"in {report.seconds:.1f} s -> {Path(target).resolve()}"
-        )
-        for o in report.failures[:20]:
-            click.echo(f"  {o.status}: {o.path}: {o.reason}", err=True)
-        if len(report.failures) > 20:
-            click.echo(f"  ... and {len(report.failures) - 20} more (xclip-search failures)", err=True)
-        if report.known_failed:
-            click.echo(
-                f"  {report.known_failed} unchanged file(s) failed in an earlier run "
-                "(xclip-search failures; --retry-failed tries them again)",
-                err=True,
-            )
+        _print_report(report, Path(target).resolve())
     return report.exit_code
+
+
+def _print_report(report: Any, target: Path) -> None:
+    """The human report: the counts on stdout; this run's failures and those still in place on stderr."""
+    d = report.counts()
+    still = f", {d['still_failed']} still failed" if d["still_failed"] else ""
+    still += f", {d['still_skipped']} still skipped" if d["still_skipped"] else ""
+    click.echo(
+        f"Indexed {d['indexed']} video(s) ({d['segments']} segments), {d['unchanged']} unchanged, "
+        f"{d['moved']} moved, {d['failed']} failed, {d['skipped']} skipped, {d['removed']} removed{still} "
+        f"in {report.seconds:.1f} s -> {target}"
+    )
+    _list(report.failures, "")
+    if report.earlier:
+        click.echo(
+            f"{len(report.earlier)} file(s) unchanged since an earlier run are still not indexed "
+            "(--retry-failed tries them again):",
+            err=True,
+        )
+        _list(report.earlier, "still ")
+
+
+def _list(outcomes: list[Any], prefix: str) -> None:
+    for o in outcomes[:20]:
+        click.echo(f"  {prefix}{o.status}: {o.path}: {o.reason}", err=True)
+    if len(outcomes) > 20:
+        click.echo(f"  ... and {len(outcomes) - 20} more (xclip-search failures)", err=True)
 
 
 def _dry_run(paths: list[str], target: Path, model: str | None, options: Any, as_json: bool) -> int:
@@ -292,9 +309,11 @@ def _dry_run(paths: list[str], target: Path, model: str | None, options: Any, as
         echo_json(report.to_dict())
         return 0
     c = report.counts
+    still = f", {c['still_failed']} still failed" if c["still_failed"] else ""
+    still += f", {c['still_skipped']} still skipped" if c["still_skipped"] else ""
     click.echo(
         f"Would index {c['to_index']} file(s) (~{report.segments} segments); {c['unchanged']} unchanged, "
-        f"{c['moved']} moved, {c['removed']} removed, {c['skipped']} skipped, {c['failed']} failed."
+        f"{c['moved']} moved, {c['removed']} removed, {c['skipped']} skipped, {c['failed']} failed{still}."
     )
     for f in report.files:
         detail = f.get("reason") or f.get("from") or (f"{f['segments']} segment(s)" if "segments" in f else "")
