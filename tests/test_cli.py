@@ -65,10 +65,11 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path, generated_v
 def test_index_rerun_json_and_human_output(built: Path, tmp_path: Path) -> None:
     lib = built.parent / "clilib0"  # the library the `built` fixture indexed (tmp_path_factory numbering)
     result = run("index", str(lib), "--index", str(built), "--json")
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    assert json.loads(result.stdout)["unchanged"] == 6
+    assert result.exit_code == 3, (result.stdout, result.stderr)  # not_a_video.mp4 is still failed
+    report = json.loads(result.stdout)
+    assert (report["unchanged"], report["failed"], report["still_failed"]) == (6, 0, 1)
     human = run("index", str(lib), "--index", str(built))
-    assert human.exit_code == 0 and "0 video(s)" in human.stdout and "6 unchanged" in human.stdout
+    assert human.exit_code == 3 and "0 video(s)" in human.stdout and "6 unchanged" in human.stdout
 
 
 def test_search_json_shape(built: Path) -> None:

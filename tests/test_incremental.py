@@ -70,7 +70,7 @@ def test_rename_and_move_keep_the_vectors(
     (lib / "a" / "landscape.mp4").unlink()
     no_model(monkeypatch)
     report = run_index([lib], idx, options=IndexOptions(segment_seconds=2.0, workers=1, prune=True))
-    assert report.to_dict() == {
+    assert report.counts() == {
         "indexed": 0,
         "unchanged": 1,
         "failed": 0,
@@ -78,7 +78,13 @@ def test_rename_and_move_keep_the_vectors(
         "segments": 0,
         "moved": 2,
         "skipped": 0,
+        "still_failed": 0,
+        "still_skipped": 0,
     }
+    assert sorted((m["from"], m["to"]) for m in report.to_dict()["moves"]) == [
+        (str(lib / "a" / "bikes.mp4"), str(lib / "b" / "renamed.mp4")),
+        (str(lib / "a" / "landscape.mp4"), str(lib / "b" / "copied.mp4")),
+    ]
     after = segments_by_path(idx)
     assert after[str(lib / "b" / "renamed.mp4")] == before[str(lib / "a" / "bikes.mp4")]
     assert after[str(lib / "b" / "copied.mp4")] == before[str(lib / "a" / "landscape.mp4")]
@@ -129,7 +135,7 @@ def test_retry_failed_retries_only_failed_files(tmp_path: Path, tiny_ckpt: Path,
     first = run_index([lib], idx, model=str(tiny_ckpt), options=OPTS)
     assert first.to_dict()["failed"] == 1
     retried = run_index([lib], idx, options=IndexOptions(segment_seconds=2.0, workers=1, retry_failed=True))
-    assert retried.to_dict() == {
+    assert retried.counts() == {
         "indexed": 0,
         "unchanged": 3,
         "failed": 1,
@@ -137,6 +143,8 @@ def test_retry_failed_retries_only_failed_files(tmp_path: Path, tiny_ckpt: Path,
         "segments": 0,
         "moved": 0,
         "skipped": 0,
+        "still_failed": 0,  # retried: it failed *now*, not still from before
+        "still_skipped": 0,
     }
     (lib / "broken.mp4").write_bytes(REAL_CLIP.read_bytes())  # fixed: changed, so indexed without asking
     assert run_index([lib], idx, options=OPTS).to_dict()["indexed"] == 1

@@ -119,7 +119,7 @@ def test_an_indexing_run_survives_every_fault_and_records_each_reason(
         assert len(hits) == 15
     # Nothing changed: the failed files are not retried (or re-decoded) unless asked.
     again = run_index([faulty_library], idx, options=opts)
-    assert again.to_dict()["unchanged"] == 8 and again.known_failed == len(EXPECTED) and again.exit_code == 0
+    assert again.to_dict()["unchanged"] == 8 and again.still_failed == len(EXPECTED) and again.exit_code == 3
 
 
 def test_over_the_limit_files_are_skipped_and_decoder_warnings_counted(tmp_path: Path, tiny_ckpt: Path) -> None:
