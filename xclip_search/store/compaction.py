@@ -134,8 +134,16 @@ def shard_bytes(store: VectorStore, name: str) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def stats(manifest: Manifest, catalog: Catalog, store: VectorStore, policy: CompactionPolicy) -> CompactionStats:
-    live = catalog.live_rows_by_shard(manifest.generation)
+def stats(
+    manifest: Manifest,
+    catalog: Catalog,
+    store: VectorStore,
+    policy: CompactionPolicy,
+    live: dict[str, int] | None = None,
+) -> CompactionStats:
+    """`live`: the generation's live rows by shard when the caller has them (one catalog scan per check)."""
+    if live is None:
+        live = catalog.live_rows_by_shard(manifest.generation)
     total = manifest.vector_count
     live_rows = sum(min(live.get(s.name, 0), s.count) for s in manifest.shards)
     reclaim = 0
@@ -243,9 +251,9 @@ def compact(writer: IndexWriter, policy: CompactionPolicy, *, force: bool = Fals
         writer.refresh()
         manifest = writer.manifest
         before = sum(shard_bytes(store, s.name) for s in manifest.shards)
-        st = stats(manifest, writer.catalog, store, policy)
-        reason = reason_to_compact(st, policy) or ("asked for" if force else None)
         live = writer.catalog.live_rows_by_shard(manifest.generation)
+        st = stats(manifest, writer.catalog, store, policy, live)
+        reason = reason_to_compact(st, policy) or ("asked for" if force else None)
         small = st.small_shards > policy.max_small_shards or force
         victims = [
             s for s in manifest.shards if live.get(s.name, 0) < s.count or (small and s.count < policy.small_shard_rows)
