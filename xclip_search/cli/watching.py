@@ -43,14 +43,18 @@ def print_batch(as_json: bool) -> Callable[[Any], None]:
             echo_json(d)
             sys.stdout.flush()
             return
+        still = f", {d['still_failed']} still failed" if d["still_failed"] else ""
         click.echo(
             f"[{result.trigger}] {d['indexed']} indexed ({d['segments']} segments), {d['moved']} moved, "
-            f"{d['removed']} removed, {d['unchanged']} unchanged, {d['failed']} failed, {d['skipped']} skipped "
-            f"in {result.seconds:.1f} s",
+            f"{d['removed']} removed, {d['unchanged']} unchanged, {d['failed']} failed, {d['skipped']} skipped"
+            f"{still} in {result.seconds:.1f} s",
             err=True,
         )
         for o in result.report.failures[:20]:
             click.echo(f"  {o.status}: {o.path}: {o.reason}", err=True)
+        for o in result.report.earlier[:20]:
+            if o.status == "failed":
+                click.echo(f"  still failed: {o.path}: {o.reason}", err=True)
 
     return show
 
