@@ -136,10 +136,6 @@ class IndexReport:
         return sum(1 for o in self.earlier if o.status == SKIPPED)
 
     @property
-    def known_failed(self) -> int:  # the name before `still_failed`
-        return self.still_failed
-
-    @property
     def exit_code(self) -> int:
         """3 when any file under the roots is failed, in this run or still from an earlier one; else 0.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,6 +11,10 @@ from ..console import BarProgress, echo_json, format_bytes, format_time, table
 from ..defaults import default_index_dir
 from ..errors import InvalidArgumentError
 from .base import cli, device_option, index_option, json_option
+
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexReport
+    from indexer.records import FileOutcome
 
 # -- index ------------------------------------------------------------------------------------------------
 
@@ -274,7 +278,7 @@ def index_cmd(
     return report.exit_code
 
 
-def _print_report(report: Any, target: Path) -> None:
+def _print_report(report: IndexReport, target: Path) -> None:
     """The human report: the counts on stdout; this run's failures and those still in place on stderr."""
     d = report.counts()
     still = f", {d['still_failed']} still failed" if d["still_failed"] else ""
@@ -294,7 +298,7 @@ def _print_report(report: Any, target: Path) -> None:
         _list(report.earlier, "still ")
 
 
-def _list(outcomes: list[Any], prefix: str) -> None:
+def _list(outcomes: list[FileOutcome], prefix: str) -> None:
     for o in outcomes[:20]:
         click.echo(f"  {prefix}{o.status}: {o.path}: {o.reason}", err=True)
     if len(outcomes) > 20:
