@@ -117,6 +117,136 @@ def make_base_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
     return _save_random(Path(directory), XCLIPConfig(), image_size=224)
 
 
+#: Whisper's timestamp tokens: 0.00 to 30.00 s in 0.02 s steps.
+WHISPER_TIMESTAMPS = 1501
+
+
+def whisper_tokenizer_json(text_tokens: int = 0, *, languages: int = 99) -> str:
+    """A ``tokenizer.json`` with Whisper's special-token layout, built offline (the real vocabulary needs the hub).
+
+    Byte-level BPE over the 256 byte symbols plus `text_tokens` two-byte merges, then ``<|endoftext|>``,
+    ``<|startoftranscript|>``, the first `languages` language tokens in Whisper's order, the task tokens,
+    ``<|notimestamps|>`` and the 1501 timestamp tokens, in the ids both transformers and faster-whisper derive
+    from that layout (timestamp ids follow ``<|notimestamps|>``). ``text_tokens=50000`` gives the released
+    multilingual models' vocabulary size (51865) for speed measurements; tests use a few hundred.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    merges: list[tuple[str, str]] = []
+    for first in alphabet:
+        for second in alphabet:
+            if len(merges) >= text_tokens:
+                break
+            vocab[first + second] = len(vocab)
+            merges.append((first, second))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = _whisper_special_tokens(languages)
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special])
+    stamps = [f"<|{i * 0.02:.2f}|>" for i in range(WHISPER_TIMESTAMPS)]
+    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in stamps])
+    return str(tokenizer.to_str())
+
+
+def _whisper_special_tokens(languages: int = 99) -> list[str]:
+    """Whisper's special tokens in id order, ``<|endoftext|>`` first and ``<|notimestamps|>`` last."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    special = ["<|endoftext|>", "<|startoftranscript|>"]
+    special += [f"<|{code}|>" for code in list(LANGUAGES)[:languages]]
+    special += ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>"]
+    return [*special, "<|notimestamps|>"]
+
+
+def make_tiny_whisper(
+    directory: str | Path,
+    *,
+    d_model: int = 32,
+    layers: int = 1,
+    heads: int = 2,
+    text_tokens: int = 200,
+    seed: int = 0,
+    config_overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a random-init `WhisperForConditionalGeneration` in save_pretrained layout, with its tokenizer,
+    feature extractor and generation config, offline. Its transcripts are noise; it exercises the plumbing.
+
+    `config_overrides` sets any `WhisperConfig` field: ``make_tiny_whisper(d, d_model=384, layers=4, heads=6,
+    text_tokens=50000)`` is openai/whisper-tiny's shape (speed measurements, ``scripts/bench_speech.py``).
+    """
+    import torch
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.json").write_text(whisper_tokenizer_json(text_tokens))
+    eot = 256 + text_tokens
+    sot = eot + 1
+    lang_to_id = {f"<|{code}|>": sot + 1 + i for i, code in enumerate(list(LANGUAGES)[:99])}
+    translate = sot + 100
+    no_timestamps = translate + 5
+    vocab_size = no_timestamps + 1 + WHISPER_TIMESTAMPS
+    torch.manual_seed(seed)
+    fields: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "d_model": d_model,
+        "encoder_layers": layers,
+        "decoder_layers": layers,
+        "encoder_attention_heads": heads,
+        "decoder_attention_heads": heads,
+        "encoder_ffn_dim": 4 * d_model,
+        "decoder_ffn_dim": 4 * d_model,
+        "num_mel_bins": 80,
+        "max_source_positions": 1500,
+        "max_target_positions": 448,
+        "pad_token_id": eot,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "decoder_start_token_id": sot,
+        "begin_suppress_tokens": [220, eot],
+        "suppress_tokens": [],
+    }
+    fields.update(config_overrides or {})
+    config = WhisperConfig(**fields)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        max_length=448,
+        begin_suppress_tokens=[220, eot],
+        suppress_tokens=[],
+        no_timestamps_token_id=no_timestamps,
+        prev_sot_token_id=translate + 3,
+        max_initial_timestamp_index=50,
+        is_multilingual=True,
+        lang_to_id=lang_to_id,
+        task_to_id={"translate": translate, "transcribe": translate + 1},
+        forced_decoder_ids=None,
+    )
+    model.save_pretrained(out)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(out)
+    tokenizer_config = {
+        "tokenizer_class": "WhisperTokenizer",
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "model_max_length": 1024,
+        # transformers reads timestamp ids as following the last of these (<|notimestamps|>)
+        "additional_special_tokens": _whisper_special_tokens()[1:],
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=1))
+    return out
+
+
 def _save_random(
     out: Path, config: Any, *, image_size: int, preprocessor: Mapping[str, Any] | None = None, pickled: bool = False
 ) -> Path:
