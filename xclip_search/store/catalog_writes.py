@@ -14,6 +14,7 @@ from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from .catalog_cues import delete_video_cues
 from .manifest import ShardInfo, now_iso
 from .records import BatchEntry, FileUpdate, VideoRecord, signed64
 from .schema import INDEXED, REMOVED, generations, id_counter, meta_table, runs, segments, shards, tags, videos
@@ -165,6 +166,7 @@ class CatalogWrites:
                     )
                 ]
                 self._retire_segments(conn, ids, generation)
+                delete_video_cues(conn, ids)  # a removed video's text goes with it
                 conn.execute(
                     update(videos)
                     .where(videos.c.id.in_(bindparam("ids", expanding=True)))
