@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, check_dtype, load_checkpoint
 from xclip_search.errors import CheckpointError, InvalidArgumentError
 from xclip_search.pixels import PixelConfig
+from xclip_search.speech import SpeechSettings
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
 from xclip_search.store.compaction import CompactionPolicy, maybe_compact
 from xclip_search.store.integrity import prepare_reembedding, recorded_model
@@ -32,6 +33,7 @@ from xclip_search.store.manifest import MANIFEST_NAME
 from xclip_search.store.segmentation import SegmentationRequest, record_segmentation, settle_segmentation
 from xclip_search.store.writer import IndexWriter, check_index_dir, check_model
 
+from .audio import MAX_AUDIO_S
 from .changes import RunPlan, classify
 from .decoders import DEFAULT_DECODERS
 from .extract import ExtractSpec
@@ -40,6 +42,8 @@ from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .records import FileOutcome
 from .segments import Segmentation
+from .transcribe import FAILED as SPEECH_FAILED
+from .transcribe import TRANSCRIBED, SpeechOptions, SpeechOutcome, check_speech, update_speech
 from .tuning import likely_gpu, resolve_resources
 from .walk import FoundFile, Walker
 
@@ -78,6 +82,22 @@ class IndexOptions:
     compact_max_small_shards: int = 16
     compact_grace_s: float = 600.0
     compact: bool = True
+    # Speech transcription (`transcribe`): videos without text tracks get "speech" cues from Whisper.
+    transcribe: bool = False
+    speech_model: str | None = None  # faster-whisper size, hub id or directory; None: speech.DEFAULT_SPEECH_MODEL
+
+    def speech_options(self) -> SpeechOptions:
+        """The transcription settings of these options (the one place they become `SpeechOptions`)."""
+        device = "cuda" if (self.device or "").startswith("cuda") else "cpu"
+        return SpeechOptions(
+            transcribe=self.transcribe,
+            model=self.speech_model,
+            settings=SpeechSettings(threads=self.torch_threads, device=device),
+            timeout_s=self.timeout_s,
+            memory_mb=self.memory_mb,
+            max_seconds=min(MAX_AUDIO_S, self.limits.max_duration_s),
+            retry_failed=self.retry_failed,
+        )
 
     def compaction_policy(self) -> CompactionPolicy | None:
         """The end-of-run compaction policy of these options (None: the run never compacts)."""
@@ -104,6 +124,7 @@ class IndexReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
     known_failed: int = 0  # unchanged files that failed in an earlier run (not retried)
+    speech: list[SpeechOutcome] = field(default_factory=list)  # videos transcribed (or failed) in this run
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -117,8 +138,12 @@ class IndexReport:
         return [o for o in self.outcomes if o.status in (FAILED, SKIPPED)]
 
     @property
+    def speech_failures(self) -> list[SpeechOutcome]:
+        return [o for o in self.speech if o.status == SPEECH_FAILED]
+
+    @property
     def exit_code(self) -> int:
-        return 3 if self.count(FAILED) else 0
+        return 3 if self.count(FAILED) or self.speech_failures else 0
 
     def committed_elsewhere(self, paths: Sequence[str]) -> None:
         """Report as unchanged the files this run encoded but dropped at commit time because another writer
@@ -143,6 +168,9 @@ class IndexReport:
             "segments": self.segments,
             "moved": self.count(MOVED),
             "skipped": self.count(SKIPPED),
+            # index --transcribe: videos whose speech was transcribed now, and those whose sound failed
+            "transcribed": sum(1 for o in self.speech if o.status == TRANSCRIBED),
+            "transcription_failed": len(self.speech_failures),
         }
 
 
@@ -177,6 +205,7 @@ def segmentation_request(opts: IndexOptions) -> SegmentationRequest:
 
 def validate_options(opts: IndexOptions) -> None:
     segmentation_request(opts)
+    check_speech(opts.speech_options())
     if opts.batch_size is not None and opts.batch_size < 1:
         raise InvalidArgumentError(f"Invalid batch size ({opts.batch_size}). It must be at least 1.")
     if opts.commit_every < 1 or opts.commit_seconds <= 0:
@@ -303,6 +332,9 @@ def run_index(
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()
+            # What was said, once what is shown is searchable (transcription is the slow part of such a run).
+            seen = [o.path for o in report.outcomes if o.status in (INDEXED, UNCHANGED, MOVED)]
+            report.speech = update_speech(writer.catalog, seen, opts.speech_options())
             status = "finished"
         except KeyboardInterrupt:
             _flush_after_interrupt(writer)

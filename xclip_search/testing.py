@@ -121,42 +121,44 @@ def make_base_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
 WHISPER_TIMESTAMPS = 1501
 
 
-def whisper_tokenizer_json(text_tokens: int = 0, *, languages: int = 99) -> str:
+def whisper_tokenizer_json(text_tokens: int = 0, *, letter_pairs: bool = False) -> str:
     """A ``tokenizer.json`` with Whisper's special-token layout, built offline (the real vocabulary needs the hub).
 
-    Byte-level BPE over the 256 byte symbols plus `text_tokens` two-byte merges, then ``<|endoftext|>``,
-    ``<|startoftranscript|>``, the first `languages` language tokens in Whisper's order, the task tokens,
-    ``<|notimestamps|>`` and the 1501 timestamp tokens, in the ids both transformers and faster-whisper derive
-    from that layout (timestamp ids follow ``<|notimestamps|>``). ``text_tokens=50000`` gives the released
-    multilingual models' vocabulary size (51865) for speed measurements; tests use a few hundred.
+    Byte-level BPE over the 256 byte symbols plus `text_tokens` two-symbol merges, then ``<|endoftext|>``,
+    ``<|startoftranscript|>``, the 99 language tokens in Whisper's order, the task tokens, ``<|notimestamps|>``
+    and the 1501 timestamp tokens, in the ids both transformers and faster-whisper derive from that layout
+    (timestamp ids follow ``<|notimestamps|>``). ``text_tokens=50000`` gives the released multilingual models'
+    vocabulary size (51865) for speed measurements. ``letter_pairs`` merges lower-case letter pairs only, so most
+    tokens a random model picks decode to visible text (tests).
     """
+    import string
+
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    pairs = [(a, b) for a in alphabet for b in alphabet]
+    if letter_pairs:
+        pairs = [(a, b) for a in string.ascii_lowercase for b in string.ascii_lowercase]
     vocab = {symbol: i for i, symbol in enumerate(alphabet)}
-    merges: list[tuple[str, str]] = []
-    for first in alphabet:
-        for second in alphabet:
-            if len(merges) >= text_tokens:
-                break
-            vocab[first + second] = len(vocab)
-            merges.append((first, second))
+    merges = pairs[:text_tokens]
+    for first, second in merges:
+        vocab[first + second] = len(vocab)
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    special = _whisper_special_tokens(languages)
+    special = _whisper_special_tokens()
     tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special])
     stamps = [f"<|{i * 0.02:.2f}|>" for i in range(WHISPER_TIMESTAMPS)]
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in stamps])
     return str(tokenizer.to_str())
 
 
-def _whisper_special_tokens(languages: int = 99) -> list[str]:
+def _whisper_special_tokens() -> list[str]:
     """Whisper's special tokens in id order, ``<|endoftext|>`` first and ``<|notimestamps|>`` last."""
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     special = ["<|endoftext|>", "<|startoftranscript|>"]
-    special += [f"<|{code}|>" for code in list(LANGUAGES)[:languages]]
+    special += [f"<|{code}|>" for code in list(LANGUAGES)[:99]]
     special += ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>"]
     return [*special, "<|notimestamps|>"]
 
@@ -168,6 +170,7 @@ def make_tiny_whisper(
     layers: int = 1,
     heads: int = 2,
     text_tokens: int = 200,
+    letter_pairs: bool = True,
     seed: int = 0,
     config_overrides: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -175,9 +178,11 @@ def make_tiny_whisper(
     feature extractor and generation config, offline. Its transcripts are noise; it exercises the plumbing.
 
     `config_overrides` sets any `WhisperConfig` field: ``make_tiny_whisper(d, d_model=384, layers=4, heads=6,
-    text_tokens=50000)`` is openai/whisper-tiny's shape (speed measurements, ``scripts/bench_speech.py``).
+    text_tokens=50000, letter_pairs=False)`` is openai/whisper-tiny's shape (speed measurements,
+    ``scripts/bench_speech.py``). The default vocabulary merges letter pairs (`whisper_tokenizer_json`).
     """
     import torch
+    from tokenizers import Tokenizer
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
     from transformers.utils import logging as hf_logging
@@ -185,13 +190,19 @@ def make_tiny_whisper(
     hf_logging.disable_progress_bar()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tokenizer.json").write_text(whisper_tokenizer_json(text_tokens))
-    eot = 256 + text_tokens
-    sot = eot + 1
-    lang_to_id = {f"<|{code}|>": sot + 1 + i for i, code in enumerate(list(LANGUAGES)[:99])}
-    translate = sot + 100
-    no_timestamps = translate + 5
-    vocab_size = no_timestamps + 1 + WHISPER_TIMESTAMPS
+    text = whisper_tokenizer_json(text_tokens, letter_pairs=letter_pairs)
+    (out / "tokenizer.json").write_text(text)
+    tokens = Tokenizer.from_str(text)
+
+    def token_id(token: str) -> int:
+        found = tokens.token_to_id(token)
+        assert found is not None, token
+        return int(found)
+
+    eot, sot = token_id("<|endoftext|>"), token_id("<|startoftranscript|>")
+    lang_to_id = {f"<|{code}|>": token_id(f"<|{code}|>") for code in list(LANGUAGES)[:99]}
+    translate, no_timestamps = token_id("<|translate|>"), token_id("<|notimestamps|>")
+    vocab_size, space = tokens.get_vocab_size(), token_id("Ġ")
     torch.manual_seed(seed)
     fields: dict[str, Any] = {
         "vocab_size": vocab_size,
@@ -209,7 +220,7 @@ def make_tiny_whisper(
         "bos_token_id": eot,
         "eos_token_id": eot,
         "decoder_start_token_id": sot,
-        "begin_suppress_tokens": [220, eot],
+        "begin_suppress_tokens": [space, eot],
         "suppress_tokens": [],
     }
     fields.update(config_overrides or {})
@@ -221,7 +232,7 @@ def make_tiny_whisper(
         eos_token_id=eot,
         pad_token_id=eot,
         max_length=448,
-        begin_suppress_tokens=[220, eot],
+        begin_suppress_tokens=[space, eot],
         suppress_tokens=[],
         no_timestamps_token_id=no_timestamps,
         prev_sot_token_id=translate + 3,
@@ -286,6 +297,77 @@ def synthetic_frames(num_frames: int, height: int, width: int, *, seed: int = 0)
         y = int((height - side) * (0.5 + 0.4 * np.sin(i / 3)))
         frames[i, y : y + side, x : x + side] = colour
     return frames
+
+
+def speech_like_audio(seconds: float, *, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
+    """Mono float32 sound shaped like speech: voiced bursts (a wandering pitch with harmonics and a little
+    noise) of 0.2-0.6 s with short pauses between them. Nothing is said; it gives a transcriber real audio."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    out = np.zeros(n, np.float32)
+    pos = int(0.2 * sample_rate)
+    while pos < n:
+        length = min(n - pos, int(rng.uniform(0.2, 0.6) * sample_rate))
+        t = np.arange(length) / sample_rate
+        pitch = rng.uniform(100, 220) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(2, 5) * t))
+        phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+        voice = sum(np.sin(k * phase) / k for k in range(1, 6)) + 0.05 * rng.standard_normal(length)
+        out[pos : pos + length] = 0.3 * np.hanning(length) * voice
+        pos += length + int(rng.uniform(0.05, 0.3) * sample_rate)
+    return out
+
+
+def write_video_with_audio(
+    path: str | Path,
+    frames: np.ndarray,
+    audio: np.ndarray | None,
+    *,
+    fps: int = 25,
+    sample_rate: int = 16_000,
+    broken_audio: bool = False,
+) -> Path:
+    """An H.264 + AAC file (container from the extension) with `audio` (mono float32 in [-1, 1]) as its sound.
+
+    ``broken_audio=True`` muxes an AAC stream whose packets are random bytes: the video decodes, the audio
+    cannot (a file that must not stop a transcription run).
+    """
+    import av
+
+    out = Path(path)
+    height, width = frames.shape[1:3]
+    rng = np.random.default_rng(0)
+    with av.open(str(out), mode="w") as container:
+        video: Any = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        sound: Any = None
+        if audio is not None or broken_audio:
+            sound = container.add_stream("aac", rate=sample_rate)
+            sound.layout = "mono"
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if broken_audio:
+            seconds = len(frames) / fps
+            for i in range(int(seconds * sample_rate / 1024)):
+                packet = av.Packet(rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+                packet.stream = sound
+                packet.pts = packet.dts = i * 1024
+                packet.time_base = sound.time_base
+                container.mux(packet)
+        elif audio is not None:
+            step = 1024
+            for i in range(0, len(audio), step):
+                chunk = np.ascontiguousarray(audio[i : i + step], dtype=np.float32)[None, :]
+                frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+                frame.sample_rate = sample_rate
+                frame.pts = i
+                for packet in sound.encode(frame):
+                    container.mux(packet)
+            for packet in sound.encode():
+                container.mux(packet)
+    return out
 
 
 def write_video(

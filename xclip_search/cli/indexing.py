@@ -158,6 +158,20 @@ def check_segmentation_flags(**given: Any) -> None:
     default=None,
     help="Ray decode actors [default: the cluster's CPUs not held by embedding actors].",
 )
+@click.option(
+    "--transcribe",
+    is_flag=True,
+    help="Also transcribe what is said in videos without subtitles (Whisper via faster-whisper; pip install "
+    "'xclip-search[speech]'), so searches find it. Incremental: only new or changed videos are transcribed.",
+)
+@click.option(
+    "--speech-model",
+    default=None,
+    metavar="NAME|DIR",
+    help="With --transcribe: a faster-whisper size (tiny, base, small, medium, large-v3), a hub id "
+    "(Systran/faster-whisper-small, openai/whisper-small) or a local directory (CTranslate2 or save_pretrained) "
+    "[default: base].",
+)
 @device_option
 @click.option(
     "--dtype",
@@ -199,13 +213,16 @@ def index_cmd(
     device: str | None,
     dtype: str | None,
     decoder: str | None,
+    transcribe: bool,
+    speech_model: str | None,
     as_json: bool,
 ) -> int:
     """Index the videos in PATHS (files or folders, searched recursively).
 
     Re-running skips unchanged files, re-indexes changed ones, follows moved files without decoding them,
     and resumes an interrupted run. Each file is decoded in a worker process with a timeout and a memory
-    limit, so a broken file costs that file only. Exit code 3 when some files failed.
+    limit, so a broken file costs that file only. Exit code 3 when some files failed (or, with --transcribe,
+    some files' sound could not be decoded).
 
     \b
     Examples:
@@ -213,6 +230,8 @@ def index_cmd(
       xclip-search index ~/Videos --prune --json        # nightly: new, changed, moved and deleted files
       xclip-search index clips/ --index my-index --model ./my-xclip-checkpoint
       xclip-search index clips/ --dry-run               # what would be indexed, time and disk estimate
+      xclip-search index ~/Lectures --transcribe        # also what is said (Whisper base, on this machine)
+      xclip-search index talks/ --transcribe --speech-model small   # a larger Whisper: better, slower
       xclip-search index /shared/videos --index /shared/idx --ray 10.0.0.1:6379   # on a Ray cluster
     """
     from indexer import IndexOptions, run_index
@@ -243,6 +262,8 @@ def index_cmd(
         limits=Limits(max_pixels=max_pixels, max_duration_s=max_duration),
         commit_every=commit_every,
         catalog_url=catalog_url,
+        transcribe=transcribe,
+        speech_model=speech_model,
     )
     if decoder is not None:
         from indexer.decoders import decoder_chain
@@ -275,6 +296,10 @@ def index_cmd(
             click.echo(f"  {o.status}: {o.path}: {o.reason}", err=True)
         if len(report.failures) > 20:
             click.echo(f"  ... and {len(report.failures) - 20} more (xclip-search failures)", err=True)
+        if transcribe:
+            click.echo(f"Transcribed {d['transcribed']} video(s), {d['transcription_failed']} failed.")
+        for s in report.speech_failures[:20]:
+            click.echo(f"  transcription failed: {s.path}: {s.reason}", err=True)
         if report.known_failed:
             click.echo(
                 f"  {report.known_failed} unchanged file(s) failed in an earlier run "

@@ -75,6 +75,17 @@ class CatalogCues:
             rows = conn.execute(select(cue_tracks.c.video_id, cue_tracks.c.stamp).where(cue_tracks.c.source == source))
             return {int(v): str(s) for v, s in rows}
 
+    def videos_with_cues(self, sources: Sequence[CueSource]) -> set[int]:
+        """The videos that have at least one cue of any of `sources` (speech transcription skips videos that
+        carry subtitles)."""
+        if not self.has_cues_table():
+            return set()
+        query = select(cue_tracks.c.video_id).where(
+            cue_tracks.c.source.in_(bindparam("sources", expanding=True)), cue_tracks.c.count > 0
+        )
+        with self.engine.connect() as conn:
+            return {int(v) for (v,) in conn.execute(query, {"sources": list(sources)})}
+
     def has_cues_table(self) -> bool:
         return bool(inspect(self.engine).has_table("cues"))
 
