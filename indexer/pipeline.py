@@ -124,7 +124,8 @@ class IndexReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
     known_failed: int = 0  # unchanged files that failed in an earlier run (not retried)
-    speech: list[SpeechOutcome] = field(default_factory=list)  # videos transcribed (or failed) in this run
+    # With transcription asked for (``--transcribe``): the videos transcribed now (or failed); None: not asked.
+    speech: list[SpeechOutcome] | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -139,7 +140,7 @@ class IndexReport:
 
     @property
     def speech_failures(self) -> list[SpeechOutcome]:
-        return [o for o in self.speech if o.status == SPEECH_FAILED]
+        return [o for o in self.speech or [] if o.status == SPEECH_FAILED]
 
     @property
     def exit_code(self) -> int:
@@ -160,7 +161,7 @@ class IndexReport:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        counts = {
             "indexed": self.count(INDEXED),
             "unchanged": self.count(UNCHANGED),
             "failed": self.count(FAILED),
@@ -168,10 +169,11 @@ class IndexReport:
             "segments": self.segments,
             "moved": self.count(MOVED),
             "skipped": self.count(SKIPPED),
-            # index --transcribe: videos whose speech was transcribed now, and those whose sound failed
-            "transcribed": sum(1 for o in self.speech if o.status == TRANSCRIBED),
-            "transcription_failed": len(self.speech_failures),
         }
+        if self.speech is not None:  # index --transcribe: videos transcribed now, and those whose sound failed
+            counts["transcribed"] = sum(1 for o in self.speech if o.status == TRANSCRIBED)
+            counts["transcription_failed"] = len(self.speech_failures)
+        return counts
 
 
 class Progress(Protocol):
@@ -334,7 +336,8 @@ def run_index(
                 writer.publish_ann()
             # What was said, once what is shown is searchable (transcription is the slow part of such a run).
             seen = [o.path for o in report.outcomes if o.status in (INDEXED, UNCHANGED, MOVED)]
-            report.speech = update_speech(writer.catalog, seen, opts.speech_options())
+            speech = update_speech(writer.catalog, seen, opts.speech_options())
+            report.speech = speech if opts.transcribe else None
             status = "finished"
         except KeyboardInterrupt:
             _flush_after_interrupt(writer)
