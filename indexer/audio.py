@@ -36,7 +36,8 @@ class DecodedAudio:
 def decode_audio(
     path: str, *, max_seconds: float = MAX_AUDIO_S, on_chunk: Callable[[], None] | None = None
 ) -> DecodedAudio:
-    """Decode and resample `path`'s first audio stream; raises `VideoError` when it cannot be decoded.
+    """Decode and resample `path`'s first audio stream; raises `VideoError` (the reason, without the path) when
+    it cannot be decoded.
 
     A file without an audio stream is not an error (``has_stream`` False, no samples): it has nothing to say.
     `on_chunk` is called after each decoded packet (progress for the caller's timeout).
@@ -70,9 +71,9 @@ def decode_audio(
     except (av.FFmpegError, ValueError, OSError) as exc:
         from .decoders import clean_message
 
-        raise VideoError(f"{path}: the audio cannot be decoded: {clean_message(exc)}") from exc
+        raise VideoError(f"the audio cannot be decoded: {clean_message(exc)}") from exc
     if packets and not chunks:
-        raise VideoError(f"{path}: the audio stream decoded to no samples")
+        raise VideoError("the audio stream decoded to no samples")
     samples = np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, np.int16)
     return DecodedAudio(samples[:limit], has_stream=True, truncated=truncated)
 

@@ -142,7 +142,7 @@ def test_transcribe_end_to_end_with_a_broken_sound_and_incremental_reruns(
 
 
 def test_videos_with_subtitles_are_not_transcribed(
-    tmp_path: Path, tiny_ckpt: Path, tiny_whisper: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_ckpt: Path, tiny_whisper: Path, monkeypatch: pytest.MonkeyPatch, catalog_backend: str | None
 ) -> None:
     from xclip_search.store.catalog import Catalog
 

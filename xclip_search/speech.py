@@ -189,6 +189,9 @@ def _converted(source: Path) -> Path:
     if (out / "model.bin").is_file():
         return out
     from ctranslate2.converters import TransformersConverter
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the converter loads the weights through transformers
 
     keep = [n for n in ("tokenizer.json", "preprocessor_config.json") if (source / n).is_file()]
     partial = out.with_name(out.name + f".partial-{os.getpid()}")
