@@ -40,6 +40,7 @@ from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .records import FileOutcome
 from .segments import Segmentation
+from .sidecars import SidecarReport, sync_sidecars
 from .tuning import likely_gpu, resolve_resources
 from .walk import FoundFile, Walker
 
@@ -104,6 +105,7 @@ class IndexReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
     known_failed: int = 0  # unchanged files that failed in an earlier run (not retried)
+    sidecars: SidecarReport = field(default_factory=SidecarReport)  # subtitle files beside the videos
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -143,6 +145,7 @@ class IndexReport:
             "segments": self.segments,
             "moved": self.count(MOVED),
             "skipped": self.count(SKIPPED),
+            "sidecars": self.sidecars.to_dict(),
         }
 
 
@@ -299,6 +302,10 @@ def run_index(
                 run.encode(writer, checkpoint, _Reporting(report, prog))
             writer.flush()
             report.committed_elsewhere(writer.dropped)
+            # Sidecar subtitles of every video the run saw: read where they were added or changed, dropped where
+            # removed; the videos' frames are not touched.
+            seen = [o.path for o in report.outcomes if o.status in (INDEXED, UNCHANGED, MOVED)]
+            report.sidecars = sync_sidecars(writer.catalog, seen)
             maybe_compact(writer, opts.compaction_policy())
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
