@@ -221,3 +221,32 @@ def test_sidecars_follow_the_files_without_reencoding(
         vtt = index.subtitles_vtt(e.id)
         assert vtt.startswith("WEBVTT\n") and "00:00:01.000 --> 00:00:02.000\nBonjour le monde" in vtt
     assert index0.exists()
+
+
+def test_the_server_searches_by_words_and_serves_webvtt(subtitled: tuple[Path, Path]) -> None:
+    from .test_serve_api import make_client
+
+    _, index_dir = subtitled
+    with make_client(index_dir) as client:
+        r = client.get("/api/search", params={"q": "Бюджет", "match": "speech"})
+        assert r.status_code == 200, r.text
+        hit = r.json()["results"][0]
+        assert (hit["name"], hit["start"], hit["end"], hit["match"]) == ("b.mp4", 0.0, 2.0, "speech")
+        assert hit["cue"] == {
+            "text": "Привет, мир! Бюджет утверждён.",
+            "start": 0.5,
+            "end": 1.5,
+            "language": "ru",
+            "source": "sidecar",
+        }
+        assert client.get("/api/search", params={"q": "x", "match": "sound"}).status_code == 422
+        vtt = client.get(hit["subtitles_url"])
+        assert vtt.status_code == 200 and vtt.headers["content-type"].startswith("text/vtt")
+        assert vtt.text.splitlines()[:4] == [
+            "WEBVTT",
+            "",
+            "00:00:00.500 --> 00:00:01.500",
+            "Привет, мир! Бюджет утверждён.",
+        ]
+        assert "Welcome aboard, captain" in vtt.text
+        assert client.get("/api/videos/999999/subtitles.vtt").status_code == 404
