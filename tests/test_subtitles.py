@@ -250,3 +250,23 @@ def test_the_server_searches_by_words_and_serves_webvtt(subtitled: tuple[Path, P
         ]
         assert "Welcome aboard, captain" in vtt.text
         assert client.get("/api/videos/999999/subtitles.vtt").status_code == 404
+
+
+def test_cues_export_as_parquet(subtitled: tuple[Path, Path], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    _, index_dir = subtitled
+    with Index.open(index_dir) as index:
+        report = index.export_parquet(tmp_path / "all", include_z=False)
+        some = index.export_parquet(tmp_path / "mkv", include_z=False, where="path~*.mkv")
+    assert report.cues == 7 and "cues.parquet" in report.files
+    rows = pq.read_table(tmp_path / "all" / "cues.parquet").to_pylist()
+    assert set(rows[0]) == {"cue_id", "video_id", "start_s", "end_s", "text", "language", "source"}
+    assert {(r["text"], r["source"], r["language"]) for r in rows} >= {
+        ("Bonjour le monde", "embedded", "fre"),
+        ("東京タワーに行きました", "embedded", "jpn"),
+        ("Привет, мир! Бюджет утверждён.", "sidecar", "ru"),
+    }
+    only = pq.read_table(tmp_path / "mkv" / "cues.parquet").to_pylist()
+    assert sorted(r["text"] for r in only) == ["Bonjour le monde", "The lighthouse keeper waves from the harbor"]
+    assert some.cues == 2
