@@ -42,6 +42,7 @@ from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .records import FileOutcome
 from .segments import Segmentation
+from .sidecars import SidecarReport, sync_sidecars
 from .transcribe import FAILED as SPEECH_FAILED
 from .transcribe import TRANSCRIBED, SpeechOptions, SpeechOutcome, check_speech, update_speech
 from .tuning import likely_gpu, resolve_resources
@@ -124,6 +125,7 @@ class IndexReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
     known_failed: int = 0  # unchanged files that failed in an earlier run (not retried)
+    sidecars: SidecarReport = field(default_factory=SidecarReport)  # subtitle files beside the videos
     # With transcription asked for (``--transcribe``): the videos transcribed now (or failed); None: not asked.
     speech: list[SpeechOutcome] | None = None
 
@@ -169,6 +171,7 @@ class IndexReport:
             "segments": self.segments,
             "moved": self.count(MOVED),
             "skipped": self.count(SKIPPED),
+            "sidecars": self.sidecars.to_dict(),
         }
         if self.speech is not None:  # index --transcribe: videos transcribed now, and those whose sound failed
             counts["transcribed"] = sum(1 for o in self.speech if o.status == TRANSCRIBED)
@@ -330,12 +333,16 @@ def run_index(
                 run.encode(writer, checkpoint, _Reporting(report, prog))
             writer.flush()
             report.committed_elsewhere(writer.dropped)
+            # Sidecar subtitles of every video the run saw: read where they were added or changed, dropped where
+            # removed; the videos' frames are not touched.
+            seen = [o.path for o in report.outcomes if o.status in (INDEXED, UNCHANGED, MOVED)]
+            report.sidecars = sync_sidecars(writer.catalog, seen)
             maybe_compact(writer, opts.compaction_policy())
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()
-            # What was said, once what is shown is searchable (transcription is the slow part of such a run).
-            seen = [o.path for o in report.outcomes if o.status in (INDEXED, UNCHANGED, MOVED)]
+            # What was said, once what is shown is searchable (transcription is the slow part of such a run) and
+            # the text tracks are known (a video with subtitles is not transcribed).
             speech = update_speech(writer.catalog, seen, opts.speech_options())
             report.speech = speech if opts.transcribe else None
             status = "finished"

@@ -33,7 +33,7 @@ from .probe import Probe
 from .segments import SegmentPlan
 
 _PREFIX = struct.Struct("<IQ")
-MAX_HEADER = 1 << 20
+MAX_HEADER = 8 << 20  # a file's summary carries its embedded subtitles (at most ~2 MB of text)
 
 Header = dict[str, Any]
 

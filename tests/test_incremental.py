@@ -78,6 +78,7 @@ def test_rename_and_move_keep_the_vectors(
         "segments": 0,
         "moved": 2,
         "skipped": 0,
+        "sidecars": {"read": 0, "dropped": 0, "cues": 0, "failed": 0},
     }
     after = segments_by_path(idx)
     assert after[str(lib / "b" / "renamed.mp4")] == before[str(lib / "a" / "bikes.mp4")]
@@ -137,6 +138,7 @@ def test_retry_failed_retries_only_failed_files(tmp_path: Path, tiny_ckpt: Path,
         "segments": 0,
         "moved": 0,
         "skipped": 0,
+        "sidecars": {"read": 0, "dropped": 0, "cues": 0, "failed": 0},
     }
     (lib / "broken.mp4").write_bytes(REAL_CLIP.read_bytes())  # fixed: changed, so indexed without asking
     assert run_index([lib], idx, options=OPTS).to_dict()["indexed"] == 1

@@ -72,6 +72,7 @@ def test_rerun_is_incremental_and_does_not_load_the_model(
         "segments": 0,
         "moved": 0,
         "skipped": 0,
+        "sidecars": {"read": 0, "dropped": 0, "cues": 0, "failed": 0},
     }
     assert again.known_failed == 1  # not_a_video.mp4: reported, not retried
     assert again.exit_code == 0

@@ -154,14 +154,20 @@ def test_videos_with_subtitles_are_not_transcribed(
     assert _index(lib, idx, tiny_ckpt, tiny_whisper).exit_code == 0
     assert len(calls.results) == 1
 
-    catalog = Catalog.open(idx)  # the video gains a subtitle track (as a sidecar file's cues are stored)
-    vid = int(catalog.videos_by_path()[str(lib / "talk.mp4")]["id"])
-    catalog.replace_cues(vid, "sidecar", [Cue("hello there", 1.0, 2.0, "en", "sidecar")], "talk.srt")
-    catalog.close()
-
+    (lib / "talk.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nhello there\n")  # it gains subtitles
     assert _index(lib, idx, tiny_ckpt, tiny_whisper).exit_code == 0
     assert len(calls.results) == 1  # not transcribed again, and its speech cues gave way to the subtitles
     assert _speech_cues(idx)["talk.mp4"] == []
+    catalog = Catalog.open(idx)
+    try:
+        vid = int(catalog.videos_by_path()[str(lib / "talk.mp4")]["id"])
+        assert [(s.cue.source, s.cue.text) for s in catalog.cues_of(vid)] == [("sidecar", "hello there")]
+    finally:
+        catalog.close()
+
+    (lib / "talk.srt").unlink()  # subtitles gone: what is said is transcribed again
+    assert _index(lib, idx, tiny_ckpt, tiny_whisper).exit_code == 0
+    assert len(calls.results) == 2 and _speech_cues(idx)["talk.mp4"] == calls.results[1][1].cues
 
 
 def test_without_transcribe_nothing_is_loaded_and_stale_speech_is_dropped(

@@ -7,7 +7,8 @@ transformers' own `XCLIPModel` (random weights, real CLIP tokenizer shipped in t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -378,8 +379,13 @@ def write_video(
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
     options: Mapping[str, str] | None = None,
+    subtitles: Sequence[tuple[float, float, str]] = (),
+    subtitle_codec: str = "subrip",
+    subtitle_language: str | None = None,
 ) -> Path:
-    """Encode ``(T, H, W, 3)`` uint8 frames with PyAV (container from the file extension)."""
+    """Encode ``(T, H, W, 3)`` uint8 frames with PyAV (container from the file extension), with an optional text
+    subtitle stream of ``(start_s, end_s, text)`` cues: `subtitle_codec` ``subrip`` or ``webvtt`` in Matroska,
+    ``mov_text`` in MP4 (muxed as ready packets; PyAV has no subtitle encoder)."""
     import av
 
     out = Path(path)
@@ -391,9 +397,23 @@ def write_video(
         stream.pix_fmt = pix_fmt
         if options:
             stream.options = dict(options)
+        text_stream: Any = container.add_mux_stream(subtitle_codec) if subtitles else None
+        if text_stream is not None and subtitle_language:
+            text_stream.metadata["language"] = subtitle_language
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if subtitles:
+            base = text_stream.time_base or Fraction(1, 1000)
+            for start, end, line in subtitles:
+                data = line.encode("utf-8")
+                if subtitle_codec == "mov_text":  # a 16-bit length before the text
+                    data = len(data).to_bytes(2, "big") + data
+                packet = av.Packet(data)
+                packet.stream = text_stream
+                packet.pts = packet.dts = round(float(start / base))
+                packet.duration = round(float((end - start) / base))
+                container.mux(packet)
     return out

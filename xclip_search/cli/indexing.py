@@ -292,6 +292,13 @@ def index_cmd(
             f"{d['moved']} moved, {d['failed']} failed, {d['skipped']} skipped, {d['removed']} removed "
             f"in {report.seconds:.1f} s -> {Path(target).resolve()}"
         )
+        side = report.sidecars
+        if side.read or side.dropped:
+            click.echo(
+                f"Subtitles: {side.cues} cue(s) read from the sidecars of {side.read} video(s), {side.dropped} dropped"
+            )
+        for path, reason in side.failures[:20]:
+            click.echo(f"  subtitles not read: {path}: {reason}", err=True)
         for o in report.failures[:20]:
             click.echo(f"  {o.status}: {o.path}: {o.reason}", err=True)
         if len(report.failures) > 20:

@@ -33,34 +33,8 @@ class CatalogCues:
         `stamp=None` the source is forgotten altogether (no cues, no record): the next run reads it afresh.
         Each cue's own `source` must be `source`. One transaction: readers see the old cues or the new ones.
         """
-        for cue in new:
-            if cue.source != source:
-                raise ValueError(f"a {cue.source} cue cannot be stored as {source}")
         with self.engine.begin() as conn:
-            _delete_cues(conn, [video_id], source)
-            if new:
-                conn.execute(
-                    cues.insert(),
-                    [
-                        {
-                            "video_id": int(video_id),
-                            "source": source,
-                            "start_s": float(c.start),
-                            "end_s": float(c.end),
-                            "text": c.text,
-                            "body": fulltext.body(c.text),
-                            "language": c.language,
-                        }
-                        for c in new
-                    ],
-                )
-            if stamp is not None:  # the old record went with the old cues
-                conn.execute(
-                    cue_tracks.insert().values(
-                        video_id=int(video_id), source=source, stamp=stamp, count=len(new), updated_at=now_iso()
-                    )
-                )
-        return len(new)
+            return write_cues(conn, video_id, source, new, stamp)
 
     def drop_cues(self, video_ids: Sequence[int], source: CueSource | None = None) -> None:
         """Forget the cues (of `source`, or all) of `video_ids` and the record of what they were made from."""
@@ -154,6 +128,37 @@ def _stored(row: Any) -> StoredCue:
     )
 
 
+def write_cues(conn: Connection, video_id: int, source: CueSource, new: Sequence[Cue], stamp: str | None) -> int:
+    """`Catalog.replace_cues` within a writer's transaction (a batch commit writes embedded cues with its videos)."""
+    for cue in new:
+        if cue.source != source:
+            raise ValueError(f"a {cue.source} cue cannot be stored as {source}")
+    _delete_cues(conn, [video_id], source)
+    if new:
+        conn.execute(
+            cues.insert(),
+            [
+                {
+                    "video_id": int(video_id),
+                    "source": source,
+                    "start_s": float(c.start),
+                    "end_s": float(c.end),
+                    "text": c.text,
+                    "body": fulltext.body(c.text),
+                    "language": c.language,
+                }
+                for c in new
+            ],
+        )
+    if stamp is not None:  # the old record went with the old cues
+        conn.execute(
+            cue_tracks.insert().values(
+                video_id=int(video_id), source=source, stamp=stamp, count=len(new), updated_at=now_iso()
+            )
+        )
+    return len(new)
+
+
 def delete_video_cues(conn: Connection, video_ids: Sequence[int]) -> None:
     """Within a writer's transaction: drop every cue of `video_ids` (removed videos) and their track records."""
     _delete_cues(conn, video_ids, None)
@@ -172,4 +177,4 @@ def _delete_cues(conn: Connection, video_ids: Sequence[int], source: str | None)
         conn.execute(track_q, {"vids": chunk})
 
 
-__all__ = ["CatalogCues", "delete_video_cues"]
+__all__ = ["CatalogCues", "delete_video_cues", "write_cues"]
