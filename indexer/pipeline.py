@@ -44,7 +44,7 @@ from .records import FileOutcome
 from .segments import Segmentation
 from .sidecars import SidecarReport, sync_sidecars
 from .transcribe import FAILED as SPEECH_FAILED
-from .transcribe import TRANSCRIBED, SpeechOptions, SpeechOutcome, check_speech, update_speech
+from .transcribe import TRANSCRIBED, SpeechOptions, SpeechOutcome, SpeechProgress, check_speech, update_speech
 from .tuning import likely_gpu, resolve_resources
 from .walk import FoundFile, Walker
 
@@ -260,11 +260,12 @@ def run_index(
     options: IndexOptions | None = None,
     progress: Progress | None = None,
     encoding: Encoding | None = None,
+    speech_progress: SpeechProgress | None = None,
 ) -> IndexReport:
     """Index the videos under `paths` into `index_dir` (created if needed) and return what happened.
 
     `encoding` says how segments are decoded and encoded: `LocalEncoding()` (the default) or
-    `distributed.RayEncoding(...)`.
+    `distributed.RayEncoding(...)`. `speech_progress` hears about transcription (``options.transcribe``).
     """
     opts = options or IndexOptions()
     how = encoding or LocalEncoding()
@@ -343,7 +344,7 @@ def run_index(
                 writer.publish_ann()
             # What was said, once what is shown is searchable (transcription is the slow part of such a run) and
             # the text tracks are known (a video with subtitles is not transcribed).
-            speech = update_speech(writer.catalog, seen, opts.speech_options())
+            speech = update_speech(writer.catalog, seen, opts.speech_options(), progress=speech_progress)
             report.speech = speech if opts.transcribe else None
             status = "finished"
         except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from xclip_search.errors import VideoError
 from xclip_search.speech import DEFAULT_SPEECH_MODEL, SpeechModel, SpeechSettings, speech_model_source
@@ -91,8 +92,8 @@ class _Todo:
 
 
 def check_speech(options: SpeechOptions) -> None:
-    """Refuse, before anything runs, a transcription that cannot happen: faster-whisper missing, or a model
-    named as a path that is not a directory."""
+    """Refuse, before anything runs, a transcription that cannot happen: faster-whisper missing, a model named
+    as a path that is not a directory, or a name that is neither a faster-whisper size nor a hub id."""
     if not options.transcribe:
         return
     import importlib.util
@@ -102,8 +103,26 @@ def check_speech(options: SpeechOptions) -> None:
     if importlib.util.find_spec("faster_whisper") is None:
         raise DependencyError("Speech transcription needs faster-whisper", hint="pip install 'xclip-search[speech]'")
     name = options.model or DEFAULT_SPEECH_MODEL
-    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+    if Path(name).expanduser().is_dir():
+        return
+    if name.startswith((".", "/", "~")):
         raise CheckpointError(f"Speech model directory not found: {name}")
+    from faster_whisper import available_models
+
+    if "/" not in name and name not in available_models():  # not a hub id either: a typo
+        raise CheckpointError(
+            f"Unknown speech model {name!r}",
+            hint=f"Use one of {', '.join(available_models())}, a hub id (openai/whisper-small) or a directory.",
+        )
+
+
+class SpeechProgress(Protocol):
+    """Receives transcription progress; the command line draws a bar from it."""
+
+    def speech_start(self, total_files: int) -> None:
+        """`total_files` videos are about to be transcribed (the model loads first)."""
+
+    def speech_done(self, outcome: SpeechOutcome) -> None: ...
 
 
 def update_speech(
@@ -112,6 +131,7 @@ def update_speech(
     options: SpeechOptions,
     *,
     load: Callable[[], SpeechModel] | None = None,
+    progress: SpeechProgress | None = None,
 ) -> list[SpeechOutcome]:
     """Bring the speech cues of the indexed videos at `paths` up to date (see the module docstring); returns
     one outcome per video transcribed or failed now. `load` loads the model (default: `options.model`), only
@@ -141,8 +161,15 @@ def update_speech(
         todo.append(_Todo(vid, str(row["path"]), want))
     if not todo:
         return []
+    if progress is not None:
+        progress.speech_start(len(todo))
     model = (load or (lambda: _load(options)))()
-    return [_store(catalog, item, sound, model) for item, sound in _sounds(todo, options)]
+    outcomes = []
+    for item, sound in _sounds(todo, options):
+        outcomes.append(_store(catalog, item, sound, model))
+        if progress is not None:
+            progress.speech_done(outcomes[-1])
+    return outcomes
 
 
 def _load(options: SpeechOptions) -> SpeechModel:

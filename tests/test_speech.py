@@ -122,8 +122,13 @@ def test_transcribe_end_to_end_with_a_broken_sound_and_incremental_reruns(
     assert all(c.source == "speech" and 0 <= c.start <= c.end <= TALK_S for c in cues["talk.mp4"])
     assert cues["broken_sound.mp4"] == [] and cues["silent.mp4"] == []
 
-    human = _index(library, idx, tiny_ckpt, tiny_whisper, "--retry-failed")
-    assert human.exit_code == 3 and json.loads(human.stdout)["transcription_failed"] == 1  # tried again
+    human = run(
+        "index", str(library), "--index", str(idx), "--transcribe", "--speech-model", str(tiny_whisper),
+        "--retry-failed",
+    )  # fmt: skip
+    assert human.exit_code == 3  # tried again, failed again
+    assert "Transcribed 0 video(s), 0 without sound, 1 failed." in human.stdout
+    assert f"transcription failed: {library / 'broken_sound.mp4'}: the audio cannot be decoded" in human.stderr
     calls.loads = 0
     calls.results.clear()
 
@@ -244,4 +249,9 @@ def test_index_refuses_a_missing_speech_model_before_indexing(tmp_path: Path, ti
               "--speech-model", str(tmp_path / "no-such-model")],
     )  # fmt: skip
     assert result.exit_code != 0 and "Speech model directory not found" in result.output
+    typo = CliRunner().invoke(
+        cli, ["index", str(lib), "--index", str(tmp_path / "idx"), "--model", str(tiny_ckpt), "--transcribe",
+              "--speech-model", "smal"],
+    )  # fmt: skip
+    assert typo.exit_code != 0 and "Unknown speech model 'smal'" in typo.output
     assert not (tmp_path / "idx").exists()

@@ -279,7 +279,13 @@ def index_cmd(
     progress = BarProgress(enabled=not as_json)
     try:
         report = run_index(
-            [str(p) for p in paths], target, model=model, options=options, progress=progress, encoding=encoding
+            [str(p) for p in paths],
+            target,
+            model=model,
+            options=options,
+            progress=progress,
+            encoding=encoding,
+            speech_progress=progress,
         )
     finally:
         progress.close()
@@ -304,7 +310,12 @@ def index_cmd(
         if len(report.failures) > 20:
             click.echo(f"  ... and {len(report.failures) - 20} more (xclip-search failures)", err=True)
         if transcribe:
-            click.echo(f"Transcribed {d['transcribed']} video(s), {d['transcription_failed']} failed.")
+            from indexer.transcribe import NO_AUDIO
+
+            silent = sum(1 for o in report.speech or [] if o.status == NO_AUDIO)
+            click.echo(
+                f"Transcribed {d['transcribed']} video(s), {silent} without sound, {d['transcription_failed']} failed."
+            )
         for s in report.speech_failures[:20]:
             click.echo(f"  transcription failed: {s.path}: {s.reason}", err=True)
         if report.known_failed:
