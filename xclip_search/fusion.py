@@ -45,6 +45,8 @@ class FusionMethod:
     kind: Literal["rrf", "mix"] = "rrf"
     k: float = RRF_K
     visual_weight: float = 0.5
+    #: RRF only: the weight of the text list's term (X-CLIP's has weight 1)
+    text_weight: float = 1.0
 
 
 DEFAULT_FUSION = FusionMethod()
@@ -165,7 +167,8 @@ def fuse(
 
     def value(v_i: int | None, s_i: int | None) -> float:
         if method.kind == "rrf":
-            return sum(1.0 / (method.k + i + 1) for i in (v_i, s_i) if i is not None)
+            v_term = 1.0 / (method.k + v_i + 1) if v_i is not None else 0.0
+            return v_term + (method.text_weight / (method.k + s_i + 1) if s_i is not None else 0.0)
         w = method.visual_weight
         return (w * v_norm[v_i] if v_i is not None else 0.0) + ((1 - w) * s_norm[s_i] if s_i is not None else 0.0)
 
