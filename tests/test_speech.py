@@ -255,3 +255,30 @@ def test_index_refuses_a_missing_speech_model_before_indexing(tmp_path: Path, ti
     )  # fmt: skip
     assert typo.exit_code != 0 and "Unknown speech model 'smal'" in typo.output
     assert not (tmp_path / "idx").exists()
+
+
+def test_phrases_are_cleaned_and_kept_within_the_sound() -> None:
+    from types import SimpleNamespace
+
+    from xclip_search.speech import SpeechSettings, clean_text
+
+    assert clean_text("  hello\x07  wor\ufffdld \n again ") == "hello world again"
+
+    class Fake:
+        def transcribe(self, audio: np.ndarray, **kwargs: object) -> tuple[list[SimpleNamespace], SimpleNamespace]:
+            said = [
+                SimpleNamespace(text=" first line", start=-0.01, end=1.5),
+                SimpleNamespace(text="\ufffd", start=1.5, end=2.0),  # nothing visible: dropped
+                SimpleNamespace(text=" runs past the end", start=3.0, end=29.0),  # clamped to the 4 s of sound
+                SimpleNamespace(text=" after the end", start=12.0, end=14.0),  # dropped
+            ]
+            return said, SimpleNamespace(language="de")
+
+    model = SpeechModel(Fake(), "fake", SpeechSettings())
+    out = model.transcribe(np.zeros(4 * SAMPLE_RATE, np.float32))
+    assert out.language == "de"
+    assert out.cues == [
+        Cue("first line", 0.0, 1.5, "de", "speech"),
+        Cue("runs past the end", 3.0, 4.0, "de", "speech"),
+    ]
+    assert model.transcribe(np.zeros(0, np.float32)).cues == []
