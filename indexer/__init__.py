@@ -6,7 +6,8 @@
 
 Roles: walk (find files) -> changes + fingerprint (what a run must do) -> pool + worker + protocol (isolated
 decoding: probe, decoders, extract, segments) -> ingest (batched encoding, commits) or distributed +
-raystages (the same on a Ray cluster), both writing `records` -> pipeline (the run, whichever way it encodes);
+raystages (the same on a Ray cluster), both writing `records` -> pipeline (the run, whichever way it encodes),
+then transcribe (``--transcribe``: audio decoded in the same workers by framejobs, Whisper in this process);
 dryrun estimates a run, tuning and modelspec choose resources. Only ingest and the Ray embedding stage import
 torch, and only when something needs encoding; decode workers never do.
 """

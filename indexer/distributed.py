@@ -244,7 +244,9 @@ class Committer:
     def _commit(self, parts: WrittenParts, files: list[tuple[FileResult, FoundFile]]) -> None:
         entries = [
             BatchEntry(
-                video=indexed_record(f, result.done(f.path)), segments=self.ids.records(result.plans, result.row)
+                video=indexed_record(f, result.done(f.path)),
+                segments=self.ids.records(result.plans, result.row),
+                cues=list(result.summary.cues) if result.summary else [],
             )
             for result, f in files
         ]

@@ -22,6 +22,7 @@ import numpy as np
 from xclip_search.errors import VideoError, VideoLimitError
 from xclip_search.pixels import PixelConfig, normalize, resize_and_crop
 from xclip_search.sampling import sample_frame_indices
+from xclip_search.store.cues import Cue
 from xclip_search.thumbnails import make_thumbnail
 
 from .decoders import DEFAULT_DECODERS, FORWARD_ONLY, Decoder, VideoInfo, clean_message, get_decoder
@@ -29,6 +30,7 @@ from .fingerprint import content_hash
 from .probe import Limits, Probe, probe
 from .segments import DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_SECONDS, FIXED, Segmentation, SegmentPlan, plan_video
 from .shots import Cut, detect_cuts
+from .subtitles import fit_cues, read_embedded
 
 
 @dataclass(frozen=True)
@@ -135,13 +137,19 @@ class FileSummary:
     segments: int
     warnings: int = 0
     notes: list[str] = field(default_factory=list)
+    #: the cues of the text subtitle streams inside the file (`indexer.subtitles.read_embedded`)
+    cues: list[Cue] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FileSummary:
-        return cls(**{**d, "info": VideoInfo(**d["info"]), "notes": list(d["notes"])})
+        cues = [
+            Cue(str(c["text"]), float(c["start"]), float(c["end"]), c["language"], "embedded")
+            for c in d.get("cues") or []
+        ]
+        return cls(**{**d, "info": VideoInfo(**d["info"]), "notes": list(d["notes"]), "cues": cues})
 
 
 class Extraction:
@@ -190,6 +198,7 @@ class Extraction:
             finally:
                 video.close()
             duration = info.num_frames / info.fps if info.fps > 0 else self.probe.duration_s or 0.0
+            cues = self._text_streams(notes)
             self.summary = FileSummary(
                 decoder=name,
                 info=info,
@@ -198,9 +207,23 @@ class Extraction:
                 segments=len(plans),
                 warnings=video.warnings,
                 notes=notes,
+                cues=cues,
             )
             return
         raise VideoError("; ".join(notes) if notes else "no decoder available")
+
+    def _text_streams(self, notes: list[str]) -> list[Cue]:
+        """The cues of the file's text subtitle streams; a stream that cannot be read costs its cues (a note),
+        never the file's frames."""
+        try:
+            cues = read_embedded(self.path, on_progress=self._on_frame)
+        except Exception as exc:  # a damaged stream, an odd muxer: the video is still indexed
+            notes.append(f"subtitle streams: {clean_message(exc)}")
+            return []
+        kept = fit_cues(cues)
+        if len(kept) < len(cues):
+            notes.append(f"subtitle streams: {len(cues) - len(kept)} of {len(cues)} cues left out (too much text)")
+        return kept
 
     def _plan(self, info: VideoInfo, notes: list[str]) -> list[SegmentPlan]:
         """The file's segments; in shots mode after a cut-detection pass over small frames (`indexer.shots`),

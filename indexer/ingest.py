@@ -101,7 +101,7 @@ def ingest(
         decoders.note(done.summary.decoder)
         video = indexed_record(p.found, done)
         v, z = np.stack(p.v), np.stack(p.z)  # type: ignore[arg-type]
-        writer.add(video, ids.records(p.plans), v, z, thumbnails=p.thumbnails)
+        writer.add(video, ids.records(p.plans), v, z, thumbnails=p.thumbnails, cues=done.summary.cues)
         on_file(indexed_outcome(video, len(p.plans)))
         maybe_flush()
 

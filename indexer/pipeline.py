@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from xclip_search.checkpoint import DEFAULT_MODEL, Checkpoint, ModelIdentity, check_dtype, load_checkpoint
 from xclip_search.errors import CheckpointError, InvalidArgumentError, NoVideosError
 from xclip_search.pixels import PixelConfig
+from xclip_search.speech import SpeechSettings
 from xclip_search.store.catalog import FAILED, INDEXED, SKIPPED, VideoRecord
 from xclip_search.store.compaction import CompactionPolicy, maybe_compact
 from xclip_search.store.integrity import prepare_reembedding, recorded_model
@@ -32,6 +33,7 @@ from xclip_search.store.manifest import MANIFEST_NAME
 from xclip_search.store.segmentation import SegmentationRequest, record_segmentation, settle_segmentation
 from xclip_search.store.writer import IndexWriter, check_index_dir, check_model
 
+from .audio import MAX_AUDIO_S
 from .changes import RunPlan, classify
 from .decoders import DEFAULT_DECODERS
 from .extract import ExtractSpec
@@ -40,6 +42,9 @@ from .pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodePool, PoolEvent
 from .probe import Limits
 from .records import FileOutcome
 from .segments import Segmentation
+from .sidecars import SidecarReport, sync_sidecars
+from .transcribe import FAILED as SPEECH_FAILED
+from .transcribe import TRANSCRIBED, SpeechOptions, SpeechOutcome, SpeechProgress, check_speech, update_speech
 from .tuning import likely_gpu, resolve_resources
 from .walk import VIDEO_EXTENSIONS, FoundFile, Walker
 
@@ -82,6 +87,22 @@ class IndexOptions:
     # A run that finds no video under its paths (and nothing to prune) raises `NoVideosError` unless this is set:
     # the watcher sets it, since an empty watched folder is waiting for files, not a mistake.
     allow_empty: bool = False
+    # Speech transcription (`transcribe`): videos without text tracks get "speech" cues from Whisper.
+    transcribe: bool = False
+    speech_model: str | None = None  # faster-whisper size, hub id or directory; None: speech.DEFAULT_SPEECH_MODEL
+
+    def speech_options(self) -> SpeechOptions:
+        """The transcription settings of these options (the one place they become `SpeechOptions`)."""
+        device = "cuda" if (self.device or "").startswith("cuda") else "cpu"
+        return SpeechOptions(
+            transcribe=self.transcribe,
+            model=self.speech_model,
+            settings=SpeechSettings(threads=self.torch_threads, device=device),
+            timeout_s=self.timeout_s,
+            memory_mb=self.memory_mb,
+            max_seconds=min(MAX_AUDIO_S, self.limits.max_duration_s),
+            retry_failed=self.retry_failed,
+        )
 
     def compaction_policy(self) -> CompactionPolicy | None:
         """The end-of-run compaction policy of these options (None: the run never compacts)."""
@@ -113,6 +134,9 @@ class IndexReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
     earlier: list[FileOutcome] = field(default_factory=list)  # unchanged files still failed or skipped
+    sidecars: SidecarReport = field(default_factory=SidecarReport)  # subtitle files beside the videos
+    # With transcription asked for (``--transcribe``): the videos transcribed now (or failed); None: not asked.
+    speech: list[SpeechOutcome] | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -142,7 +166,11 @@ class IndexReport:
         Skipped files (over a limit, a second path to the same file, a link leading outside the roots) do not
         change it: they were refused by a rule, and re-running cannot change that (they are reported).
         """
-        return 3 if self.count(FAILED) or self.still_failed else 0
+        return 3 if self.count(FAILED) or self.still_failed or self.speech_failures else 0
+
+    @property
+    def speech_failures(self) -> list[SpeechOutcome]:
+        return [o for o in self.speech or [] if o.status == SPEECH_FAILED]
 
     def committed_elsewhere(self, paths: Sequence[str]) -> None:
         """Report as unchanged the files this run encoded but dropped at commit time because another writer
@@ -158,9 +186,9 @@ class IndexReport:
             for o in self.outcomes
         ]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         """The report's figures (what the catalog keeps of each run)."""
-        return {
+        counts: dict[str, Any] = {
             "indexed": self.count(INDEXED),
             "unchanged": self.count(UNCHANGED),
             "failed": self.count(FAILED),
@@ -170,7 +198,12 @@ class IndexReport:
             "skipped": self.count(SKIPPED),
             "still_failed": self.still_failed,
             "still_skipped": self.still_skipped,
+            "sidecars": self.sidecars.to_dict(),
         }
+        if self.speech is not None:  # index --transcribe: videos transcribed now, and those whose sound failed
+            counts["transcribed"] = sum(1 for o in self.speech if o.status == TRANSCRIBED)
+            counts["transcription_failed"] = len(self.speech_failures)
+        return counts
 
     @property
     def moves(self) -> list[tuple[str, str]]:
@@ -223,6 +256,7 @@ def segmentation_request(opts: IndexOptions) -> SegmentationRequest:
 
 def validate_options(opts: IndexOptions) -> None:
     segmentation_request(opts)
+    check_speech(opts.speech_options())
     if opts.batch_size is not None and opts.batch_size < 1:
         raise InvalidArgumentError(f"Invalid batch size ({opts.batch_size}). It must be at least 1.")
     if opts.commit_every < 1 or opts.commit_seconds <= 0:
@@ -272,11 +306,12 @@ def run_index(
     options: IndexOptions | None = None,
     progress: Progress | None = None,
     encoding: Encoding | None = None,
+    speech_progress: SpeechProgress | None = None,
 ) -> IndexReport:
     """Index the videos under `paths` into `index_dir` (created if needed) and return what happened.
 
     `encoding` says how segments are decoded and encoded: `LocalEncoding()` (the default) or
-    `distributed.RayEncoding(...)`.
+    `distributed.RayEncoding(...)`. `speech_progress` hears about transcription (``options.transcribe``).
     """
     opts = options or IndexOptions()
     how = encoding or LocalEncoding()
@@ -346,10 +381,18 @@ def run_index(
                 run.encode(writer, checkpoint, _Reporting(report, prog))
             writer.flush()
             report.committed_elsewhere(writer.dropped)
+            # Sidecar subtitles of every video the run saw: read where they were added or changed, dropped where
+            # removed; the videos' frames are not touched.
+            seen = [o.path for o in report.outcomes if o.status in (INDEXED, UNCHANGED, MOVED)]
+            report.sidecars = sync_sidecars(writer.catalog, seen)
             maybe_compact(writer, opts.compaction_policy())
             ann = writer.manifest.ann
             if writer.manifest.shards and (ann is None or ann.generation != writer.manifest.generation):
                 writer.publish_ann()
+            # What was said, once what is shown is searchable (transcription is the slow part of such a run) and
+            # the text tracks are known (a video with subtitles is not transcribed).
+            speech = update_speech(writer.catalog, seen, opts.speech_options(), progress=speech_progress)
+            report.speech = speech if opts.transcribe else None
             status = "finished"
         except KeyboardInterrupt:
             _flush_after_interrupt(writer)

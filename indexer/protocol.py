@@ -1,7 +1,8 @@
 """The messages between the pool and its decode workers, and the bytes they travel as.
 
-The pool sends `Config` (the `ExtractSpec`, once per worker), `Task` (one file) and `Exit`, and the server's
-thumbnail jobs `FrameTask` (one frame, answered by `Frame` or `Failed`); a worker answers
+The pool sends `Config` (the `ExtractSpec`, once per worker), `Task` (one file) and `Exit`, the server's
+thumbnail jobs `FrameTask` (one frame, answered by `Frame` or `Failed`) and speech transcription `AudioTask`
+(a file's sound, answered by `Audio` or `Failed`); a worker answers
 `Ready` once started, then per task any number of `Segment` (with its cropped frames) and `Tick` (progress for
 the pool's timeout), and last `Done` or `Failed`. Each message class has one `encode` (to a JSON header and an
 optional array) and one `decode` (back); `send` and `receive` move them over a file descriptor, so neither side
@@ -32,7 +33,7 @@ from .probe import Probe
 from .segments import SegmentPlan
 
 _PREFIX = struct.Struct("<IQ")
-MAX_HEADER = 1 << 20
+MAX_HEADER = 8 << 20  # a file's summary carries its embedded subtitles (at most ~2 MB of text)
 
 Header = dict[str, Any]
 
@@ -109,6 +110,24 @@ class FrameTask:
     def decode(cls, header: Header, array: np.ndarray | None) -> FrameTask:
         fps = header.get("fps")
         return cls(int(header["id"]), str(header["path"]), int(header["frame"]), None if fps is None else float(fps))
+
+
+@dataclass(frozen=True)
+class AudioTask:
+    """A file's sound for speech transcription (`indexer.audio`), at most `max_seconds`; needs no `Config`. The
+    worker answers `Audio` or `Failed`, with `Tick`s while it decodes."""
+
+    id: int
+    path: str
+    max_seconds: float
+    kind: ClassVar[str] = "audio_task"
+
+    def encode(self) -> tuple[Header, np.ndarray | None]:
+        return {"id": self.id, "path": self.path, "max_s": self.max_seconds}, None
+
+    @classmethod
+    def decode(cls, header: Header, array: np.ndarray | None) -> AudioTask:
+        return cls(int(header["id"]), str(header["path"]), float(header["max_s"]))
 
 
 # -- worker -> pool ---------------------------------------------------------------------------------------
@@ -213,6 +232,28 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class Audio:
+    """The sound an `AudioTask` asked for: 16 kHz mono int16 samples (none when the file has no audio stream)."""
+
+    id: int
+    samples: np.ndarray
+    has_stream: bool
+    truncated: bool = False
+    kind: ClassVar[str] = "audio"
+
+    def encode(self) -> tuple[Header, np.ndarray | None]:
+        header = {"id": self.id, "has_stream": self.has_stream, "truncated": self.truncated}
+        return header, self.samples if self.samples.size else None
+
+    @classmethod
+    def decode(cls, header: Header, array: np.ndarray | None) -> Audio:
+        samples = np.zeros(0, np.int16) if array is None else array.reshape(-1)
+        if samples.dtype != np.int16:
+            raise ProtocolError(f"audio samples of type {samples.dtype}")
+        return cls(int(header["id"]), samples, bool(header["has_stream"]), bool(header.get("truncated", False)))
+
+
+@dataclass(frozen=True)
 class Done:
     """Task `id` ended well: all its segments were sent before this. `log` holds the first lines decoders
     wrote to stderr during the task, `log_lines` how many there were."""
@@ -290,9 +331,10 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-Message = Config | Task | FrameTask | Exit | Ready | Tick | Segment | Frame | Done | Failed
+Message = Config | Task | FrameTask | AudioTask | Exit | Ready | Tick | Segment | Frame | Audio | Done | Failed
 _KINDS: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (Config, Task, FrameTask, Exit, Ready, Tick, Segment, Frame, Done, Failed)
+    cls.kind: cls
+    for cls in (Config, Task, FrameTask, AudioTask, Exit, Ready, Tick, Segment, Frame, Audio, Done, Failed)
 }
 
 

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from xclip_search.errors import IndexBusyError, InvalidArgumentError, XClipSearchError
 
 from .pipeline import IndexOptions, IndexReport, run_index
+from .subtitles import is_sidecar_name, videos_of_sidecar
 from .walk import FoundFile, is_video_name, walk
 
 Clock = Callable[[], float]
@@ -466,6 +467,12 @@ class Watcher:
             self._add(FsEvent("touched", event.dest or "", None, event.is_dir))
             return
         if self._ignored(event.path):
+            return
+        if not event.is_dir and is_sidecar_name(event.path):
+            # A subtitle file appeared, changed or went: the run over its videos re-reads their sidecars.
+            for video in videos_of_sidecar(event.path):
+                if not self._ignored(video):
+                    self._changes.touched(video)
             return
         if event.kind == "gone":
             if event.is_dir or is_video_name(event.path):

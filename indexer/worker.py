@@ -9,8 +9,9 @@ the same file to say what happened.
 Messages out, per task (see `protocol`): a `Segment` per segment, with its cropped frames, and a `Tick` at
 most once a second while frames keep coming (progress for the pool's timeout), then `Done` or `Failed`. A
 `FrameTask` (the server's on-demand thumbnails, `framejobs`) needs no config and is answered by one `Frame`
-(the JPEG of one frame) or `Failed`. A worker that runs out of memory reports the file and exits, because its
-heap is in an unknown state; the pool starts a fresh one.
+(the JPEG of one frame) or `Failed`, an `AudioTask` (speech transcription, `audio`) by `Audio` (the file's
+sound, 16 kHz mono) or `Failed`, with `Tick`s while it decodes. A worker that runs out of memory reports the
+file and exits, because its heap is in an unknown state; the pool starts a fresh one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported by `main` once the process is hardened, so a Ctrl-C at start-up cannot kill it
     from .extract import ExtractSpec
-    from .protocol import Done, Failed, FrameTask, Segment, Task
+    from .protocol import AudioTask, Done, Failed, FrameTask, Segment, Task
 
 _PR_SET_PDEATHSIG = 1
 _MAX_LOG_BYTES = 64 << 20
@@ -144,6 +145,37 @@ def _run_frame(out: int, task: FrameTask) -> bool:
     return True
 
 
+def _run_audio(out: int, task: AudioTask) -> bool:
+    """A file's sound for speech transcription (`audio`), with `Tick`s while it decodes; returns False when the
+    worker should exit afterwards."""
+    from xclip_search.errors import VideoError
+
+    from .audio import decode_audio
+    from .decoders import clean_message
+    from .protocol import Audio, Failed, Tick, send
+
+    last_tick = time.monotonic()
+
+    def tick() -> None:
+        nonlocal last_tick
+        now = time.monotonic()
+        if now - last_tick >= 1.0:
+            last_tick = now
+            send(out, Tick(task.id))
+
+    try:
+        sound = decode_audio(task.path, max_seconds=task.max_seconds, on_chunk=tick)
+        send(out, Audio(task.id, sound.samples, sound.has_stream, sound.truncated))
+    except MemoryError:
+        send(out, Failed(task.id, "failed", "out of memory", oom=True))
+        return False
+    except (VideoError, OSError) as exc:
+        send(out, Failed(task.id, "failed", str(exc)))
+    except Exception as exc:  # a bug or an unexpected library error costs this file's sound only
+        send(out, Failed(task.id, "failed", f"{type(exc).__name__}: {clean_message(exc)}"))
+    return True
+
+
 def main() -> int:
     memory_mb = int(os.environ.get("XCLIP_SEARCH_WORKER_MEMORY_MB", "0"))
     _harden(memory_mb, int(os.environ.get("XCLIP_SEARCH_WORKER_NICE", "0")))
@@ -156,7 +188,7 @@ def main() -> int:
     import av.logging
 
     from . import decoders  # noqa: F401  (imports decord where available)
-    from .protocol import Config, Exit, Failed, FrameTask, ProtocolError, Ready, Task, receive, send
+    from .protocol import AudioTask, Config, Exit, Failed, FrameTask, ProtocolError, Ready, Task, receive, send
 
     av.logging.set_level(av.logging.WARNING)  # FFmpeg's warnings reach fd 2 through Python's last-resort handler
     capture = _LogCapture()
@@ -176,6 +208,9 @@ def main() -> int:
                 return 0
         elif isinstance(msg, FrameTask):
             if not _run_frame(out, msg):
+                return 0
+        elif isinstance(msg, AudioTask):
+            if not _run_audio(out, msg):
                 return 0
         elif isinstance(msg, Exit):
             return 0

@@ -17,6 +17,12 @@ model's shapes (D = 512, N = 49 tokens), with ``Z`` memory-mapped from disk, and
 - the score error of storing ``Z`` as float16, memory (RSS) and disk per segment;
 - with --row-checks, the cost of checking every row's hash before its score is used (issue 12): the same
   queries timed with the checks on and off, interleaved (alternating which goes first), printed as a ratio.
+- with --text-tracks, the cost of subtitles (issue 16): one generated cue per segment is added to the catalog
+  (a Zipf-distributed vocabulary, 6-12 words a line), then the same query strings are searched X-CLIP-only
+  (``match visual``) and fused with the full-text matches (the default once an index has cues), interleaved,
+  text encoding excluded (each string's embedding computed once); the difference is printed in ms. Queries:
+  a third whose words are common in the cues, a third rare words or a quoted phrase, a third no cue word.
+  ``--text-tracks-only`` skips every other measurement (build, then this).
 
 Synthetic data (what makes ANN recall and the rerank meaningful; random unit vectors would make both trivial):
 videos belong to topics; ``v = normalize(topic + video offset + segment offset + noise)`` with offsets in a
@@ -370,6 +376,83 @@ def row_check_cost(engine: Any, t: np.ndarray, c: int) -> dict[str, float]:
     }
 
 
+def add_cues(snapshot: Any, seed: int = 3) -> dict[str, Any]:
+    """One generated cue per live segment (through the store's cue writer, one transaction); returns the
+    vocabulary and the time it took."""
+    from xclip_search.store.catalog_cues import write_cues
+    from xclip_search.store.cues import Cue
+
+    rng = np.random.default_rng(seed)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ve", "zu", "an", "el", "or", "is", "um"]
+    vocab = sorted({"".join(rng.choice(syllables, size=int(rng.integers(2, 4)))) for _ in range(6000)})
+    weights = 1.0 / np.arange(1, len(vocab) + 1)  # Zipf: a few words in many lines, most in few
+    weights /= weights.sum()
+    catalog = snapshot.catalog
+    start = time.perf_counter()
+    count = 0
+    with catalog.engine.begin() as conn:
+        for rows in catalog.iter_segments(snapshot.generation, batch=8192):
+            by_video: dict[int, list[Cue]] = {}
+            for r in rows:
+                words = rng.choice(len(vocab), size=int(rng.integers(6, 13)), p=weights)
+                text = " ".join(vocab[w] for w in words)
+                mid = (r.start_s + r.end_s) / 2
+                by_video.setdefault(r.video_id, []).append(Cue(text, mid - 1.5, mid + 1.5, "xx", "sidecar"))
+            for video_id, cues in by_video.items():
+                count += write_cues(conn, video_id, "sidecar", cues, "bench")
+    return {"vocab": vocab, "seconds": time.perf_counter() - start, "cues": count}
+
+
+def text_track_cost(engine: Any, vocab: list[str], count: int, seed: int = 5) -> dict[str, Any]:
+    """Latency of the same strings X-CLIP-only and fused with the cues, interleaved; text encoding excluded."""
+    rng = np.random.default_rng(seed)
+    queries: list[str] = []
+    for i in range(count):
+        kind = i % 3
+        if kind == 0:  # common words: many cues match
+            queries.append(" ".join(vocab[int(w)] for w in rng.integers(0, 20, size=1 + i % 2)))
+        elif kind == 1:  # a rare word, or a quoted phrase of two
+            a, b = rng.integers(20, len(vocab), size=2)
+            queries.append(vocab[int(a)] if i % 2 else f'"{vocab[int(a)]} {vocab[int(b)]}"')
+        else:  # nothing in any cue
+            queries.append(QUERY_WORDS[i % len(QUERY_WORDS)])
+    encoded = {q: engine.encoder.encode_texts([q]) for q in set(queries)}
+    real = engine.encoder.encode_texts
+    engine.encoder.encode_texts = lambda texts: encoded[texts[0]]  # text encoding excluded from both
+    visual: list[float] = []
+    fused: list[float] = []
+    by_kind: dict[str, list[float]] = {"common": [], "rare_or_phrase": [], "no_match": []}
+    matched = 0
+    try:
+        for q in queries[:5]:
+            engine.search(q, match="visual")
+            engine.search(q)
+        for i, q in enumerate(queries):
+            for mode in ("visual", None) if i % 2 == 0 else (None, "visual"):
+                start = time.perf_counter()
+                hits = engine.search(q, top_k=10, match=mode)
+                elapsed = time.perf_counter() - start
+                if mode is None:
+                    fused.append(elapsed)
+                    by_kind[("common", "rare_or_phrase", "no_match")[i % 3]].append(elapsed)
+                    matched += any(h.match != "visual" for h in hits)
+                else:
+                    visual.append(elapsed)
+    finally:
+        engine.encoder.encode_texts = real
+    return {
+        "queries": len(queries),
+        "queries_with_text_hits": matched,
+        "visual_p50_ms": pct(visual, 50) * 1e3,
+        "fused_p50_ms": pct(fused, 50) * 1e3,
+        "visual_mean_ms": float(np.mean(visual)) * 1e3,
+        "fused_mean_ms": float(np.mean(fused)) * 1e3,
+        "diff_p50_ms": (pct(fused, 50) - pct(visual, 50)) * 1e3,
+        "diff_mean_ms": float(np.mean(fused) - np.mean(visual)) * 1e3,
+        "fused_p50_ms_by_kind": {k: pct(v, 50) * 1e3 for k, v in by_kind.items() if v},
+    }
+
+
 def fmt_ms(xs: list[float]) -> str:
     return f"p50 {pct(xs, 50) * 1e3:7.1f} ms  p99 {pct(xs, 99) * 1e3:7.1f} ms"
 
@@ -505,6 +588,29 @@ def bench_size(args: argparse.Namespace, n: int, model_dir: Path, work: Path, re
         t_rec = synth.queries(args.exhaustive_queries, t_norm, seed=12)
         snap = index.snapshot
         row: dict[str, Any] = {"segments": n, "z_dtype": z_dtype, "build": build, "ann": info["ann"]}
+        if args.text_tracks:
+            import faiss
+            import torch
+
+            torch.set_num_threads(1)
+            faiss.omp_set_num_threads(1)
+            made = add_cues(snap)
+            cost = text_track_cost(engine, made["vocab"], args.queries)
+            row["text_tracks"] = {"cues": made["cues"], "write_s": made["seconds"], **cost}
+            log(
+                f"  text tracks: {made['cues']} cues written in {made['seconds']:.0f} s; {cost['queries']} queries "
+                f"({cost['queries_with_text_hits']} with text hits), interleaved, 1 thread, text encoding excluded: "
+                f"X-CLIP only p50 {cost['visual_p50_ms']:.2f} ms (mean {cost['visual_mean_ms']:.2f}), fused with "
+                f"cues p50 {cost['fused_p50_ms']:.2f} ms (mean {cost['fused_mean_ms']:.2f}) -> difference p50 "
+                f"{cost['diff_p50_ms']:+.2f} ms, mean {cost['diff_mean_ms']:+.2f} ms (target <= 10 ms; "
+                f"fused p50 by query kind {', '.join(f'{k} {v:.2f}' for k, v in cost['fused_p50_ms_by_kind'].items())}"
+                f"; load {load_avg()})"
+            )
+            if args.text_tracks_only:
+                results["sizes"].append(row)
+                if not args.keep:
+                    shutil.rmtree(index_dir, ignore_errors=True)
+                return
 
         # Reference rankings: exhaustive exact scores, or the exact scores of the best 5,000 by an exact scan.
         start = time.perf_counter()
@@ -697,8 +803,17 @@ def main() -> int:
         action="store_true",
         help="Also time the queries with the per-row hash checks off, interleaved, and print the ratio.",
     )
+    parser.add_argument(
+        "--text-tracks",
+        action="store_true",
+        help="Also add one cue per segment and time fused searches against X-CLIP-only ones (interleaved).",
+    )
+    parser.add_argument(
+        "--text-tracks-only", action="store_true", help="Build, then only the --text-tracks measurement."
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
+    args.text_tracks = args.text_tracks or args.text_tracks_only
     args.candidates = [int(c) for c in args.candidates.split(",")]
     args.threads = [int(c) for c in args.threads.split(",")]
     import torch

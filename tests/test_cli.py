@@ -14,7 +14,7 @@ from xclip_search.cli import cli
 from .conftest import REAL_CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
-HIT_KEYS = {"rank", "video_id", "path", "start", "end", "score", "coarse_score"}
+HIT_KEYS = {"rank", "video_id", "path", "start", "end", "score", "coarse_score", "match", "cue", "fused_score"}
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from xclip_search.demo.run import LABELS, Truth, caption_at, judge, pick_queries
+from xclip_search.demo.run import LABELS, SAID_QUERY, Truth, caption_at, judge, pick_queries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_json_shape_and_library(demo_run: tuple[Path, dict[str, Any]]) -> None:
     assert d["indexed"] == {"indexed": 21, "unchanged": 0, "failed": 0, "segments": 18 + 3 * 4}
     truth = json.loads((out / "library" / "captions.json").read_text())["files"]
     assert len(truth) == 21 and sum(len(t) for t in truth.values()) == 30
-    assert [s["query"] for s in d["searches"]][-1] == "blinking" and len(d["searches"]) == 4
+    assert [s["query"] for s in d["searches"]][-2:] == [SAID_QUERY, "blinking"] and len(d["searches"]) == 5
     for search in d["searches"]:
         assert [h["rank"] for h in search["results"]] == [1, 2, 3]
         for hit in search["results"]:
@@ -53,13 +53,23 @@ def test_json_shape_and_library(demo_run: tuple[Path, dict[str, Any]]) -> None:
             rows = truth[Path(hit["path"]).name]
             # the shown truth is the scene under the best segment, and "correct" is judged against it
             assert hit["caption"] == caption_at([Truth(**r) for r in rows], hit["best_start"], hit["best_end"])
-            assert hit["correct"] == judge(search["query"], search["judged_by"], hit["caption"])
+            assert hit["correct"] == judge(search["query"], search["judged_by"], hit["caption"], hit["said"])
     assert len(d["tagging"]) == 7
     for row in d["tagging"]:
         assert len(row["labels"]) == 3 and {x["label"] for x in row["labels"]} <= set(LABELS)
         assert row["correct"] == (row["labels"][0]["label"] in row["caption"])
     # the seven new clips show the seven motions, and none of them is in the index
     assert sorted(next(m for m in LABELS if m in r["caption"]) for r in d["tagging"]) == sorted(LABELS)
+
+
+def test_a_said_line_is_found_only_through_the_subtitles(demo_run: tuple[Path, dict[str, Any]]) -> None:
+    out, d = demo_run
+    said = next(s for s in d["searches"] if s["judged_by"] == "said")
+    # The narration is in scenes-N.srt, never on screen: the first hit is the scene it is said over, as speech.
+    top = said["results"][0]
+    assert top["correct"] and top["match"] in ("speech", "both") and SAID_QUERY in top["cue"]["text"].lower()
+    assert top["start"] <= top["cue"]["start"] and top["cue"]["end"] <= top["end"]
+    assert (out / "library" / "scenes-2.srt").is_file()
 
 
 def test_scene_queries_point_at_scenes_inside_longer_videos(demo_run: tuple[Path, dict[str, Any]]) -> None:

@@ -80,6 +80,7 @@ def test_rename_and_move_keep_the_vectors(
         "skipped": 0,
         "still_failed": 0,
         "still_skipped": 0,
+        "sidecars": {"read": 0, "dropped": 0, "cues": 0, "failed": 0},
     }
     assert sorted((m["from"], m["to"]) for m in report.to_dict()["moves"]) == [
         (str(lib / "a" / "bikes.mp4"), str(lib / "b" / "renamed.mp4")),
@@ -145,6 +146,7 @@ def test_retry_failed_retries_only_failed_files(tmp_path: Path, tiny_ckpt: Path,
         "skipped": 0,
         "still_failed": 0,  # retried: it failed *now*, not still from before
         "still_skipped": 0,
+        "sidecars": {"read": 0, "dropped": 0, "cues": 0, "failed": 0},
     }
     (lib / "broken.mp4").write_bytes(REAL_CLIP.read_bytes())  # fixed: changed, so indexed without asking
     assert run_index([lib], idx, options=OPTS).to_dict()["indexed"] == 1

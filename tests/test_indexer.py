@@ -74,6 +74,7 @@ def test_rerun_is_incremental_and_does_not_load_the_model(
         "skipped": 0,
         "still_failed": 1,  # not_a_video.mp4: not retried, but still reported
         "still_skipped": 0,
+        "sidecars": {"read": 0, "dropped": 0, "cues": 0, "failed": 0},
     }
     still = again.to_dict()["still_failures"]
     assert [Path(f["path"]).name for f in still] == ["not_a_video.mp4"] and still[0]["status"] == "failed"

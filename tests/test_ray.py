@@ -173,3 +173,35 @@ def test_ray_writes_into_the_catalog_named_by_catalog(
     with Index.open(idx) as index:
         assert index.info()["videos"]["indexed"] == 5
         assert index.search("a person riding a bike", top_k=3)
+
+
+def test_ray_run_transcribes_on_the_head(
+    ray_cluster: None, tmp_path: Path, tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--transcribe`` with ``--ray``: the cluster embeds, then the machine running the index transcribes (the
+    same stage as a local run), so the speech cues match a local run's."""
+    pytest.importorskip("faster_whisper")
+    from dataclasses import replace
+
+    from xclip_search.store.catalog import Catalog
+    from xclip_search.testing import make_tiny_whisper, speech_like_audio, synthetic_frames, write_video_with_audio
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    whisper = make_tiny_whisper(tmp_path / "whisper")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_video_with_audio(lib / "talk.mp4", synthetic_frames(30, 48, 64), speech_like_audio(6.0), fps=5)
+    opts = replace(OPTS, transcribe=True, speech_model=str(whisper))
+
+    def speech(idx: Path) -> list[tuple[str, float, float]]:
+        catalog = Catalog.open(idx)
+        try:
+            (vid,) = [int(r["id"]) for r in catalog.videos_by_path().values()]
+            return [(s.cue.text, s.cue.start, s.cue.end) for s in catalog.cues_of(vid) if s.cue.source == "speech"]
+        finally:
+            catalog.close()
+
+    on_ray = run_index_ray([lib], tmp_path / "ray", model=str(tiny_ckpt), options=opts)
+    local = run_index([lib], tmp_path / "local", model=str(tiny_ckpt), options=opts)
+    assert on_ray.to_dict()["transcribed"] == local.to_dict()["transcribed"] == 1
+    assert speech(tmp_path / "ray") == speech(tmp_path / "local")

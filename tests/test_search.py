@@ -317,8 +317,9 @@ def test_commands_search_similar_tag_info(library: tuple[Path, dict[str, Video]]
     result = run("search", QUERY, "--index", d, "--json", "--top-k", "3", "--filter", "duration>=0", "--glob", "*.mp4")
     data = json.loads(result.stdout)  # type: ignore[attr-defined]
     assert [set(h) for h in data["results"]] == [
-        {"rank", "video_id", "path", "start", "end", "score", "coarse_score"}
+        {"rank", "video_id", "path", "start", "end", "score", "coarse_score", "match", "cue", "fused_score"}
     ] * 3
+    assert {h["match"] for h in data["results"]} == {"visual"}  # an index without subtitles: X-CLIP alone
     assert data["results"][0]["path"] == "/vids/crafted/merge.mp4" and data["results"][0]["end"] == 40.0
     vid = str(data["results"][0]["video_id"])
     sim = json.loads(run("similar", "--video-id", vid, "--at", "15", "--index", d, "--json").stdout)  # type: ignore[attr-defined]

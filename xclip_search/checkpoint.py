@@ -75,21 +75,30 @@ def resolve_checkpoint(model: str, *, revision: str | None = None) -> tuple[Path
         return path.resolve(), str(path.resolve()), None
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or not _HUB_ID.match(model):
         raise CheckpointError(f"Checkpoint directory not found: {model}")
-    return _download(model, revision)
+    return download(model, revision)
 
 
-def _download(repo_id: str, revision: str | None) -> tuple[Path, str, str | None]:
+_CHECKPOINT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "README.md")
+
+
+def download(
+    repo_id: str,
+    revision: str | None,
+    patterns: tuple[str, ...] = _CHECKPOINT_FILES,
+    hint: str = "Check the id and your connection, use a local save_pretrained directory, or the model 'demo'.",
+) -> tuple[Path, str, str | None]:
+    """Fetch the files of `repo_id` matching `patterns` from the hub (or its local cache): ``(directory, repo_id,
+    revision)``. Shared by X-CLIP checkpoints and speech models (`speech`)."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - huggingface_hub comes with transformers
         raise CheckpointError("huggingface_hub is needed to download checkpoints") from exc
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]
     try:
-        directory = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+        directory = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns)))
     except Exception as exc:
         raise CheckpointError(
             f"Cannot fetch {repo_id} from the Hugging Face hub: {type(exc).__name__}: {exc}".split("\n")[0],
-            hint="Check the id and your connection, use a local save_pretrained directory, or the model 'demo'.",
+            hint=hint,
         ) from exc
     resolved = directory.name if directory.parent.name == "snapshots" else revision
     return directory, repo_id, resolved

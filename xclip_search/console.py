@@ -78,6 +78,18 @@ class BarProgress:
             rate = self._segments / max(1e-9, time.monotonic() - self._t0)
             bar.set_postfix(segments=self._segments, seg_per_s=f"{rate:.1f}", refresh=False)
 
+    def speech_start(self, total_files: int) -> None:
+        """Transcription follows indexing (``index --transcribe``): a bar of its own, in files."""
+        self.close()
+        if self.enabled and total_files:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_files, unit="file", file=sys.stderr, dynamic_ncols=True, desc="Transcribing")
+
+    def speech_done(self, outcome: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -1,4 +1,4 @@
-"""Export an index as Parquet for DuckDB, pandas, Polars or Spark: segments, videos, embeddings and tags.
+"""Export an index as Parquet for DuckDB, pandas, Polars or Spark: segments, videos, embeddings, tags and cues.
 
 One directory, written under a temporary name and renamed into place when complete:
 
@@ -8,6 +8,8 @@ One directory, written under a temporary name and renamed into place when comple
                       duration_s, fps, num_frames, width, height, codec, status, reason, indexed_at, ...)
     contexts.parquet  segment_id int64, z fixed_size_list<float32>[N*D]: the prompt context Z, row-major (N, D)
     tags.parquet      segment_id int64, label string, prob float64, score float64, tagged_at string (if saved)
+    cues.parquet      cue_id int64, video_id int64, start_s float64, end_s float64, text string, language string,
+                      source string (sidecar / embedded / speech): subtitle and transcript lines (if any)
     export.json       model identity, generation, D, N, counts and this layout
 
 ``Z`` goes to its own file because it is ~98% of the bytes (49 x 512 floats a segment for B/32, against 512 for
@@ -47,6 +49,7 @@ class ExportReport:
     segments: int = 0
     videos: int = 0
     tags: int = 0
+    cues: int = 0
     files: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +58,7 @@ class ExportReport:
             "segments": self.segments,
             "videos": self.videos,
             "tags": self.tags,
+            "cues": self.cues,
             "files": dict(self.files),
             "bytes": sum(self.files.values()),
         }
@@ -100,6 +104,7 @@ def export_parquet(
         report.videos = len(videos)
         if snapshot.catalog.has_tags_table():
             report.tags = _write_tags(snapshot.catalog.saved_tags(snapshot.generation, ids), tmp, pa, pq)
+        report.cues = _write_cues(snapshot, None if where is None else video_ids, tmp, pa, pq)
         _write_description(snapshot, tmp, report, include_z, where)
         for f in sorted(tmp.iterdir()):
             report.files[f.name] = f.stat().st_size
@@ -211,6 +216,46 @@ def _write_tags(rows: list[TagRow], tmp: Path, pa: Any, pq: Any) -> int:
     return len(rows)
 
 
+def _write_cues(snapshot: Snapshot, video_ids: set[int] | None, tmp: Path, pa: Any, pq: Any) -> int:
+    """The cues of the exported videos (all when `video_ids` is None), by id; no file when there are none."""
+    schema = pa.schema(
+        [
+            ("cue_id", pa.int64()),
+            ("video_id", pa.int64()),
+            ("start_s", pa.float64()),
+            ("end_s", pa.float64()),
+            ("text", pa.string()),
+            ("language", pa.string()),
+            ("source", pa.string()),
+        ]
+    )
+    count = 0
+    writer = None
+    try:
+        for batch in snapshot.catalog.iter_cues():
+            rows = [c for c in batch if video_ids is None or c.video_id in video_ids]
+            if not rows:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(tmp / "cues.parquet", schema)
+            columns = {
+                "cue_id": [c.id for c in rows],
+                "video_id": [c.video_id for c in rows],
+                "start_s": [c.cue.start for c in rows],
+                "end_s": [c.cue.end for c in rows],
+                "text": [c.cue.text for c in rows],
+                "language": [c.cue.language for c in rows],
+                "source": [c.cue.source for c in rows],
+            }
+            writer.write_table(pa.table(columns, schema=schema))
+            count += len(rows)
+    finally:
+        if writer is not None:
+            writer.close()
+    _fsync(tmp / "cues.parquet")
+    return count
+
+
 def _write_description(
     snapshot: Snapshot, tmp: Path, report: ExportReport, include_z: bool, where: SearchFilter | None
 ) -> None:
@@ -222,12 +267,15 @@ def _write_description(
         "dim": model.embed_dim,
         "tokens": model.num_tokens,
         "filter": where.describe() if where else [],
-        "counts": {"segments": report.segments, "videos": report.videos, "tags": report.tags},
+        "counts": {"segments": report.segments, "videos": report.videos, "tags": report.tags, "cues": report.cues},
         "files": {
             "segments.parquet": "one row per live segment; v = unit video embedding",
             "videos.parquet": "the catalog's videos table",
             **({"contexts.parquet": "Z per segment, float32, flattened row-major (tokens, dim)"} if include_z else {}),
             **({"tags.parquet": "labels saved with tag --save"} if report.tags else {}),
+            **(
+                {"cues.parquet": "subtitle and transcript lines (text, times, language, source)"} if report.cues else {}
+            ),
         },
     }
     path = tmp / "export.json"

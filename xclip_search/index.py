@@ -31,12 +31,14 @@ from .results import (
     MAX_TOP_K,
     SearchHit,
     SearchResults,
+    check_match,
     check_min_score,
     check_query,
     check_search_args,
 )
 from .store import compaction
 from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
+from .store.cues import Cue
 from .store.manifest import MANIFEST_NAME, read_manifest
 from .store.records import Shot, group_shots
 from .store.segmentation import RecordedSegmentation, read_segmentation
@@ -44,6 +46,7 @@ from .store.snapshot import Snapshot
 from .store.thumbshards import read_stored
 from .store.vectors import VectorStore
 from .thumbnails import row_frame
+from .webvtt import webvtt
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -200,16 +203,20 @@ class Index:
         where: Where = None,
         min_score: float | None = None,
         merge: bool = True,
+        match: str | None = None,
     ) -> SearchResults:
         """Ranked `SearchHit`s for a text query; see `xclip_search.search.SearchEngine.search`.
 
         `where` takes filter strings such as ``"duration>=30"`` or a `xclip_search.filters.SearchFilter`. The
         arguments are checked before the model loads. The result is a list that also carries the generation it
-        read and per-stage timings (`xclip_search.results.SearchResults`).
+        read and per-stage timings (`xclip_search.results.SearchResults`). `match` chooses what is matched:
+        ``visual`` (X-CLIP), ``speech`` (subtitles and transcripts), ``both`` (fused; see `xclip_search.fusion`);
+        by default both when the index holds any cue.
         """
         check_query(query)
         check_search_args(top_k, candidates)
         check_min_score(min_score)
+        check_match(match)
         snapshot = self.snapshot
         where = self._checked_filter(where)
         return self._engine_at(snapshot).search(
@@ -221,6 +228,7 @@ class Index:
             where=where,
             min_score=min_score,
             merge=merge,
+            match=match,
         )
 
     def example(self, video_id: int, *, at: float | None = None) -> Example:
@@ -386,6 +394,7 @@ class Index:
                 "removed": statuses.get("removed", 0),
             },
             "segments": self.catalog.live_segment_count(m.generation),
+            "cues": self.catalog.cue_count(),  # subtitle and transcript lines: search matches them when any
             "segmentation": {**self.segmentation.settings.to_dict(), "recorded": self.segmentation.recorded},
             "ann": None
             if m.ann is None
@@ -465,6 +474,15 @@ class Index:
         """How many live segments `where` keeps (all of them without a filter)."""
         flt = self._checked_filter(where)
         return self.catalog.count_segments_where(self._generation(generation), flt.clause())
+
+    def cues_of(self, video_id: int) -> list[Cue]:
+        """Every cue of one video (subtitles, transcript) in time order; `NotFoundError` if the id names none."""
+        self.video(video_id)
+        return [c.cue for c in self.catalog.cues_of(video_id)]
+
+    def subtitles_vtt(self, video_id: int) -> str:
+        """One video's cues as a WebVTT document (the page's player shows it as subtitles)."""
+        return webvtt(self.cues_of(video_id))
 
     def recorded_roots(self) -> list[RunRoots]:
         """The roots each indexing run recorded, with the paths it indexed (to resolve relative roots)."""

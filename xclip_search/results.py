@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .errors import InvalidArgumentError
+from .store.cues import Cue
+
+#: how a hit was found (`SearchHit.match`); a search's ``match`` option takes the same words
+Match = Literal["visual", "speech", "both"]
+MATCHES: tuple[Match, ...] = ("visual", "speech", "both")
 
 DEFAULT_TOP_K = 10
 # From scripts/bench_query.py (README, "Search at scale"): recall@10 against exhaustive exact scoring was 0.975 /
@@ -26,6 +31,11 @@ class SearchHit:
     """One result: a moment of a video, with its exact score and its first-stage cosine.
 
     ``start``/``end`` span the merged range; ``best_start``/``best_end`` the best segment inside it.
+
+    ``match`` says how the moment was found: ``visual`` (X-CLIP), ``speech`` (its text: subtitles or
+    transcript; `cue` is the line that matched) or ``both``. ``score`` is always X-CLIP's exact score of the best
+    segment, also for a moment found only by its text; a fused search ranks by ``fused_score`` (see
+    `xclip_search.fusion`), None when nothing was fused.
     """
 
     rank: int
@@ -39,9 +49,13 @@ class SearchHit:
     best_start: float = 0.0
     best_end: float = 0.0
     segment_ids: tuple[int, ...] = field(default=())
+    match: Match = "visual"
+    cue: Cue | None = None
+    fused_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of DESIGN.md §4 (contract)."""
+        """The JSON shape of DESIGN.md §4 (contract), plus how the moment matched (``match``, ``cue``,
+        ``fused_score``)."""
         return {
             "rank": self.rank,
             "video_id": self.video_id,
@@ -50,7 +64,23 @@ class SearchHit:
             "end": round(self.end, 3),
             "score": self.score,
             "coarse_score": self.coarse_score,
+            "match": self.match,
+            "cue": cue_json(self.cue),
+            "fused_score": self.fused_score,
         }
+
+
+def cue_json(cue: Cue | None) -> dict[str, Any] | None:
+    """A hit's matching cue as JSON (``{text, start, end, language, source}``), or None."""
+    if cue is None:
+        return None
+    return {
+        "text": cue.text,
+        "start": round(cue.start, 3),
+        "end": round(cue.end, 3),
+        "language": cue.language,
+        "source": cue.source,
+    }
 
 
 def check_search_args(top_k: int, candidates: int | None) -> int:
@@ -69,6 +99,11 @@ def check_search_args(top_k: int, candidates: int | None) -> int:
 def check_query(query: str) -> None:
     if not query.strip():
         raise InvalidArgumentError("Empty query", hint="Type what happens in the video, e.g. 'a dog running'.")
+
+
+def check_match(match: str | None) -> None:
+    if match is not None and match not in MATCHES:
+        raise InvalidArgumentError(f"Invalid match {match!r}. It must be one of: {', '.join(MATCHES)}.")
 
 
 def check_min_score(min_score: float | None) -> None:
@@ -99,11 +134,15 @@ class SearchResults(list[SearchHit]):
 __all__ = [
     "DEFAULT_CANDIDATES",
     "DEFAULT_TOP_K",
+    "MATCHES",
     "MAX_CANDIDATES",
     "MAX_TOP_K",
+    "Match",
     "SearchHit",
     "SearchResults",
+    "check_match",
     "check_min_score",
     "check_query",
     "check_search_args",
+    "cue_json",
 ]

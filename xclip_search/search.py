@@ -27,6 +27,7 @@ import numpy as np
 
 from .encoder import XClipEncoder
 from .filters import SearchFilter, coerce_filter, no_saved_tags
+from .fusion import fused_search, text_query_for
 from .prompting import PromptScorer
 from .results import (
     DEFAULT_CANDIDATES,
@@ -35,6 +36,7 @@ from .results import (
     MAX_TOP_K,
     SearchHit,
     SearchResults,
+    check_match,
     check_min_score,
     check_query,
     check_search_args,
@@ -129,18 +131,36 @@ class SearchEngine:
         where: Where = None,
         min_score: float | None = None,
         merge: bool = True,
+        match: str | None = None,
     ) -> SearchResults:
-        """Rank moments for `query`; one hit per video (its best range) unless `per_video` is False."""
+        """Rank moments for `query`; one hit per video (its best range) unless `per_video` is False.
+
+        `match`: ``visual`` (X-CLIP alone), ``speech`` (the videos' cues alone), ``both`` (fused, see
+        `xclip_search.fusion`); None: ``both`` when the index holds any cue, else ``visual``.
+        """
         check_search_args(top_k, candidates)
         check_min_score(min_score)
         check_query(query)
+        check_match(match)
         clock = _Clock()
         started = time.perf_counter()
+        with clock.stage("text_search"):
+            words = text_query_for(match, query, self.snapshot.catalog)
         with clock.stage("text_encode"):
             t = self.encoder.encode_texts([query])[0]
-        return self._search_embedding(
-            t, top_k, candidates, rerank, per_video, where, min_score, merge, clock=clock, started=started
+        if words is None:
+            if match == "speech":
+                return self._results([], clock, started, 0)
+            return self._search_embedding(
+                t, top_k, candidates, rerank, per_video, where, min_score, merge, clock=clock, started=started
+            )
+        both = match != "speech"
+        visual = (
+            self._search_embedding(t, top_k, candidates, rerank, per_video, where, min_score, merge, clock, started)
+            if both
+            else SearchResults()
         )
+        return fused_search(self, t, words, visual, top_k, rerank, per_video, where, clock, started)
 
     def search_embedding(
         self,

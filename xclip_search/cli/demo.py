@@ -84,6 +84,8 @@ def _print_report(d: dict[str, Any]) -> None:
                 f"  {hit['rank']}. {Path(hit['path']).name:<14} {span:<11} score {hit['score']:.3f}  "
                 f"{mark} {hit['caption']}"
             )
+            if hit.get("cue"):  # found (also) by what the subtitles say there
+                click.echo(f'{"":<33}said: "{hit["cue"]["text"]}"')
         click.echo()
     click.echo("tag new clips with the 7 motions (zero-shot):")
     for row in d["tagging"]:

@@ -162,6 +162,20 @@ def check_segmentation_flags(**given: Any) -> None:
     default=None,
     help="Ray decode actors [default: the cluster's CPUs not held by embedding actors].",
 )
+@click.option(
+    "--transcribe",
+    is_flag=True,
+    help="Also transcribe what is said in videos without subtitles (Whisper via faster-whisper; pip install "
+    "'xclip-search[speech]'), so searches find it. Incremental: only new or changed videos are transcribed.",
+)
+@click.option(
+    "--speech-model",
+    default=None,
+    metavar="NAME|DIR",
+    help="With --transcribe: a faster-whisper size (tiny, base, small, medium, large-v3), a hub id "
+    "(Systran/faster-whisper-small, openai/whisper-small) or a local directory (CTranslate2 or save_pretrained) "
+    "[default: base].",
+)
 @device_option
 @click.option(
     "--dtype",
@@ -203,6 +217,8 @@ def index_cmd(
     device: str | None,
     dtype: str | None,
     decoder: str | None,
+    transcribe: bool,
+    speech_model: str | None,
     as_json: bool,
 ) -> int:
     """Index the videos in PATHS (files or folders, searched recursively).
@@ -213,8 +229,9 @@ def index_cmd(
 
     Exit code 3 when any file under PATHS is failed: in this run, or still from an earlier run (unchanged
     since, not retried; the report counts them as still_failed). Skipped files (over a limit, duplicates) do
-    not change the exit code. Exit code 1, with nothing written, when PATHS hold no video at all and nothing
-    is to be pruned (with --prune, a folder emptied on purpose is pruned).
+    not change the exit code; with --transcribe, a video whose sound could not be decoded makes it 3 as well.
+    Exit code 1, with nothing written, when PATHS hold no video at all and nothing is to be pruned (with
+    --prune, a folder emptied on purpose is pruned).
 
     \b
     Examples:
@@ -222,6 +239,8 @@ def index_cmd(
       xclip-search index ~/Videos --prune --json        # nightly: new, changed, moved and deleted files
       xclip-search index clips/ --index my-index --model ./my-xclip-checkpoint
       xclip-search index clips/ --dry-run               # what would be indexed, time and disk estimate
+      xclip-search index ~/Lectures --transcribe        # also what is said (Whisper base, on this machine)
+      xclip-search index talks/ --transcribe --speech-model small   # a larger Whisper: better, slower
       xclip-search index /shared/videos --index /shared/idx --ray 10.0.0.1:6379   # on a Ray cluster
     """
     from indexer import IndexOptions, run_index
@@ -252,6 +271,8 @@ def index_cmd(
         limits=Limits(max_pixels=max_pixels, max_duration_s=max_duration),
         commit_every=commit_every,
         catalog_url=catalog_url,
+        transcribe=transcribe,
+        speech_model=speech_model,
     )
     if decoder is not None:
         from indexer.decoders import decoder_chain
@@ -267,18 +288,24 @@ def index_cmd(
     progress = BarProgress(enabled=not as_json)
     try:
         report = run_index(
-            [str(p) for p in paths], target, model=model, options=options, progress=progress, encoding=encoding
+            [str(p) for p in paths],
+            target,
+            model=model,
+            options=options,
+            progress=progress,
+            encoding=encoding,
+            speech_progress=progress,
         )
     finally:
         progress.close()
     if as_json:
         echo_json(report.to_dict())
     else:
-        _print_report(report, Path(target).resolve())
+        _print_report(report, Path(target).resolve(), transcribe=transcribe)
     return report.exit_code
 
 
-def _print_report(report: IndexReport, target: Path) -> None:
+def _print_report(report: IndexReport, target: Path, *, transcribe: bool) -> None:
     """The human report: the counts on stdout; this run's failures and those still in place on stderr."""
     d = report.counts()
     still = f", {d['still_failed']} still failed" if d["still_failed"] else ""
@@ -288,6 +315,22 @@ def _print_report(report: IndexReport, target: Path) -> None:
         f"{d['moved']} moved, {d['failed']} failed, {d['skipped']} skipped, {d['removed']} removed{still} "
         f"in {report.seconds:.1f} s -> {target}"
     )
+    side = report.sidecars
+    if side.read or side.dropped:
+        click.echo(
+            f"Subtitles: {side.cues} cue(s) read from the sidecars of {side.read} video(s), {side.dropped} dropped"
+        )
+    for path, reason in side.failures[:20]:
+        click.echo(f"  subtitles not read: {path}: {reason}", err=True)
+    if transcribe:
+        from indexer.transcribe import NO_AUDIO
+
+        silent = sum(1 for o in report.speech or [] if o.status == NO_AUDIO)
+        click.echo(
+            f"Transcribed {d['transcribed']} video(s), {silent} without sound, {d['transcription_failed']} failed."
+        )
+    for s in report.speech_failures[:20]:
+        click.echo(f"  transcription failed: {s.path}: {s.reason}", err=True)
     _list(report.failures, "")
     if report.earlier:
         click.echo(

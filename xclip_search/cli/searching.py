@@ -17,8 +17,27 @@ from .base import EXIT_PARTIAL, cli, device_option, filter_options, index_option
 
 
 def _hits_table(hits: Sequence[Any]) -> None:
-    rows = [(h.rank, f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path) for h in hits]
-    table(rows, ["#", "score", "time", "path"])
+    if not any(h.match != "visual" for h in hits):
+        rows = [(h.rank, f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path) for h in hits]
+        table(rows, ["#", "score", "time", "path"])
+        return
+    # A fused search: how each moment matched, and the line that was said (score stays X-CLIP's).
+    fused: list[tuple[Any, ...]] = [
+        (
+            h.rank,
+            f"{h.score:.4f}",
+            h.match,
+            f"{format_time(h.start)}-{format_time(h.end)}",
+            h.path + (f'\n    "{_one_line(h.cue.text)}"' if h.cue is not None else ""),
+        )
+        for h in hits
+    ]
+    table(fused, ["#", "score", "match", "time", "path"])
+
+
+def _one_line(text: str, limit: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 @cli.command("search")
@@ -35,6 +54,14 @@ def _hits_table(hits: Sequence[Any]) -> None:
 @click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
 @click.option("--min-score", type=float, default=None, help="Leave out results scoring below this.")
 @click.option("--no-merge", is_flag=True, help="Report each video's best segment alone (no merged time range).")
+@click.option(
+    "--match",
+    "match",
+    type=click.Choice(["visual", "speech", "both"]),
+    default=None,
+    help="Match what is shown (X-CLIP), what is said (subtitles, transcripts), or both, fused "
+    "[default: both when the index holds subtitles or transcripts, else visual].",
+)
 @filter_options
 @device_option
 @json_option
@@ -47,19 +74,23 @@ def search_cmd(
     all_segments: bool,
     min_score: float | None,
     no_merge: bool,
+    match: str | None,
     where: Any,
     device: str | None,
     as_json: bool,
 ) -> int:
     """Find the moments that match QUERY, best first.
 
-    One hit per video: its best segment, widened over adjacent segments that match about as well.
+    One hit per video: its best segment, widened over adjacent segments that match about as well. Where the
+    index holds subtitles or transcripts, a moment is also found by what is said in it: every word of QUERY in
+    one line, "an exact phrase", prefix*, a OR b.
 
     \b
     Examples:
       xclip-search search "someone slicing bread"
       xclip-search search "red circle moving left" --top-k 3 --json
       xclip-search search "a goal" --filter "duration>=60" --path-prefix ~/Videos/football --tag soccer
+      xclip-search search '"quarterly budget"' --match speech
     """
     from ..index import Index
 
@@ -73,6 +104,7 @@ def search_cmd(
             where=where,
             min_score=min_score,
             merge=not no_merge,
+            match=match,
         )
     if as_json:
         echo_json({"query": query, "results": [h.to_dict() for h in hits]})

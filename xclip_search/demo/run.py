@@ -35,11 +35,32 @@ GROUND_TRUTH_FILE = "ground-truth.jsonl"  # what `xclip-search eval` reads (xcli
 
 @dataclass(frozen=True)
 class Truth:
-    """What is really in one time range of one library file."""
+    """What is really in one time range of one library file: what it shows (`caption`) and what its subtitles
+    say there without it being shown (`said`; scene videos only)."""
 
     start: float
     end: float
     caption: str
+    said: str = ""
+
+
+# What a narrator says over each scene of the scene videos (its sidecar subtitles): things no frame shows, so a
+# search finds them only through the subtitles. One line per scene, in order; one is Cyrillic.
+NARRATION = (
+    "The lighthouse keeper waves from the harbor.",
+    "Grandma bakes bread every Sunday.",
+    "The train to Vienna leaves at noon.",
+    "Remember to water the tomatoes.",
+    "Our quarterly budget was approved this morning.",
+    "A violin concert starts at eight.",
+    "Спокойной ночи, малыш.",
+    "The museum is closed on Mondays.",
+    "Pack an umbrella for the mountains.",
+    "The bakery sells warm croissants.",
+    "Our flight lands in Lisbon tomorrow.",
+    "Happy birthday to the twins!",
+)
+SAID_QUERY = "quarterly budget"  # said over a scene of scenes-2.mp4, shown nowhere
 
 
 @dataclass
@@ -89,7 +110,13 @@ def build_library(directory: Path, opts: DemoOptions) -> dict[str, list[Truth]]:
     if truth_path.is_file():
         recorded = json.loads(truth_path.read_text())
         if recorded.get("seed") == opts.seed and all((directory / name).is_file() for name in recorded["files"]):
-            return {name: [Truth(**t) for t in rows] for name, rows in recorded["files"].items()}
+            known = {name: [Truth(**t) for t in rows] for name, rows in recorded["files"].items()}
+            scenes = {name: rows for name, rows in known.items() if name.startswith("scenes-")}
+            if all(any(t.said for t in rows) for rows in scenes.values()):  # else: written before subtitles
+                for name, rows in scenes.items():
+                    if not (directory / name).with_suffix(".srt").is_file():
+                        write_subtitles(directory / name, rows)
+                return known
     rng = np.random.default_rng(opts.seed)
     truth: dict[str, list[Truth]] = {}
     for i in range(opts.clips):
@@ -101,10 +128,37 @@ def build_library(directory: Path, opts: DemoOptions) -> dict[str, list[Truth]]:
         video = gen.make_scene_video(rng, opts.scenes, fps=FPS, frames_per_scene=SCENE_FRAMES, two_shape_prob=0.0)
         name = f"scenes-{i + 1}.mp4"
         gen.write_mp4(directory / name, video.frames, fps=FPS)
-        truth[name] = [Truth(s.start, s.end, s.caption) for s in video.scenes]
-    rows = {name: [t.__dict__ for t in ts] for name, ts in truth.items()}
-    truth_path.write_text(json.dumps({"seed": opts.seed, "fps": FPS, "files": rows}, indent=1) + "\n")
+        truth[name] = [
+            Truth(s.start, s.end, s.caption, said_line(i, j, opts.scenes)) for j, s in enumerate(video.scenes)
+        ]
+        write_subtitles(directory / name, truth[name])
+    recorded_rows = {name: [t.__dict__ for t in ts] for name, ts in truth.items()}
+    truth_path.write_text(json.dumps({"seed": opts.seed, "fps": FPS, "files": recorded_rows}, indent=1) + "\n")
     return truth
+
+
+def said_line(video: int, scene: int, scenes_per_video: int) -> str:
+    """The narrator's line over one scene (`NARRATION`, in order over the scene videos)."""
+    return NARRATION[(video * scenes_per_video + scene) % len(NARRATION)]
+
+
+def write_subtitles(video: Path, truth: list[Truth]) -> Path:
+    """The scene video's sidecar subtitles (``scenes-N.srt``): per scene, a line naming the shape on screen
+    ("Here comes a circle.") and the narrator's line (`Truth.said`), which no frame shows."""
+    import pysubs2
+
+    subs = pysubs2.SSAFile()
+    for t in truth:
+        shape = next((w for w in gen.SHAPES if w in t.caption), "shape")
+        middle = (t.start + t.end) / 2
+        subs.append(
+            pysubs2.SSAEvent(start=round(t.start * 1000) + 100, end=round(middle * 1000), text=f"Here comes a {shape}.")
+        )
+        if t.said:
+            subs.append(pysubs2.SSAEvent(start=round(middle * 1000), end=round(t.end * 1000) - 100, text=t.said))
+    path = video.with_suffix(".srt")
+    subs.save(str(path), format_="srt", encoding="utf-8")
+    return path
 
 
 def write_ground_truth(directory: Path, truth: dict[str, list[Truth]]) -> Path:
@@ -155,22 +209,33 @@ def pick_queries(truth: dict[str, list[Truth]]) -> list[tuple[str, str]]:
     single = [n for n in clip_files if " and " not in truth[n][0].caption]
     if single:
         queries.append((truth[single[0]][0].caption, "exact"))
+    if any(SAID_QUERY in t.said.lower() for rows in truth.values() for t in rows):
+        queries.append((SAID_QUERY, "said"))  # found only through what the subtitles say
     queries.append(("blinking", "contains"))
     return queries
 
 
-def caption_at(truth: list[Truth], start: float, end: float) -> str:
-    """The caption of the scene covering the middle of ``[start, end]``."""
+def truth_at(truth: list[Truth], start: float, end: float) -> Truth:
+    """The scene covering the middle of ``[start, end]``."""
     middle = (start + end) / 2
     for t in truth:
         if t.start <= middle < t.end:
-            return t.caption
-    return truth[-1].caption
+            return t
+    return truth[-1]
 
 
-def judge(query: str, how: str, caption: str) -> bool:
+def caption_at(truth: list[Truth], start: float, end: float) -> str:
+    """The caption of the scene covering the middle of ``[start, end]``."""
+    return truth_at(truth, start, end).caption
+
+
+def judge(query: str, how: str, caption: str, said: str = "") -> bool:
+    """Whether a hit is right: its scene shows `query` (``exact``, or ``contains`` a word), or its subtitles say
+    it there (``said``)."""
     if how == "exact":
         return caption == query
+    if how == "said":
+        return query.lower() in said.lower()
     return query in caption
 
 
@@ -220,10 +285,11 @@ def run_demo(opts: DemoOptions, *, progress: Any = None, say: Callable[[str], No
             rows = []
             for hit in hits:
                 name = Path(hit.path).name
-                caption = caption_at(truth[name], hit.best_start, hit.best_end)
+                scene = truth_at(truth[name], hit.best_start, hit.best_end)
                 rows.append(
                     {**hit.to_dict(), "best_start": round(hit.best_start, 3), "best_end": round(hit.best_end, 3)}
-                    | {"caption": caption, "correct": judge(query, how, caption)}
+                    | {"caption": scene.caption, "said": scene.said}
+                    | {"correct": judge(query, how, scene.caption, scene.said)}
                 )
             result.searches.append({"query": query, "judged_by": how, "results": rows})
         seconds["search"] = time.perf_counter() - started

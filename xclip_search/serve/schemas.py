@@ -120,6 +120,10 @@ def stream_url(video_id: int) -> str:
     return f"/api/videos/{video_id}/stream"
 
 
+def subtitles_url(video_id: int) -> str:
+    return f"/api/videos/{video_id}/subtitles.vtt"
+
+
 def hit_json(hit: SearchHit) -> dict[str, Any]:
     return {
         **hit.to_dict(),
@@ -127,6 +131,7 @@ def hit_json(hit: SearchHit) -> dict[str, Any]:
         "name": os.path.basename(hit.path),
         "thumbnail_url": thumbnail_url(hit.segment_id),
         "video_url": stream_url(hit.video_id),
+        "subtitles_url": subtitles_url(hit.video_id),
     }
 
 

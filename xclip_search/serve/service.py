@@ -137,6 +137,7 @@ class IndexService:
         where: SearchFilter | None = None,
         min_score: float | None = None,
         merge: bool = True,
+        match: str | None = None,
     ) -> SearchOutcome:
         """`Index.search` on the newest generation, with the engine's stage timings."""
         started = time.perf_counter()
@@ -152,6 +153,7 @@ class IndexService:
                 where=where,
                 min_score=min_score,
                 merge=merge,
+                match=match,
             )
         )
         return self._outcome(results, started)
@@ -274,6 +276,11 @@ class IndexService:
         generation = self.pin()
         row = self.index.video(video_id)
         return row, self.index.shots_of(video_id, generation=generation), generation
+
+    def subtitles_vtt(self, video_id: int) -> str:
+        """A video's subtitles and transcript as WebVTT (`Index.subtitles_vtt`), for the player's track."""
+        self.pin()
+        return self.index.subtitles_vtt(video_id)
 
     def segment(self, segment_id: int) -> tuple[SegmentRow, int]:
         generation = self.pin()

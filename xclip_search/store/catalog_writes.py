@@ -14,6 +14,7 @@ from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from .catalog_cues import delete_video_cues, write_cues
 from .manifest import ShardInfo, now_iso
 from .records import BatchEntry, FileUpdate, VideoRecord, signed64
 from .schema import INDEXED, REMOVED, generations, id_counter, meta_table, runs, segments, shards, tags, videos
@@ -132,6 +133,9 @@ class CatalogWrites:
             for entry in entries:
                 video_id = self._upsert_video(conn, entry.video, generation, run_id, now)
                 self._retire_segments(conn, [video_id], generation)
+                # The file's own text streams, read with its frames: replaced with the video (stamp: its content).
+                stamp = (entry.video.content_hash or "") if entry.cues else None  # no record for files without any
+                write_cues(conn, video_id, "embedded", entry.cues, stamp)
                 if entry.segments:
                     if shard is None:
                         raise ValueError("segments need a shard")
@@ -165,6 +169,7 @@ class CatalogWrites:
                     )
                 ]
                 self._retire_segments(conn, ids, generation)
+                delete_video_cues(conn, ids)  # a removed video's text goes with it
                 conn.execute(
                     update(videos)
                     .where(videos.c.id.in_(bindparam("ids", expanding=True)))

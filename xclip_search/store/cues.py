@@ -29,3 +29,21 @@ class Cue:
             raise ValueError(f"a cue needs 0 <= start <= end, got [{self.start}, {self.end}]")
         if self.source not in CUE_SOURCES:
             raise ValueError(f"unknown cue source {self.source!r}")
+
+
+@dataclass(frozen=True)
+class StoredCue:
+    """A cue as the catalog keeps it: its row id and its video's id."""
+
+    id: int
+    video_id: int
+    cue: Cue
+
+
+@dataclass(frozen=True)
+class CueMatch:
+    """A cue that a full-text query matched, with the engine's relevance (larger is better; BM25 on SQLite,
+    ``ts_rank`` on PostgreSQL, so only its order is comparable across catalogs)."""
+
+    stored: StoredCue
+    score: float

@@ -19,8 +19,9 @@ from sqlalchemy import Engine, MetaData, inspect, select, text, update
 from sqlalchemy.engine import Connection
 
 from ..errors import CatalogError
+from . import fulltext
 
-LATEST = 4
+LATEST = 5
 VERSION_KEY = "schema_version"
 
 
@@ -43,8 +44,15 @@ def _v4_segment_shots(conn: Connection, metadata: MetaData) -> None:
         conn.exec_driver_sql("ALTER TABLE segments ADD COLUMN shot INTEGER")
 
 
+def _v5_cues(conn: Connection, metadata: MetaData) -> None:
+    """Timed text (subtitles, speech) and its full-text index: search by what is said."""
+    metadata.tables["cues"].create(conn, checkfirst=True)
+    metadata.tables["cue_tracks"].create(conn, checkfirst=True)
+    fulltext.create(conn)
+
+
 # STEPS[i] takes a catalog from version i + 1 to version i + 2.
-STEPS: list[Callable[[Connection, MetaData], None]] = [_v2_file_identity, _v3_tags, _v4_segment_shots]
+STEPS: list[Callable[[Connection, MetaData], None]] = [_v2_file_identity, _v3_tags, _v4_segment_shots, _v5_cues]
 assert len(STEPS) == LATEST - 1
 
 
@@ -92,6 +100,7 @@ def migrate(engine: Engine, metadata: MetaData, *, create: bool, where: str) -> 
                     hint="Check the catalog URL (XCLIP_SEARCH_CATALOG, catalog.json), or build the index first.",
                 )
             metadata.create_all(conn)
+            fulltext.create(conn)  # backend-specific DDL that the metadata cannot describe
             meta, counter = metadata.tables["meta"], metadata.tables["id_counter"]
             conn.execute(meta.insert().values(key=VERSION_KEY, value=str(LATEST)))
             conn.execute(counter.insert().values(name="segments", next=1))

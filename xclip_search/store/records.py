@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .cues import Cue
+
 
 @dataclass
 class VideoRecord:
@@ -69,8 +71,12 @@ class SegmentRecord:
 
 @dataclass
 class BatchEntry:
+    """A video row to write with its segments, and the text streams found inside its file (`cues`, source
+    ``embedded``): a video written again always gets its embedded cues replaced, by none when it has none."""
+
     video: VideoRecord
     segments: list[SegmentRecord] = field(default_factory=list)
+    cues: list[Cue] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,39 @@ tags = Table(
     Index("ix_tags_label", "label", "prob"),
 )
 
+# Timed text of a video (`store.cues.Cue`): subtitle cues from sidecar files or container streams, and
+# transcribed speech. ``body`` is the text as the full-text index reads it (`store.fulltext.body`); the index
+# itself is backend-specific DDL (an FTS5 table on SQLite, a GIN index on PostgreSQL), made by `fulltext.create`.
+# Cues are not versioned by generation: a video's cues of one source are replaced as a whole
+# (`Catalog.replace_cues`), and search maps them onto the segments visible in its own generation.
+cues = Table(
+    "cues",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("video_id", Integer, ForeignKey("videos.id"), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("start_s", Float, nullable=False),
+    Column("end_s", Float, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("language", String(35)),
+    Index("ix_cues_video", "video_id", "source", "start_s"),
+    sqlite_autoincrement=True,
+)
+
+# What each video's cues of one source were made from (`stamp`: e.g. the sidecar files' names, sizes and mtimes,
+# or the speech model), so a re-run re-reads a source only when that changed. A video with a source tried and
+# nothing found has a row with count 0.
+cue_tracks = Table(
+    "cue_tracks",
+    metadata,
+    Column("video_id", Integer, ForeignKey("videos.id"), primary_key=True),
+    Column("source", String(16), primary_key=True),
+    Column("stamp", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
 # Statuses a video row can hold; what a run did to each file (unchanged, moved, ...) is in the run's report.
 INDEXED, FAILED, SKIPPED, REMOVED = "indexed", "failed", "skipped", "removed"
 
@@ -152,6 +185,8 @@ __all__ = [
     "REMOVED",
     "SCHEMA_VERSION",
     "SKIPPED",
+    "cue_tracks",
+    "cues",
     "generations",
     "id_counter",
     "live_at",

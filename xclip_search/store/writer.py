@@ -39,6 +39,7 @@ from ..identity import ModelIdentity
 from . import ann as ann_store
 from . import compaction
 from .catalog import CATALOG_NAME, BatchEntry, Catalog, FileUpdate, SegmentRecord, VideoRecord
+from .cues import Cue
 from .fsio import crash_point, remove_stale_temporaries, writer_lock
 from .location import LOCATION_FILE, CatalogLocation, is_default, read_recorded, record, resolve
 from .manifest import MANIFEST_NAME, AnnInfo, Manifest, ShardInfo, now_iso, read_manifest, write_manifest
@@ -339,13 +340,15 @@ class IndexWriter:
         z: np.ndarray,
         *,
         thumbnails: Sequence[bytes | None] | None = None,
+        cues: Sequence[Cue] = (),
     ) -> None:
-        """Queue an indexed video with its segments (ids already reserved), their vectors and JPEG thumbnails."""
+        """Queue an indexed video with its segments (ids already reserved), their vectors and JPEG thumbnails, and
+        the cues of the text streams inside its file."""
         if len(segments) != len(v) or len(segments) != len(z):
             raise ValueError("one v and one Z per segment")
         if thumbnails is not None and len(thumbnails) != len(segments):
             raise ValueError("one thumbnail (or None) per segment")
-        entry = BatchEntry(video=video, segments=list(segments))
+        entry = BatchEntry(video=video, segments=list(segments), cues=list(cues))
         self._entries.append(entry)
         self._owners.append(entry)
         self._thumbs.append(list(thumbnails) if thumbnails is not None else [None] * len(segments))

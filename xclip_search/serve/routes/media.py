@@ -55,6 +55,18 @@ def stream_video(request: Request, video_id: VideoId) -> Response:
         raise
 
 
+@router.get(
+    "/videos/{video_id}/subtitles.vtt",
+    summary="The video's subtitles and transcript lines as WebVTT, from the catalog (empty when it has none)",
+    operation_id="video_subtitles",
+    response_class=Response,
+    responses={200: {"content": {"text/vtt": {}}}},
+)
+def video_subtitles(request: Request, video_id: VideoId) -> Response:
+    service: IndexService = request.app.state.service
+    return Response(service.subtitles_vtt(video_id), media_type="text/vtt; charset=utf-8")
+
+
 def _file_response(request: Request, opened: OpenedFile, media_type: str) -> Response:
     headers = {
         "Accept-Ranges": "bytes",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
@@ -61,6 +61,13 @@ def search(
     ] = None,
     min_score: Annotated[float | None, Query(allow_inf_nan=False, description="Leave out results below this")] = None,
     merge: Annotated[bool, Query(description="Widen each video's hit over adjacent matching segments")] = True,
+    match: Annotated[
+        Literal["visual", "speech", "both"] | None,
+        Query(
+            description="Match what is shown (X-CLIP), what is said (subtitles, transcripts) or both, fused "
+            "(default: both when the index holds any subtitle or transcript line, else visual)"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     where, echoed = search_filter(
         path,
@@ -80,6 +87,7 @@ def search(
         where=where,
         min_score=min_score,
         merge=merge,
+        match=match,
     )
     return outcome_json(outcome, query=q, filters=echoed)
 

@@ -65,10 +65,58 @@ function card(item, onClick) {
   node.title = item.path;
   node.querySelector(".score").textContent = item.score != null ? `score ${item.score.toFixed(4)}` : (item.segments != null ? `${item.segments} moments` : "");
   node.querySelector(".rank").textContent = item.rank != null ? `#${item.rank}` : "";
+  if (item.match && item.match !== "visual") {
+    // Found by what is said: how it matched, and the line itself with the query's words marked.
+    node.querySelector(".score").textContent += item.match === "both" ? " · shown + said" : " · said";
+    if (item.cue) node.querySelector(".card-body").append(cueLine(item.cue, state.query || ""));
+  }
   if (item.segment_id != null) node.dataset.segmentId = item.segment_id;
   node.dataset.start = item.start != null ? item.start : 0;
   node.addEventListener("click", () => onClick(item, node));
   return node;
+}
+
+// The words of a query as the full-text search reads them (quotes, OR and a trailing * are syntax).
+function queryWords(query) {
+  return query.replace(/["*]/g, " ").split(/\s+/).filter((w) => w && w !== "OR")
+    .flatMap((w) => fold(w).split(/[^\p{L}\p{N}\p{M}]+/u)).filter(Boolean);
+}
+
+// Case and diacritics folded, as the index folds them ("Café" finds "cafe").
+function fold(text) {
+  return text.normalize("NFD").replace(/\p{Mn}/gu, "").toLowerCase();
+}
+
+// A cue's text with every word that begins like a query word marked (<mark>, built as nodes: no HTML parsing).
+function cueLine(cue, query) {
+  const text = cue.text.replace(/\s+/g, " ");
+  let folded = "";
+  const origin = []; // index in `text` of each character of `folded`
+  for (let i = 0; i < text.length; i++) {
+    const f = fold(text[i]);
+    for (let k = 0; k < f.length; k++) { folded += f[k]; origin.push(i); }
+  }
+  const marked = new Array(text.length).fill(false);
+  const isWord = (ch) => /[\p{L}\p{N}\p{M}]/u.test(ch || "");
+  const spaceless = /[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Thai}]/u;
+  for (const word of queryWords(query)) {
+    let at = folded.indexOf(word);
+    while (at >= 0) {
+      if (spaceless.test(word) || !isWord(folded[at - 1])) {
+        for (let k = at; k < at + word.length; k++) marked[origin[k]] = true;
+      }
+      at = folded.indexOf(word, at + 1);
+    }
+  }
+  const line = el("div", { class: "cue", title: `${cue.source}${cue.language ? ` · ${cue.language}` : ""} · ${fmtTime(cue.start)}–${fmtTime(cue.end)}` });
+  let i = 0;
+  while (i < text.length) {
+    let j = i;
+    while (j < text.length && marked[j] === marked[i]) j++;
+    line.append(marked[i] ? el("mark", { text: text.slice(i, j) }) : document.createTextNode(text.slice(i, j)));
+    i = j;
+  }
+  return line;
 }
 
 function showHits(data, label, kind) {
@@ -86,7 +134,7 @@ function showHits(data, label, kind) {
     grid.append(card(hit, (h, node) => {
       document.querySelectorAll(".card.active").forEach((n) => n.classList.remove("active"));
       node.classList.add("active");
-      play({ video_id: h.video_id, video_url: h.video_url, name: h.name, path: h.path, start: h.start, end: h.end, score: h.score, segment_id: h.segment_id });
+      play({ video_id: h.video_id, video_url: h.video_url, subtitles_url: h.subtitles_url, cue: h.cue, name: h.name, path: h.path, start: h.start, end: h.end, score: h.score, segment_id: h.segment_id });
     }));
   }
 }
@@ -99,6 +147,7 @@ async function runSearch(event) {
   const pathFilter = $("path-filter").value.trim();
   if (pathFilter) params.set("path", pathFilter);
   history.replaceState(null, "", `?${new URLSearchParams({ q })}`);
+  state.query = q;
   setStatus($("status"), "Searching… (the first search loads the model)");
   $("results").replaceChildren();
   $("results").dataset.kind = "";
@@ -144,6 +193,12 @@ function play(item) {
   };
   if (video.dataset.src !== item.video_url) {
     video.dataset.src = item.video_url;
+    video.querySelectorAll("track").forEach((t) => t.remove());
+    const subtitles = item.subtitles_url || `/api/videos/${item.video_id}/subtitles.vtt`;
+    // The catalog's subtitles and transcript as a WebVTT track; shown at once when this moment was found by them.
+    const track = el("track", { kind: "subtitles", label: "Subtitles", src: subtitles });
+    if (item.cue) track.setAttribute("default", "");
+    video.append(track);
     video.src = item.video_url;
     video.addEventListener("loadedmetadata", seekAndPlay, { once: true });
     video.load();
