@@ -196,3 +196,35 @@ def test_the_demo_index_finds_a_scene_and_plays_it(browser: Any, demo_index: tup
         assert target.start_s <= t < target.end_s
         page.screenshot(path=str(ARTIFACTS / "test-browser-demo.png"), full_page=True)
         context.close()
+
+
+def test_a_said_line_shows_under_its_card_and_in_the_player(
+    browser: Any, demo_index: tuple[Path, dict[str, Any]]
+) -> None:
+    """Issue 16: a moment found by its subtitles shows the line with the query's words marked, and the player
+    shows the catalog's subtitles (a WebVTT track) over it."""
+    from xclip_search.demo.run import SAID_QUERY
+
+    index_dir, _truth = demo_index
+    with serve_in_thread(ServeSettings(index_dir=index_dir, port=0, warm=True)) as url:
+        context = browser.new_context(viewport={"width": 1360, "height": 1000})
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#index-counts .count")
+        page.fill("#q", SAID_QUERY)
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results[data-kind=search] .card", timeout=60_000)
+        first = page.locator("#results .card").first
+        assert first.locator(".name").text_content() == "scenes-2.mp4"
+        assert first.locator(".cue").text_content() == "Our quarterly budget was approved this morning."
+        assert first.locator(".cue mark").all_text_contents() == ["quarterly", "budget"]
+        first.click()
+        page.wait_for_function(
+            "() => { const v = document.getElementById('video'); const t = v.textTracks[0];"
+            " return t && t.mode === 'showing' && t.cues && t.cues.length > 0; }",
+            timeout=30_000,
+        )
+        texts = page.evaluate("() => Array.from(document.getElementById('video').textTracks[0].cues, (c) => c.text)")
+        assert "Our quarterly budget was approved this morning." in texts
+        page.screenshot(path=str(ARTIFACTS / "test-browser-said.png"), full_page=True)
+        context.close()

@@ -97,13 +97,13 @@ def test_replacing_one_source_keeps_the_others(tmp_path: Path, catalog_backend: 
 def test_a_version_4_catalog_gains_cues(tmp_path: Path, catalog_backend: str | None) -> None:
     location = CatalogLocation(normalize_url(catalog_backend or default_url(tmp_path)))
     catalog = Catalog.connect(location, create=True)
+    vid = _video(catalog, "/v/a.mp4")
     with catalog.engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("DROP TABLE cues_fts")
         conn.exec_driver_sql("DROP TABLE cue_tracks")
         conn.exec_driver_sql("DROP TABLE cues")
         conn.execute(update(meta_table).where(meta_table.c.key == "schema_version").values(value="4"))
-    vid = _video(catalog, "/v/a.mp4")
     catalog.close()
     catalog = Catalog.connect(location)
     try:

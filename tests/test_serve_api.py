@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from xclip_search import Index
 from xclip_search.serve.app import STATIC_DIR, ServeSettings, create_app
 
-HIT_KEYS = {"rank", "video_id", "path", "start", "end", "score", "coarse_score"}
+HIT_KEYS = {"rank", "video_id", "path", "start", "end", "score", "coarse_score", "match", "cue", "fused_score"}
 
 
 def make_client(index_dir: Path, **settings: Any) -> TestClient:

@@ -593,3 +593,22 @@ def test_the_roots_of_watch_runs_do_not_pile_up_in_the_servers_roots(tmp_path: P
     runs += [(json.dumps([str(lib / f"{i}.mp4"), str(lib / "sub")]), []) for i in range(1000)]  # batches
     runs += [(json.dumps([str(tmp_path / "lib-other")]), [])]
     assert roots_from_runs(runs) == [lib, (tmp_path / "lib-other").resolve()]
+
+
+def test_a_sidecar_subtitle_change_reruns_its_videos(tmp_path: Path) -> None:
+    """Issue 16: a subtitle file that appears, changes or goes hands its video(s) to a run, which re-reads their
+    sidecars (the video's frames are unchanged, so nothing is re-encoded)."""
+    runs, notices = Recorder(), list[str]()
+    w, clock = make_watcher(tmp_path, lambda polling: FakeObserver(polling), notices, runs)
+    w.start()
+    lib = tmp_path / "lib"
+    for name in ("movie.mp4", "movie.mkv", "other.mp4"):
+        (lib / name).write_bytes(b"x" * 10)
+    (lib / "movie.en.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nhello\n")
+    w.feed([FsEvent("touched", str(lib / "movie.en.srt")), FsEvent("gone", str(lib / "other.vtt"))])
+    assert w.step() is None and w.waiting == 3  # the videos beside them, not the subtitle files
+    clock.advance(2.1)
+    result = w.step()
+    assert result is not None and result.trigger == "changes"
+    assert sorted(runs.calls[-1][0]) == [str(lib / "movie.mkv"), str(lib / "movie.mp4"), str(lib / "other.mp4")]
+    w.close()

@@ -233,6 +233,7 @@ def info_cmd(index_dir: Path | None, failures: bool, as_json: bool) -> int:
         ),
         ("videos", ", ".join(f"{v} {k}" for k, v in data["videos"].items())),
         ("segments", data["segments"]),
+        ("subtitle lines", f"{data.get('cues', 0)} (search matches what is said too)" if data.get("cues") else "none"),
         ("segmentation", _segmentation_line(data["segmentation"])),
         ("ANN", _ann_line(ann)),
         (
