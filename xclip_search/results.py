@@ -39,10 +39,15 @@ class SearchHit:
     best_start: float = 0.0
     best_end: float = 0.0
     segment_ids: tuple[int, ...] = field(default=())
+    # Set when a learned concept ranked the results (`xclip_search.learning`): its probability, the fused key of
+    # a text + concept search, and what ranked them; `score` stays X-CLIP's own.
+    concept_prob: float | None = None
+    fused_score: float | None = None
+    ranked_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of DESIGN.md §4 (contract)."""
-        return {
+        """The JSON shape of DESIGN.md §4 (contract), plus the concept's fields when a concept ranked it."""
+        out: dict[str, Any] = {
             "rank": self.rank,
             "video_id": self.video_id,
             "path": self.path,
@@ -51,6 +56,12 @@ class SearchHit:
             "score": self.score,
             "coarse_score": self.coarse_score,
         }
+        if self.ranked_by is not None:
+            out["ranked_by"] = self.ranked_by
+            out["concept_prob"] = self.concept_prob
+            if self.fused_score is not None:
+                out["fused_score"] = self.fused_score
+        return out
 
 
 def check_search_args(top_k: int, candidates: int | None) -> int:

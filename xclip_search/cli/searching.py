@@ -22,7 +22,7 @@ def _hits_table(hits: Sequence[Any]) -> None:
 
 
 @cli.command("search")
-@click.argument("query")
+@click.argument("query", required=False)
 @index_option()
 @click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option(
@@ -33,13 +33,23 @@ def _hits_table(hits: Sequence[Any]) -> None:
 )
 @click.option("--no-rerank", is_flag=True, help="Rank by the first-stage cosine only (no video-specific prompts).")
 @click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
-@click.option("--min-score", type=float, default=None, help="Leave out results scoring below this.")
+@click.option(
+    "--min-score",
+    type=float,
+    default=None,
+    help="Leave out results scoring below this (with --concept: its probability).",
+)
 @click.option("--no-merge", is_flag=True, help="Report each video's best segment alone (no merged time range).")
+@click.option(
+    "--concept",
+    default=None,
+    help="Rank by this learned concept's probability (with QUERY: fused with X-CLIP's score for QUERY).",
+)
 @filter_options
 @device_option
 @json_option
 def search_cmd(
-    query: str,
+    query: str | None,
     index_dir: Path | None,
     top_k: int,
     candidates: int | None,
@@ -47,11 +57,12 @@ def search_cmd(
     all_segments: bool,
     min_score: float | None,
     no_merge: bool,
+    concept: str | None,
     where: Any,
     device: str | None,
     as_json: bool,
 ) -> int:
-    """Find the moments that match QUERY, best first.
+    """Find the moments that match QUERY (and/or a learned --concept), best first.
 
     One hit per video: its best segment, widened over adjacent segments that match about as well.
 
@@ -60,9 +71,15 @@ def search_cmd(
       xclip-search search "someone slicing bread"
       xclip-search search "red circle moving left" --top-k 3 --json
       xclip-search search "a goal" --filter "duration>=60" --path-prefix ~/Videos/football --tag soccer
+      xclip-search search --concept blicket --top-k 5          # ranked by the concept's probability
+      xclip-search search "moving left" --concept blicket      # X-CLIP's score fused with the concept
     """
     from ..index import Index
 
+    if concept is not None:
+        return _search_concept(query, concept, index_dir, top_k, all_segments, min_score, where, device, as_json)
+    if query is None:
+        raise InvalidArgumentError("No query given", hint='xclip-search search "a dog catching a frisbee"')
     with Index.open(index_dir, device=device) as index:
         hits = index.search(
             query,
@@ -81,6 +98,39 @@ def search_cmd(
         click.echo("No results." if where or min_score is not None else "No results (the index is empty).")
         return 0
     _hits_table(hits)
+    return 0
+
+
+def _search_concept(
+    query: str | None,
+    concept: str,
+    index_dir: Path | None,
+    top_k: int,
+    all_segments: bool,
+    min_prob: float | None,
+    where: Any,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """``search --concept``: `score` stays X-CLIP's (for QUERY, or for the concept's name); `concept_prob` and,
+    with a query, `fused_score` say what ranked the results."""
+    from ..index import Index
+
+    with Index.open(index_dir, device=device) as index:
+        hits = index.search_concept(
+            concept, query=query, top_k=top_k, per_video=not all_segments, where=where, min_prob=min_prob
+        )
+    if as_json:
+        echo_json({"query": query, "concept": concept.strip(), "results": [h.to_dict() for h in hits]})
+        return 0
+    if not hits:
+        click.echo("No results.")
+        return 0
+    rows = [
+        (h.rank, f"{h.concept_prob:.2f}", f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path)
+        for h in hits
+    ]
+    table(rows, ["#", "concept P", "x-clip score", "time", "path"])
     return 0
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..errors import CatalogError, IndexCorruptError
 from . import migrations
+from .catalog_concepts import CatalogConcepts, ConceptRow
 from .catalog_reads import CatalogReads
 from .catalog_writes import CatalogWrites
 from .dbguard import guard_sqlite
@@ -55,7 +56,7 @@ from .schema import (
 )
 
 
-class Catalog(CatalogReads, CatalogWrites):
+class Catalog(CatalogReads, CatalogWrites, CatalogConcepts):
     """A handle on the catalog database (one SQLAlchemy engine per process)."""
 
     def __init__(self, engine: Engine, location: CatalogLocation | None = None) -> None:
@@ -166,6 +167,7 @@ __all__ = [
     "SKIPPED",
     "BatchEntry",
     "Catalog",
+    "ConceptRow",
     "FileUpdate",
     "RunRoots",
     "SQLAlchemyError",

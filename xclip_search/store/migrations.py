@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import CatalogError
 
-LATEST = 4
+LATEST = 6
 VERSION_KEY = "schema_version"
 
 
@@ -43,8 +43,23 @@ def _v4_segment_shots(conn: Connection, metadata: MetaData) -> None:
         conn.exec_driver_sql("ALTER TABLE segments ADD COLUMN shot INTEGER")
 
 
+def _v5_reserved(conn: Connection, metadata: MetaData) -> None:
+    """Version 5 is another branch's step (cues); a placeholder here so concepts can be version 6."""
+
+
+def _v6_concepts(conn: Connection, metadata: MetaData) -> None:
+    """Concepts learned from examples (``learn``): labels scored by a small model over the stored ``v``."""
+    metadata.tables["concepts"].create(conn, checkfirst=True)
+
+
 # STEPS[i] takes a catalog from version i + 1 to version i + 2.
-STEPS: list[Callable[[Connection, MetaData], None]] = [_v2_file_identity, _v3_tags, _v4_segment_shots]
+STEPS: list[Callable[[Connection, MetaData], None]] = [
+    _v2_file_identity,
+    _v3_tags,
+    _v4_segment_shots,
+    _v5_reserved,
+    _v6_concepts,
+]
 assert len(STEPS) == LATEST - 1
 
 
