@@ -8,6 +8,8 @@ One directory, written under a temporary name and renamed into place when comple
                       duration_s, fps, num_frames, width, height, codec, status, reason, indexed_at, ...)
     contexts.parquet  segment_id int64, z fixed_size_list<float32>[N*D]: the prompt context Z, row-major (N, D)
     tags.parquet      segment_id int64, label string, prob float64, score float64, tagged_at string (if saved)
+    concepts.parquet  name, text, method, model_source, model_hash, examples (JSON list), positives, negatives,
+                      held_out_accuracy, learned_at, model (the classifier as JSON): concepts learned (if any)
     export.json       model identity, generation, D, N, counts and this layout
 
 ``Z`` goes to its own file because it is ~98% of the bytes (49 x 512 floats a segment for B/32, against 512 for
@@ -32,7 +34,7 @@ import numpy as np
 
 from .errors import DependencyError, InvalidArgumentError
 from .filters import SearchFilter
-from .store.catalog import TagRow, VideoRow
+from .store.catalog import ConceptRow, TagRow, VideoRow
 from .store.fsio import fsync_dir
 from .store.snapshot import Snapshot
 
@@ -47,6 +49,7 @@ class ExportReport:
     segments: int = 0
     videos: int = 0
     tags: int = 0
+    concepts: int = 0
     files: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +58,7 @@ class ExportReport:
             "segments": self.segments,
             "videos": self.videos,
             "tags": self.tags,
+            "concepts": self.concepts,
             "files": dict(self.files),
             "bytes": sum(self.files.values()),
         }
@@ -100,6 +104,7 @@ def export_parquet(
         report.videos = len(videos)
         if snapshot.catalog.has_tags_table():
             report.tags = _write_tags(snapshot.catalog.saved_tags(snapshot.generation, ids), tmp, pa, pq)
+        report.concepts = _write_concepts(snapshot.catalog.concept_rows(), tmp, pa, pq)
         _write_description(snapshot, tmp, report, include_z, where)
         for f in sorted(tmp.iterdir()):
             report.files[f.name] = f.stat().st_size
@@ -211,6 +216,30 @@ def _write_tags(rows: list[TagRow], tmp: Path, pa: Any, pq: Any) -> int:
     return len(rows)
 
 
+def _write_concepts(rows: list[ConceptRow], tmp: Path, pa: Any, pq: Any) -> int:
+    """Learned concepts, classifier included (JSON text), so another tool or index can read or re-import them."""
+    if not rows:
+        return 0
+    schema = pa.schema(
+        [
+            ("name", pa.string()),
+            ("text", pa.string()),
+            ("method", pa.string()),
+            ("model_source", pa.string()),
+            ("model_hash", pa.string()),
+            ("examples", pa.string()),
+            ("positives", pa.int64()),
+            ("negatives", pa.int64()),
+            ("held_out_accuracy", pa.float64()),
+            ("learned_at", pa.string()),
+            ("model", pa.string()),
+        ]
+    )
+    table = [{**asdict(r), "examples": json.dumps(list(r.examples))} for r in rows]
+    _write_table(pq, pa.Table.from_pylist(table, schema=schema), tmp / "concepts.parquet")
+    return len(rows)
+
+
 def _write_description(
     snapshot: Snapshot, tmp: Path, report: ExportReport, include_z: bool, where: SearchFilter | None
 ) -> None:
@@ -222,12 +251,18 @@ def _write_description(
         "dim": model.embed_dim,
         "tokens": model.num_tokens,
         "filter": where.describe() if where else [],
-        "counts": {"segments": report.segments, "videos": report.videos, "tags": report.tags},
+        "counts": {
+            "segments": report.segments,
+            "videos": report.videos,
+            "tags": report.tags,
+            "concepts": report.concepts,
+        },
         "files": {
             "segments.parquet": "one row per live segment; v = unit video embedding",
             "videos.parquet": "the catalog's videos table",
             **({"contexts.parquet": "Z per segment, float32, flattened row-major (tokens, dim)"} if include_z else {}),
             **({"tags.parquet": "labels saved with tag --save"} if report.tags else {}),
+            **({"concepts.parquet": "concepts learned with learn"} if report.concepts else {}),
         },
     }
     path = tmp / "export.json"
