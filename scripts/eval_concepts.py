@@ -167,12 +167,12 @@ def tip_adapter(pv: np.ndarray, nv: np.ndarray, ps: np.ndarray, ns: np.ndarray, 
 
 
 def logistic_v(pv: np.ndarray, nv: np.ndarray, ps: np.ndarray, ns: np.ndarray, scale: float):
-    model = cc.fit_concept(pv, nv, logit_scale=scale, folds=0).model
+    model = cc.fit_concept(pv, nv, logit_scale=scale, held_out=False).model
     return lambda v, s: model.probs(v)
 
 
 def chosen(pv: np.ndarray, nv: np.ndarray, ps: np.ndarray, ns: np.ndarray, scale: float, **kw: float):
-    model = cc.fit_concept(pv, nv, logit_scale=scale, text="name", pos_s=ps, neg_s=ns, folds=0, **kw).model
+    model = cc.fit_concept(pv, nv, logit_scale=scale, text="name", pos_s=ps, neg_s=ns, held_out=False, **kw).model
     return lambda v, s: model.probs(v, s)
 
 
