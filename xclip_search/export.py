@@ -10,6 +10,8 @@ One directory, written under a temporary name and renamed into place when comple
     tags.parquet      segment_id int64, label string, prob float64, score float64, tagged_at string (if saved)
     cues.parquet      cue_id int64, video_id int64, start_s float64, end_s float64, text string, language string,
                       source string (sidecar / embedded / speech): subtitle and transcript lines (if any)
+    concepts.parquet  name, text, method, model_source, model_hash, examples (JSON list), positives, negatives,
+                      held_out_accuracy, learned_at, model (the classifier as JSON): concepts learned (if any)
     export.json       model identity, generation, D, N, counts and this layout
 
 ``Z`` goes to its own file because it is ~98% of the bytes (49 x 512 floats a segment for B/32, against 512 for
@@ -34,7 +36,7 @@ import numpy as np
 
 from .errors import DependencyError, InvalidArgumentError
 from .filters import SearchFilter
-from .store.catalog import TagRow, VideoRow
+from .store.catalog import ConceptRow, TagRow, VideoRow
 from .store.fsio import fsync_dir
 from .store.snapshot import Snapshot
 
@@ -50,6 +52,7 @@ class ExportReport:
     videos: int = 0
     tags: int = 0
     cues: int = 0
+    concepts: int = 0
     files: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,6 +62,7 @@ class ExportReport:
             "videos": self.videos,
             "tags": self.tags,
             "cues": self.cues,
+            "concepts": self.concepts,
             "files": dict(self.files),
             "bytes": sum(self.files.values()),
         }
@@ -105,6 +109,7 @@ def export_parquet(
         if snapshot.catalog.has_tags_table():
             report.tags = _write_tags(snapshot.catalog.saved_tags(snapshot.generation, ids), tmp, pa, pq)
         report.cues = _write_cues(snapshot, None if where is None else video_ids, tmp, pa, pq)
+        report.concepts = _write_concepts(snapshot.catalog.concept_rows(), tmp, pa, pq)
         _write_description(snapshot, tmp, report, include_z, where)
         for f in sorted(tmp.iterdir()):
             report.files[f.name] = f.stat().st_size
@@ -256,6 +261,30 @@ def _write_cues(snapshot: Snapshot, video_ids: set[int] | None, tmp: Path, pa: A
     return count
 
 
+def _write_concepts(rows: list[ConceptRow], tmp: Path, pa: Any, pq: Any) -> int:
+    """Learned concepts, classifier included (JSON text), so another tool or index can read or re-import them."""
+    if not rows:
+        return 0
+    schema = pa.schema(
+        [
+            ("name", pa.string()),
+            ("text", pa.string()),
+            ("method", pa.string()),
+            ("model_source", pa.string()),
+            ("model_hash", pa.string()),
+            ("examples", pa.string()),
+            ("positives", pa.int64()),
+            ("negatives", pa.int64()),
+            ("held_out_accuracy", pa.float64()),
+            ("learned_at", pa.string()),
+            ("model", pa.string()),
+        ]
+    )
+    table = [{**asdict(r), "examples": json.dumps(list(r.examples))} for r in rows]
+    _write_table(pq, pa.Table.from_pylist(table, schema=schema), tmp / "concepts.parquet")
+    return len(rows)
+
+
 def _write_description(
     snapshot: Snapshot, tmp: Path, report: ExportReport, include_z: bool, where: SearchFilter | None
 ) -> None:
@@ -267,7 +296,13 @@ def _write_description(
         "dim": model.embed_dim,
         "tokens": model.num_tokens,
         "filter": where.describe() if where else [],
-        "counts": {"segments": report.segments, "videos": report.videos, "tags": report.tags, "cues": report.cues},
+        "counts": {
+            "segments": report.segments,
+            "videos": report.videos,
+            "tags": report.tags,
+            "cues": report.cues,
+            "concepts": report.concepts,
+        },
         "files": {
             "segments.parquet": "one row per live segment; v = unit video embedding",
             "videos.parquet": "the catalog's videos table",
@@ -276,6 +311,7 @@ def _write_description(
             **(
                 {"cues.parquet": "subtitle and transcript lines (text, times, language, source)"} if report.cues else {}
             ),
+            **({"concepts.parquet": "concepts learned with learn"} if report.concepts else {}),
         },
     }
     path = tmp / "export.json"

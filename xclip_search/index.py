@@ -23,7 +23,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .defaults import default_index_dir
-from .errors import IndexMismatchError, NotFoundError
+from .errors import IndexMismatchError, InvalidArgumentError, NotFoundError
 from .filters import SearchFilter
 from .results import (
     DEFAULT_CANDIDATES,
@@ -37,7 +37,7 @@ from .results import (
     check_search_args,
 )
 from .store import compaction
-from .store.catalog import Catalog, RunRoots, SegmentRow, VideoListing, VideoRow
+from .store.catalog import Catalog, ConceptRow, RunRoots, SegmentRow, VideoListing, VideoRow
 from .store.cues import Cue
 from .store.manifest import MANIFEST_NAME, read_manifest
 from .store.records import Shot, group_shots
@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 
     from .example import Example
     from .export import ExportReport
+    from .learning import ConceptEngine, LearnedConcept, Moments
     from .search import SearchEngine
-    from .tagging import LabelScore, SegmentTags
+    from .tagging import LabelScore, Prober, SegmentTags
 
     Where = SearchFilter | str | Iterable[str] | None
 
@@ -292,9 +293,11 @@ class Index:
         top: int | None = None,
         min_prob: float | None = None,
     ) -> list[list[LabelScore]]:
-        """Tag freshly encoded segments (``v``, ``Z``) with this index's model."""
+        """Tag freshly encoded segments (``v``, ``Z``) with this index's model; labels naming learned concepts
+        are scored by them (`learn`)."""
         self._components()
-        return list(self._tagger.tag(v, z, labels, top=top, min_prob=min_prob))
+        prober = self._concept_prober(labels)
+        return list(self._tagger.tag(v, z, labels, top=top, min_prob=min_prob, prober=prober))
 
     @staticmethod
     def check_labels(labels: Sequence[str]) -> list[str]:
@@ -329,6 +332,7 @@ class Index:
         flt = self._checked_filter(where)
         snapshot = self.snapshot
         self._components()
+        prober = self._concept_prober(vocabulary)
 
         def batch_done(done: list[SegmentTags]) -> None:
             if save:
@@ -346,7 +350,175 @@ class Index:
             on_batch=batch_done,
             offset=offset,
             limit=limit,
+            prober=prober,
         )
+
+    # -- concepts (labels learned from examples; see xclip_search.learning) -------------------------------
+
+    def _concept_engine(self) -> ConceptEngine:
+        from .learning import ConceptEngine
+
+        encoder, scorer = self._components()
+        return ConceptEngine(self.snapshot, encoder, scorer)
+
+    def _concept_prober(self, labels: Sequence[str]) -> Prober | None:
+        """Scores for the labels that name learned concepts (None when none does: zero-shot exactly as before)."""
+        from .learning import label_probs
+
+        found = self.learned_concepts(labels)
+        if not found:
+            return None
+        engine = self._concept_engine()
+        return lambda lab, scores, v, z: label_probs(lab, scores, v, z, found, engine, engine.logit_scale)
+
+    def concepts(self) -> list[ConceptRow]:
+        """The concepts learned on this index, by name."""
+        return self.catalog.concept_rows()
+
+    def learned_concepts(self, names: Sequence[str] | None = None) -> dict[str, LearnedConcept]:
+        """Stored concepts (those among `names`), checked to be learned with this index's model."""
+        from .learning import load_concepts
+
+        rows = self.catalog.concept_rows(None if names is None else [n.strip() for n in names])
+        return load_concepts(rows, self.snapshot.manifest.model.config_hash, str(self.directory))
+
+    def concept(self, name: str) -> LearnedConcept:
+        """One learned concept; `NotFoundError` if none has that name."""
+        found = self.learned_concepts([name]).get(name.strip())
+        if found is None:
+            raise NotFoundError(
+                f"No concept named {name.strip()!r} in this index", hint="List them: xclip-search concepts"
+            )
+        return found
+
+    def moments_of_segments(self, segment_ids: Sequence[int]) -> Moments:
+        """Indexed segments as examples (their stored ``v`` and ``Z``)."""
+        return self._concept_engine().from_segments(segment_ids)
+
+    def moments_at(self, path: str, start: float | None = None, end: float | None = None) -> Moments | None:
+        """The segments of the indexed file at `path` overlapping [start, end), or None if it is not indexed."""
+        engine = self._concept_engine()
+        video = engine.indexed_video(os.path.abspath(os.path.expanduser(path)))
+        return None if video is None else engine.from_video(video, start, end)
+
+    @staticmethod
+    def moments_of_embedding(
+        path: str,
+        spans: Sequence[tuple[float, float]],
+        v: np.ndarray,
+        z: np.ndarray,
+        start: float | None,
+        end: float | None,
+    ) -> Moments:
+        """A file embedded as the index would (`indexer.embed.embed_files`): its segments overlapping the range."""
+        from .learning import Moments, describe, overlapping
+
+        keep = overlapping(list(spans), start, end)
+        return Moments(np.asarray(v)[keep], np.asarray(z)[keep], (describe(path, start, end),))
+
+    def learn(
+        self,
+        name: str,
+        positives: Sequence[Moments],
+        negatives: Sequence[Moments] = (),
+        *,
+        text: str | None = None,
+        force_text: bool = False,
+        save: bool = True,
+    ) -> LearnedConcept:
+        """Learn (or relearn) concept `name` from example moments; with `save` it is stored in the catalog and
+        every label naming it is scored by it from then on. Negatives default to a sample of the index."""
+        from .learning import Moments
+
+        engine = self._concept_engine()
+        recorded = self.snapshot.manifest.model
+        learned = engine.learn(
+            name,
+            Moments.join(positives),
+            Moments.join(negatives) if negatives else None,
+            text=text,
+            force_text=force_text,
+            model_source=recorded.source,
+            model_hash=recorded.config_hash,
+        )
+        if save:
+            self.catalog.save_concept(learned.row)
+        return learned
+
+    def forget(self, name: str) -> None:
+        """Remove a learned concept; `NotFoundError` if none has that name."""
+        if not self.catalog.forget_concept(name.strip()):
+            raise NotFoundError(
+                f"No concept named {name.strip()!r} in this index", hint="List them: xclip-search concepts"
+            )
+
+    def search_concept(
+        self,
+        concept: str | LearnedConcept,
+        *,
+        query: str | None = None,
+        top_k: int = 10,
+        per_video: bool = True,
+        where: Where = None,
+        min_prob: float | None = None,
+    ) -> SearchResults:
+        """Moments ranked by a concept's probability (every live segment `where` keeps, streamed), or with
+        `query` by X-CLIP's score for it fused with the concept (``log P + exp(logit_scale) · score``)."""
+        check_search_args(top_k, None)
+        if query is not None:
+            check_query(query)
+        if min_prob is not None and not 0.0 <= min_prob <= 1.0:
+            raise InvalidArgumentError(f"Invalid min-prob ({min_prob}). It must be between 0 and 1.")
+        learned = self.concept(concept) if isinstance(concept, str) else concept
+        flt = self._checked_filter(where)
+        ids = (
+            self.catalog.segment_ids_where(self.snapshot.generation, flt.clause())
+            if flt
+            else self.catalog.live_segment_ids(self.snapshot.generation)
+        )
+        return self._concept_engine().rank(
+            learned, np.asarray(ids, np.int64), top_k=top_k, per_video=per_video, min_prob=min_prob, query=query
+        )
+
+    def refine(
+        self,
+        query: str,
+        positives: Sequence[int],
+        negatives: Sequence[int] = (),
+        *,
+        top_k: int = 10,
+        per_video: bool = True,
+        where: Where = None,
+    ) -> SearchResults:
+        """A text search refined by feedback (segments marked up and down): a concept learned on the spot from
+        them, with the query's own X-CLIP score as an input, ranks the index (`save_feedback` keeps it)."""
+        check_query(query)
+        learned = self._feedback_concept(query, positives, negatives, name="feedback")
+        from dataclasses import replace
+
+        results = self.search_concept(learned, top_k=top_k, per_video=per_video, where=where)
+        return SearchResults(
+            [replace(h, ranked_by="feedback") for h in results],
+            generation=results.generation,
+            timings=results.timings,
+            candidates=results.candidates,
+        )
+
+    def save_feedback(
+        self, name: str, query: str, positives: Sequence[int], negatives: Sequence[int] = ()
+    ) -> LearnedConcept:
+        """Store the concept a feedback search learned (`refine`) under `name`."""
+        learned = self._feedback_concept(query, positives, negatives, name=name)
+        self.catalog.save_concept(learned.row)
+        return learned
+
+    def _feedback_concept(
+        self, query: str, positives: Sequence[int], negatives: Sequence[int], name: str
+    ) -> LearnedConcept:
+        if not positives:
+            raise InvalidArgumentError("Mark at least one result as matching (thumbs up)")
+        neg = [self.moments_of_segments(negatives)] if negatives else []
+        return self.learn(name, [self.moments_of_segments(positives)], neg, text=query, force_text=True, save=False)
 
     def export_parquet(
         self,
@@ -517,6 +689,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "MAX_CANDIDATES",
     "MAX_TOP_K",
+    "ConceptRow",
     "Index",
     "RunRoots",
     "SearchFilter",

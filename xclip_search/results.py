@@ -51,12 +51,17 @@ class SearchHit:
     segment_ids: tuple[int, ...] = field(default=())
     match: Match = "visual"
     cue: Cue | None = None
+    # `fused_score`: the key that ranked a fused search (text and speech, or a query and a learned concept);
+    # set with `ranked_by` when a concept ranked the results (`xclip_search.learning`), with its probability.
+    # `score` stays X-CLIP's own.
     fused_score: float | None = None
+    concept_prob: float | None = None
+    ranked_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of DESIGN.md §4 (contract), plus how the moment matched (``match``, ``cue``,
-        ``fused_score``)."""
-        return {
+        ``fused_score``) and, when a concept ranked it, the concept's fields."""
+        out: dict[str, Any] = {
             "rank": self.rank,
             "video_id": self.video_id,
             "path": self.path,
@@ -68,6 +73,10 @@ class SearchHit:
             "cue": cue_json(self.cue),
             "fused_score": self.fused_score,
         }
+        if self.ranked_by is not None:
+            out["ranked_by"] = self.ranked_by
+            out["concept_prob"] = self.concept_prob
+        return out
 
 
 def cue_json(cue: Cue | None) -> dict[str, Any] | None:

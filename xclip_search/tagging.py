@@ -27,12 +27,24 @@ MAX_LABELS = 10_000
 
 @dataclass(frozen=True)
 class LabelScore:
+    """A label's probability and X-CLIP's prompted score for it; `scored_by` is "concept" when the label names
+    a learned concept (then `prob` is the concept's probability, not X-CLIP's softmax)."""
+
     label: str
     prob: float
     score: float
+    scored_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "prob": self.prob, "score": self.score}
+        out: dict[str, Any] = {"label": self.label, "prob": self.prob, "score": self.score}
+        if self.scored_by is not None:
+            out["scored_by"] = self.scored_by
+        return out
+
+
+#: Probabilities for some labels from elsewhere (learned concepts, `xclip_search.learning.label_probs`):
+#: (labels, scores (B, L), v, z) -> (probabilities (B, L), which labels it scored).
+Prober = Callable[[Sequence[str], np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, list[bool]]]
 
 
 def parse_labels(labels: str | None = None, labels_file: Path | None = None) -> list[str]:
@@ -103,11 +115,15 @@ class Tagger:
         *,
         top: int | None = None,
         min_prob: float | None = None,
+        prober: Prober | None = None,
     ) -> list[list[LabelScore]]:
         """For each segment, its labels sorted by probability (the `top` most probable, those >= `min_prob`)."""
         check_selection(top, min_prob)
         t = self.encoder.encode_texts(list(labels))
         scores = self.scorer.score(v, z, t)
+        if prober is not None:
+            probs, flags = prober(labels, scores, v, z)
+            return [self._rank(row, labels, top, min_prob, p, flags) for row, p in zip(scores, probs, strict=True)]
         return [self._rank(row, labels, top, min_prob) for row in scores]
 
     def tag_index(
@@ -122,6 +138,7 @@ class Tagger:
         on_batch: Callable[[list[SegmentTags]], None] | None = None,
         offset: int = 0,
         limit: int | None = None,
+        prober: Prober | None = None,
     ) -> Iterator[SegmentTags]:
         """Tag every live segment of `snapshot` (or those `where` keeps) from its stored ``v`` and ``Z``.
 
@@ -142,6 +159,7 @@ class Tagger:
             seg_ids = np.array([r.id for r in rows], dtype=np.int64)
             v, z = snapshot.vectors.gather(seg_ids)
             scores = self.scorer.score(v, z, t)
+            probs, flags = prober(labels, scores, v, z) if prober is not None else (None, None)
             done = [
                 SegmentTags(
                     segment_id=r.id,
@@ -149,26 +167,43 @@ class Tagger:
                     path=r.path,
                     start=r.start_s,
                     end=r.end_s,
-                    labels=self._rank(row, labels, top, min_prob),
+                    labels=self._rank(row, labels, top, min_prob, None if probs is None else probs[i], flags),
                 )
-                for r, row in zip(rows, scores, strict=True)
+                for i, (r, row) in enumerate(zip(rows, scores, strict=True))
             ]
             if on_batch is not None:
                 on_batch(done)
             yield from done
 
     def _rank(
-        self, scores: np.ndarray, labels: Sequence[str], top: int | None, min_prob: float | None = None
+        self,
+        scores: np.ndarray,
+        labels: Sequence[str],
+        top: int | None,
+        min_prob: float | None = None,
+        given: np.ndarray | None = None,
+        flags: list[bool] | None = None,
     ) -> list[LabelScore]:
-        logits = self.logit_scale * scores.astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        if given is not None:
+            probs = np.asarray(given, np.float64)
+        else:
+            logits = self.logit_scale * scores.astype(np.float64)
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
         order = np.argsort(-probs, kind="stable")
         if top is not None:
             order = order[:top]
         if min_prob is not None:
             order = order[probs[order] >= min_prob]
-        return [LabelScore(label=labels[i], prob=float(probs[i]), score=float(scores[i])) for i in order]
+        return [
+            LabelScore(
+                label=labels[i],
+                prob=float(probs[i]),
+                score=float(scores[i]),
+                scored_by="concept" if flags is not None and flags[i] else None,
+            )
+            for i in order
+        ]
 
 
 def tags_to_json(

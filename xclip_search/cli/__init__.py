@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from . import admin, demo, evaluate, indexing, integrity, searching, serving, tagging, watching
+from . import admin, concepts, demo, evaluate, indexing, integrity, searching, serving, tagging, watching
 from .base import EXIT_PARTIAL, EXIT_USER_ERROR, cli
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_USER_ERROR",
     "admin",
     "cli",
+    "concepts",
     "demo",
     "evaluate",
     "indexing",

@@ -41,7 +41,7 @@ def _one_line(text: str, limit: int = 100) -> str:
 
 
 @cli.command("search")
-@click.argument("query")
+@click.argument("query", required=False)
 @index_option()
 @click.option("--top-k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option(
@@ -52,7 +52,12 @@ def _one_line(text: str, limit: int = 100) -> str:
 )
 @click.option("--no-rerank", is_flag=True, help="Rank by the first-stage cosine only (no video-specific prompts).")
 @click.option("--all-segments", is_flag=True, help="List every matching segment instead of one hit per video.")
-@click.option("--min-score", type=float, default=None, help="Leave out results scoring below this.")
+@click.option(
+    "--min-score",
+    type=float,
+    default=None,
+    help="Leave out results scoring below this (with --concept: its probability).",
+)
 @click.option("--no-merge", is_flag=True, help="Report each video's best segment alone (no merged time range).")
 @click.option(
     "--match",
@@ -62,11 +67,16 @@ def _one_line(text: str, limit: int = 100) -> str:
     help="Match what is shown (X-CLIP), what is said (subtitles, transcripts), or both, fused "
     "[default: both when the index holds subtitles or transcripts, else visual].",
 )
+@click.option(
+    "--concept",
+    default=None,
+    help="Rank by this learned concept's probability (with QUERY: fused with X-CLIP's score for QUERY).",
+)
 @filter_options
 @device_option
 @json_option
 def search_cmd(
-    query: str,
+    query: str | None,
     index_dir: Path | None,
     top_k: int,
     candidates: int | None,
@@ -75,11 +85,12 @@ def search_cmd(
     min_score: float | None,
     no_merge: bool,
     match: str | None,
+    concept: str | None,
     where: Any,
     device: str | None,
     as_json: bool,
 ) -> int:
-    """Find the moments that match QUERY, best first.
+    """Find the moments that match QUERY (and/or a learned --concept), best first.
 
     One hit per video: its best segment, widened over adjacent segments that match about as well. Where the
     index holds subtitles or transcripts, a moment is also found by what is said in it: every word of QUERY in
@@ -91,9 +102,17 @@ def search_cmd(
       xclip-search search "red circle moving left" --top-k 3 --json
       xclip-search search "a goal" --filter "duration>=60" --path-prefix ~/Videos/football --tag soccer
       xclip-search search '"quarterly budget"' --match speech
+      xclip-search search --concept blicket --top-k 5          # ranked by the concept's probability
+      xclip-search search "moving left" --concept blicket      # X-CLIP's score fused with the concept
     """
     from ..index import Index
 
+    if concept is not None:
+        if match is not None:
+            raise InvalidArgumentError("--match applies to text searches, not to --concept", hint="drop --match")
+        return _search_concept(query, concept, index_dir, top_k, all_segments, min_score, where, device, as_json)
+    if query is None:
+        raise InvalidArgumentError("No query given", hint='xclip-search search "a dog catching a frisbee"')
     with Index.open(index_dir, device=device) as index:
         hits = index.search(
             query,
@@ -113,6 +132,39 @@ def search_cmd(
         click.echo("No results." if where or min_score is not None else "No results (the index is empty).")
         return 0
     _hits_table(hits)
+    return 0
+
+
+def _search_concept(
+    query: str | None,
+    concept: str,
+    index_dir: Path | None,
+    top_k: int,
+    all_segments: bool,
+    min_prob: float | None,
+    where: Any,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """``search --concept``: `score` stays X-CLIP's (for QUERY, or for the concept's name); `concept_prob` and,
+    with a query, `fused_score` say what ranked the results."""
+    from ..index import Index
+
+    with Index.open(index_dir, device=device) as index:
+        hits = index.search_concept(
+            concept, query=query, top_k=top_k, per_video=not all_segments, where=where, min_prob=min_prob
+        )
+    if as_json:
+        echo_json({"query": query, "concept": concept.strip(), "results": [h.to_dict() for h in hits]})
+        return 0
+    if not hits:
+        click.echo("No results.")
+        return 0
+    rows = [
+        (h.rank, f"{h.concept_prob:.2f}", f"{h.score:.4f}", f"{format_time(h.start)}-{format_time(h.end)}", h.path)
+        for h in hits
+    ]
+    table(rows, ["#", "concept P", "x-clip score", "time", "path"])
     return 0
 
 

@@ -105,7 +105,9 @@ def tag_cmd(
 
 
 def _print_tags(r: dict[str, Any]) -> None:
-    shown = ", ".join(f"{x['label']} {x['prob']:.0%}" for x in r["labels"])
+    shown = ", ".join(
+        f"{x['label']} {x['prob']:.0%}{' (concept)' if x.get('scored_by') == 'concept' else ''}" for x in r["labels"]
+    )
     click.echo(f"{r['path']}  [{format_time(r['start'])}-{format_time(r['end'])}]  {shown}")
 
 
@@ -141,8 +143,11 @@ def _tag_files(
         checkpoint = load_checkpoint(model or "", device=device)
     if segment_seconds is not None:
         settings = replace(settings, segment_seconds=segment_seconds)
-    encoder = XClipEncoder(checkpoint)
-    tagger = Tagger(encoder, PromptScorer(checkpoint.model))
+    if index is not None:
+        encoder, scorer = index._components()
+    else:
+        encoder, scorer = XClipEncoder(checkpoint), PromptScorer(checkpoint.model)
+    tagger = Tagger(encoder, scorer)
     results: list[dict[str, Any]] = []
     files, issues = video_files([str(p.resolve()) for p in paths])
     failed = [{"path": i.path, "status": i.status, "reason": i.reason} for i in issues]
@@ -152,7 +157,10 @@ def _tag_files(
         if item.embeddings is None or item.extracted is None:
             failed.append({"path": item.path, "status": "failed", "reason": item.error or "unknown error"})
             continue
-        tags = tagger.tag(item.embeddings.v, item.embeddings.z, labels, top=top, min_prob=min_prob)
+        if index is not None:  # labels naming the index's learned concepts are scored by them
+            tags = index.tag_embeddings(item.embeddings.v, item.embeddings.z, labels, top=top, min_prob=min_prob)
+        else:
+            tags = tagger.tag(item.embeddings.v, item.embeddings.z, labels, top=top, min_prob=min_prob)
         spans = [(s.start_s, s.end_s) for s in item.extracted.segments]
         done.append((order[item.path], tags_to_json(item.path, spans, tags)))
     for _, rows in sorted(done, key=lambda d: d[0]):

@@ -37,6 +37,7 @@ __all__ = [
     "SceneVideo",
     "ShapeSpec",
     "caption_for",
+    "compose_spec",
     "make_clip",
     "make_scene_video",
     "random_spec",
@@ -373,6 +374,21 @@ def random_spec(
         noise_std=float(rng.choice([0.0, rng.uniform(min(1.0, max_noise), max_noise)], p=[0.2, 0.8])),
         noise_seed=int(rng.integers(0, 2**31 - 1)),
     )
+
+
+def compose_spec(rng: np.random.Generator, phrases: Sequence[tuple[str, str, str]]) -> ClipSpec:
+    """A clip showing exactly the given (colour, shape, motion) shapes (one or two, placed apart), over a random
+    background: the held-out sets of concepts and of confusable two-shape captions (scripts/eval_concepts.py)."""
+    base = random_spec(rng, colour=phrases[0][0], shape=phrases[0][1], motion=phrases[0][2])
+    if len(phrases) == 1:
+        return base
+    scale = 0.8
+    shapes: list[ShapeSpec] = []
+    for _attempt in range(200):
+        shapes = [_random_shape(rng, c, s, m, scale) for c, s, m in phrases]
+        if all(_apart(a, b) for i, a in enumerate(shapes) for b in shapes[i + 1 :]):
+            break
+    return dataclasses.replace(base, shapes=tuple(shapes))
 
 
 # ------------------------------------------------------------------------------------------------ rendering

@@ -91,6 +91,32 @@ class SimilarBody(BaseModel):
     filters: FilterBody | None = None
 
 
+class FeedbackSearchBody(BaseModel):
+    """``POST /api/search``: a text search refined by results marked up (`positive`) and down (`negative`), or
+    ranked by a learned `concept` (with `q`: fused with X-CLIP's score for it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: str | None = Field(None, min_length=1, max_length=1000, description="The text query")
+    positive: list[int] = Field(default_factory=list, max_length=1000, description="Segment ids marked as matching")
+    negative: list[int] = Field(default_factory=list, max_length=1000, description="Segment ids marked as not")
+    concept: str | None = Field(None, min_length=1, max_length=200, description="Rank by this learned concept")
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
+    per_video: bool = Field(True, description="One hit per video (its best segment)")
+    filters: FilterBody | None = None
+
+
+class ConceptBody(BaseModel):
+    """``POST /api/concepts``: save the concept learned from a query's feedback under `name`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=200, description="The label that will be scored by it")
+    q: str = Field(..., min_length=1, max_length=1000, description="The query the feedback refined")
+    positive: list[int] = Field(..., min_length=1, max_length=1000, description="Segment ids marked as matching")
+    negative: list[int] = Field(default_factory=list, max_length=1000, description="Segment ids marked as not")
+
+
 class TagBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

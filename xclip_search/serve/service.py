@@ -187,6 +187,55 @@ class IndexService:
         results, source = self._on_model_thread(work)
         return self._outcome(results, started, source)
 
+    # -- concepts and feedback (Index.refine, Index.search_concept, Index.save_feedback) --------------------
+
+    def refine(
+        self,
+        query: str,
+        positive: Sequence[int],
+        negative: Sequence[int],
+        *,
+        top_k: int = 10,
+        per_video: bool = True,
+        where: SearchFilter | None = None,
+    ) -> SearchOutcome:
+        """A search refined by results marked up and down (`Index.refine`): learned on the spot, not stored."""
+        started = time.perf_counter()
+        self.pin()
+        results = self._on_model_thread(
+            lambda: self.index.refine(query, positive, negative, top_k=top_k, per_video=per_video, where=where)
+        )
+        return self._outcome(results, started)
+
+    def search_concept(
+        self,
+        concept: str,
+        query: str | None,
+        *,
+        top_k: int = 10,
+        per_video: bool = True,
+        where: SearchFilter | None = None,
+    ) -> SearchOutcome:
+        """Moments ranked by a learned concept (with `query`: fused with X-CLIP's score for it)."""
+        started = time.perf_counter()
+        self.pin()
+        results = self._on_model_thread(
+            lambda: self.index.search_concept(concept, query=query, top_k=top_k, per_video=per_video, where=where)
+        )
+        return self._outcome(results, started)
+
+    def save_concept(self, name: str, query: str, positive: Sequence[int], negative: Sequence[int]) -> dict[str, Any]:
+        """Store the concept a feedback search learned, under `name` (a write operation)."""
+        self.pin()
+        learned = self._on_model_thread(lambda: self.index.save_feedback(name, query, positive, negative))
+        return learned.row.summary()
+
+    def concepts(self) -> list[dict[str, Any]]:
+        return [row.summary() for row in self.index.concepts()]
+
+    def forget_concept(self, name: str) -> None:
+        self.index.forget(name)
+
     # -- tagging -------------------------------------------------------------------------------------------
 
     def tag_video(self, video_id: int, labels: Sequence[str], *, top: int | None = None) -> dict[str, Any]:

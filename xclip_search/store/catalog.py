@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..errors import CatalogError, IndexCorruptError
 from . import migrations
+from .catalog_concepts import CatalogConcepts, ConceptRow
 from .catalog_cues import CatalogCues
 from .catalog_reads import CatalogReads
 from .catalog_writes import CatalogWrites
@@ -56,7 +57,7 @@ from .schema import (
 )
 
 
-class Catalog(CatalogReads, CatalogWrites, CatalogCues):
+class Catalog(CatalogReads, CatalogWrites, CatalogCues, CatalogConcepts):
     """A handle on the catalog database (one SQLAlchemy engine per process)."""
 
     def __init__(self, engine: Engine, location: CatalogLocation | None = None) -> None:
@@ -167,6 +168,7 @@ __all__ = [
     "SKIPPED",
     "BatchEntry",
     "Catalog",
+    "ConceptRow",
     "FileUpdate",
     "RunRoots",
     "SQLAlchemyError",

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from ..errors import CatalogError
 from . import fulltext
 
-LATEST = 5
+LATEST = 6
 VERSION_KEY = "schema_version"
 
 
@@ -51,8 +51,19 @@ def _v5_cues(conn: Connection, metadata: MetaData) -> None:
     fulltext.create(conn)
 
 
+def _v6_concepts(conn: Connection, metadata: MetaData) -> None:
+    """Concepts learned from examples (``learn``): labels scored by a small model over the stored ``v``."""
+    metadata.tables["concepts"].create(conn, checkfirst=True)
+
+
 # STEPS[i] takes a catalog from version i + 1 to version i + 2.
-STEPS: list[Callable[[Connection, MetaData], None]] = [_v2_file_identity, _v3_tags, _v4_segment_shots, _v5_cues]
+STEPS: list[Callable[[Connection, MetaData], None]] = [
+    _v2_file_identity,
+    _v3_tags,
+    _v4_segment_shots,
+    _v5_cues,
+    _v6_concepts,
+]
 assert len(STEPS) == LATEST - 1
 
 

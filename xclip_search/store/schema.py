@@ -167,6 +167,25 @@ cue_tracks = Table(
     Column("updated_at", String(40), nullable=False),
 )
 
+# Concepts learned from examples (`learn`): a label scored by a small model over the stored v (and X-CLIP's score
+# of its text). `model` is the classifier as JSON (no pickle); `model_hash` the configuration hash of the X-CLIP
+# checkpoint it was learned with, checked against the index's model before use.
+concepts = Table(
+    "concepts",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("model", Text, nullable=False),
+    Column("model_source", Text, nullable=False),
+    Column("model_hash", String(128), nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("text", Text),
+    Column("examples", Text, nullable=False),
+    Column("positives", Integer, nullable=False),
+    Column("negatives", Integer, nullable=False),
+    Column("held_out_accuracy", Float),
+    Column("learned_at", String(40), nullable=False),
+)
+
 # Statuses a video row can hold; what a run did to each file (unchanged, moved, ...) is in the run's report.
 INDEXED, FAILED, SKIPPED, REMOVED = "indexed", "failed", "skipped", "removed"
 
@@ -185,6 +204,7 @@ __all__ = [
     "REMOVED",
     "SCHEMA_VERSION",
     "SKIPPED",
+    "concepts",
     "cue_tracks",
     "cues",
     "generations",

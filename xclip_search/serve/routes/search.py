@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
+from ...errors import InvalidArgumentError
 from ...index import MAX_CANDIDATES, MAX_TOP_K
 from ..schemas import (
     ID_MAX,
     MAX_FILTER_CHARS,
     MAX_FILTER_IDS,
     MAX_FILTERS,
+    ConceptBody,
+    FeedbackSearchBody,
     SimilarBody,
     outcome_json,
     search_filter,
 )
+from ..security import require_writer
 from ..service import IndexService
 
 router = APIRouter(prefix="/api", tags=["search"])
@@ -104,3 +108,43 @@ def similar(request: Request, body: SimilarBody) -> dict[str, Any]:
         where=where,
     )
     return outcome_json(outcome, example=outcome.example)
+
+
+@router.post("/search", summary="A search refined by feedback (segments marked up and down), or by a learned concept")
+def feedback_search(request: Request, body: FeedbackSearchBody) -> dict[str, Any]:
+    where = body.filters.to_filter() if body.filters else None
+    service = _service(request)
+    if body.concept is not None:
+        outcome = service.search_concept(body.concept, body.q, top_k=body.top_k, per_video=body.per_video, where=where)
+        return outcome_json(outcome, query=body.q, concept=body.concept)
+    if body.q is None:
+        raise InvalidArgumentError("Give q (a query), with positive/negative segment ids, or a concept")
+    if not body.positive:
+        outcome = service.search(body.q, top_k=body.top_k, per_video=body.per_video, where=where)
+        return outcome_json(outcome, query=body.q)
+    outcome = service.refine(
+        body.q, body.positive, body.negative, top_k=body.top_k, per_video=body.per_video, where=where
+    )
+    return outcome_json(outcome, query=body.q, positive=body.positive, negative=body.negative)
+
+
+@router.get("/concepts", summary="The concepts learned on this index")
+def list_concepts(request: Request) -> dict[str, Any]:
+    return {"concepts": _service(request).concepts()}
+
+
+@router.post(
+    "/concepts",
+    summary="Save a query's feedback as a concept: its name becomes a label scored by it (write operation)",
+    dependencies=[Depends(require_writer)],
+)
+def save_concept(request: Request, body: ConceptBody) -> dict[str, Any]:
+    return {"learned": _service(request).save_concept(body.name, body.q, body.positive, body.negative)}
+
+
+@router.delete(
+    "/concepts/{name}", summary="Forget a learned concept (write operation)", dependencies=[Depends(require_writer)]
+)
+def forget_concept(request: Request, name: str) -> dict[str, Any]:
+    _service(request).forget_concept(name)
+    return {"forgotten": name}

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { hits: [], current: null, videos: [], indexInfo: null };
+const state = { hits: [], current: null, videos: [], indexInfo: null, query: "", marks: new Map() };
 
 function fmtTime(seconds) {
   const s = Math.max(0, Number(seconds) || 0);
@@ -131,11 +131,80 @@ function showHits(data, label, kind) {
   }
   setStatus($("status"), `${data.results.length} result${data.results.length === 1 ? "" : "s"} for ${label}${ms}`);
   for (const hit of data.results) {
-    grid.append(card(hit, (h, node) => {
-      document.querySelectorAll(".card.active").forEach((n) => n.classList.remove("active"));
-      node.classList.add("active");
+    const node = card(hit, (h, n) => {
+      document.querySelectorAll(".card.active").forEach((x) => x.classList.remove("active"));
+      n.classList.add("active");
       play({ video_id: h.video_id, video_url: h.video_url, subtitles_url: h.subtitles_url, cue: h.cue, name: h.name, path: h.path, start: h.start, end: h.end, score: h.score, segment_id: h.segment_id });
-    }));
+    });
+    if ((kind === "search" || kind === "refined") && hit.segment_id != null) addFeedback(node, hit);
+    if (hit.concept_prob != null) node.querySelector(".score").textContent += ` · P ${hit.concept_prob.toFixed(2)}`;
+    grid.append(node);
+  }
+}
+
+// -- feedback: thumbs up / down refine the query at once; the refinement can be saved as a concept ----------
+
+function addFeedback(node, hit) {
+  const box = el("span", { class: "feedback" });
+  for (const [value, text, title] of [[1, "👍", "This matches: refine the results"], [-1, "👎", "This does not match"]]) {
+    const b = el("span", { class: "fb", role: "button", tabindex: "0", title, "aria-label": title, "data-value": String(value), text });
+    const press = (event) => { event.stopPropagation(); event.preventDefault(); mark(hit.segment_id, value); };
+    b.addEventListener("click", press);
+    b.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") press(event); });
+    box.append(b);
+  }
+  node.querySelector(".meta").append(box);
+  paintMark(node, state.marks.get(hit.segment_id) || 0);
+}
+
+function paintMark(node, value) {
+  node.classList.toggle("marked-up", value === 1);
+  node.classList.toggle("marked-down", value === -1);
+  node.querySelectorAll(".fb").forEach((b) => b.setAttribute("aria-pressed", String(Number(b.dataset.value) === value)));
+}
+
+function marked(value) { return [...state.marks].filter(([, v]) => v === value).map(([id]) => id); }
+
+async function mark(segmentId, value) {
+  if (state.marks.get(segmentId) === value) state.marks.delete(segmentId); else state.marks.set(segmentId, value);
+  document.querySelectorAll(`.card[data-segment-id="${segmentId}"]`).forEach((n) => paintMark(n, state.marks.get(segmentId) || 0));
+  await refine();
+}
+
+async function refine() {
+  const positive = marked(1), negative = marked(-1);
+  $("concept-save").hidden = positive.length === 0;
+  if (!positive.length) {
+    setStatus($("status"), negative.length ? "Mark at least one result 👍 to refine the search." : $("status").textContent);
+    return;
+  }
+  setStatus($("status"), "Refining…");
+  try {
+    const data = await api("/api/search", {
+      method: "POST",
+      body: { q: state.query, positive, negative, top_k: Number($("top-k").value), per_video: !$("all-segments").checked },
+    });
+    showHits(data, `“${state.query}” refined by ${positive.length} 👍 and ${negative.length} 👎`, "refined");
+  } catch (error) {
+    setStatus($("status"), `${error.message}${error.hint ? ` — ${error.hint}` : ""}`, true);
+  }
+}
+
+async function saveConcept(event) {
+  if (event) event.preventDefault();
+  const name = $("concept-name").value.trim();
+  if (!name) return;
+  try {
+    const data = await api("/api/concepts", {
+      method: "POST", write: true, body: { name, q: state.query, positive: marked(1), negative: marked(-1) },
+    });
+    setStatus($("concept-status"), `Saved “${data.learned.name}”: type it in the tag box to score videos with it.`);
+  } catch (error) {
+    if (error.status === 401) {
+      const token = prompt("This server needs its access token to save a concept:");
+      if (token) { sessionStorage.setItem("xclip-token", token); return saveConcept(); }
+    }
+    setStatus($("concept-status"), error.message, true);
   }
 }
 
@@ -148,6 +217,9 @@ async function runSearch(event) {
   if (pathFilter) params.set("path", pathFilter);
   history.replaceState(null, "", `?${new URLSearchParams({ q })}`);
   state.query = q;
+  state.marks = new Map();
+  $("concept-save").hidden = true;
+  setStatus($("concept-status"), "");
   setStatus($("status"), "Searching… (the first search loads the model)");
   $("results").replaceChildren();
   $("results").dataset.kind = "";
@@ -269,7 +341,8 @@ async function runTag(event) {
   try {
     const data = await api("/api/tag", { method: "POST", body: { video_id: videoId, labels } });
     setStatus($("tag-status"), `${data.segments.length} moment${data.segments.length === 1 ? "" : "s"} of ${data.path.split("/").pop()}; probabilities averaged over them`);
-    const bars = el("div", { class: "bars" }, ...data.labels.map((l) => bar(l.label, l.prob)));
+    const concepts = new Set(data.segments.flatMap((s) => s.labels.filter((l) => l.scored_by === "concept").map((l) => l.label)));
+    const bars = el("div", { class: "bars" }, ...data.labels.map((l) => bar(concepts.has(l.label) ? `${l.label} (concept)` : l.label, l.prob)));
     const rows = data.segments.map((s) => el("tr", {},
       el("td", { text: `${fmtTime(s.start)}–${fmtTime(s.end)}` }),
       el("td", { text: `${s.labels[0].label} (${(100 * s.labels[0].prob).toFixed(0)}%)` })));
@@ -364,6 +437,7 @@ async function reindex() {
 document.addEventListener("DOMContentLoaded", () => {
   $("search-form").addEventListener("submit", runSearch);
   $("tag-form").addEventListener("submit", runTag);
+  $("concept-save").addEventListener("submit", saveConcept);
   $("player-close").addEventListener("click", () => { $("video").pause(); $("player").hidden = true; });
   $("replay").addEventListener("click", () => { if (state.current) { $("video").currentTime = state.current.start || 0; $("video").play(); } });
   $("similar").addEventListener("click", findSimilar);
