@@ -79,7 +79,8 @@ class PromptScorer:
             dim = layer.heads * layer.head_dim
             mlp = sum(m.weight.numel() for m in layer.mlp.modules() if isinstance(m, nn.Linear))
             total += 2 * 2 * layer.heads * tokens * dim  # scores against Z and the pooled a_h . Z
-            total += 2 * (dim * dim + layer.proj.weight.numel() + mlp)  # (a_h . Z) Wv_h^T, proj, MLP
+            proj: torch.Tensor = layer.proj.weight
+            total += 2 * (dim * dim + proj.numel() + mlp)  # (a_h . Z) Wv_h^T, proj, MLP
             if i > 0:
                 total += 2 * (layer.wq.numel() + layer.wk.numel())  # per-pair query and query-side keys
         return total
