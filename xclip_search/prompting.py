@@ -79,8 +79,8 @@ class PromptScorer:
             dim = layer.heads * layer.head_dim
             mlp = sum(m.weight.numel() for m in layer.mlp.modules() if isinstance(m, nn.Linear))
             total += 2 * 2 * layer.heads * tokens * dim  # scores against Z and the pooled a_h . Z
-            proj: torch.Tensor = layer.proj.weight
-            total += 2 * (dim * dim + proj.numel() + mlp)  # (a_h . Z) Wv_h^T, proj, MLP
+            proj = sum(p.numel() for p in layer.proj.parameters() if p.dim() == 2)
+            total += 2 * (dim * dim + proj + mlp)  # (a_h . Z) Wv_h^T, proj, MLP
             if i > 0:
                 total += 2 * (layer.wq.numel() + layer.wk.numel())  # per-pair query and query-side keys
         return total
