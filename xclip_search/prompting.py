@@ -70,6 +70,21 @@ class PromptScorer:
         self.device = self.alpha.device
         self.dtype = self.alpha.dtype
 
+    def flops_per_pair(self, tokens: int) -> int:
+        """Floating-point operations of one (segment, text) pair with `tokens` visual tokens, as `score` runs it
+        (multiply-adds count two; layer 1's text-only query keys are shared and left out): what the benchmark
+        divides by the rerank's time to compare with the machine's matrix-product peak."""
+        total = 0
+        for i, layer in enumerate(self.layers):
+            dim = layer.heads * layer.head_dim
+            mlp = sum(m.weight.numel() for m in layer.mlp.modules() if isinstance(m, nn.Linear))
+            total += 2 * 2 * layer.heads * tokens * dim  # scores against Z and the pooled a_h . Z
+            proj = sum(p.numel() for p in layer.proj.parameters() if p.dim() == 2)
+            total += 2 * (dim * dim + proj + mlp)  # (a_h . Z) Wv_h^T, proj, MLP
+            if i > 0:
+                total += 2 * (layer.wq.numel() + layer.wk.numel())  # per-pair query and query-side keys
+        return total
+
     @staticmethod
     def _query_keys(layer: _Layer, state: torch.Tensor) -> torch.Tensor:
         """Query-side keys ``q_h Wk_h`` for states (M, D): (M, H, D), one matrix product per head."""

@@ -49,6 +49,7 @@ class Snapshot:
         self.catalog = catalog
         self.vectors = VectorView(VectorStore(index_dir), manifest.shards, holders=self._shard_videos)
         self._ann: Any = None
+        self._retired: dict[int, int] = {}
 
     @classmethod
     def open(cls, index_dir: Path, catalog: Catalog | None = None) -> Snapshot:
@@ -128,7 +129,7 @@ class Snapshot:
         covered = info.generation if info else 0
         # Retired segments still in the ANN (or in scanned shards) take places; fetch enough to skip them. A
         # filter's allowed ids are live ones already.
-        dead = self.catalog.retired_since(covered, self.generation) if allowed is None else 0
+        dead = self._retired_since(covered) if allowed is None else 0
         fetch = k + dead
         id_parts: list[np.ndarray] = []
         score_parts: list[np.ndarray] = []
@@ -151,6 +152,14 @@ class Snapshot:
         if not id_parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         return _top(np.concatenate(id_parts), np.concatenate(score_parts), fetch)
+
+    def _retired_since(self, covered: int) -> int:
+        """Segments retired between generation `covered` and this one: fixed for a snapshot (later writers only
+        retire segments at later generations), so asked of the catalog once, not on every search."""
+        dead = self._retired.get(covered)
+        if dead is None:
+            dead = self._retired[covered] = self.catalog.retired_since(covered, self.generation)
+        return dead
 
     def _ann_search(
         self, index: Any, q: np.ndarray, fetch: int, allowed: np.ndarray | None

@@ -318,6 +318,17 @@ class VectorView:
         self._ids = all_ids[order]
         self._shard = where[order]
         self._row = rows[order]
+        # Every row's recorded hashes in memory, in id order (16 bytes a segment): a gather looks up those of its
+        # rows in one step, however many shards they come from (per-shard lookups in the memory-mapped files
+        # cost more than the hashing when the refine's rows spread over a hundred shards).
+        self._hashed = np.array([s.rowhash is not None for s in self.shards], dtype=bool)
+        parts = [
+            np.asarray(s.rowhash, dtype=np.uint64) if s.rowhash is not None else np.zeros((len(s.ids), 2), np.uint64)
+            for s in self.shards
+        ]
+        self._hash = np.concatenate(parts)[order] if parts else np.zeros((0, 2), np.uint64)
+        # Plain array views of the memory maps: indexing a np.memmap costs a subclass round trip per call.
+        self._data = [{"v": np.asarray(s.v), "z": np.asarray(s.z)} for s in self.shards]
         # Segment ids are never reused, so an id found twice means a damaged ids file.
         twice = np.nonzero(self._ids[1:] == self._ids[:-1])[0]
         if len(twice):
@@ -355,28 +366,26 @@ class VectorView:
             if digest is not None and not file_matches(self.store.path(info.name, part), digest):
                 raise self.damaged(s, "")
 
-    def _expected(self, s: int, rows: np.ndarray, column: int) -> np.ndarray | None:
-        """The recorded hashes of rows `rows` of shard `s` (None: a shard from before row hashes, checked whole)."""
-        shard = self.shards[s]
-        if shard.rowhash is None:
-            self.verify_whole(s)
-            return None
-        return np.asarray(shard.rowhash[rows, column])
-
-    def _check(self, ids: np.ndarray, data: np.ndarray, expected: np.ndarray, where: np.ndarray, part: str) -> None:
-        """Raise unless `data` (rows as stored, for segments `ids`) hash to `expected`; `where` = (shard, row).
+    def _check(
+        self, ids: np.ndarray, data: np.ndarray, pos: np.ndarray, shard_idx: np.ndarray, rows: np.ndarray, part: str
+    ) -> None:
+        """Raise unless `data` (rows as stored, for segments `ids` at positions `pos` of the id map) hash to their
+        recorded hashes; `shard_idx`/`rows` locate them for the error.
 
         One call hashes every row of a gather, whatever shards they come from (per-call overhead, not bytes,
-        dominated the cost when each shard's rows were hashed apart). Rows of shards without row hashes carry
-        the sentinel `expected` of 0 with shard -1 in `where` and are skipped (their shard was checked whole).
+        dominated the cost when each shard's rows were hashed apart). Rows of shards without row hashes are
+        skipped here: their shard is checked whole (by its sha256s, once per process and file state).
         """
         if len(ids) == 0:
             return
-        checked = where[:, 0] >= 0
+        checked = self._hashed[shard_idx]
+        if not checked.all():
+            for s in np.unique(shard_idx[~checked]).tolist():
+                self.verify_whole(int(s))
         got = row_hashes(ids, data)
-        bad = np.nonzero(checked & (got != expected))[0]
+        bad = np.nonzero(checked & (got != self._hash[pos, 0 if part == "v" else 1]))[0]
         if len(bad):
-            s, row = (int(x) for x in where[bad[0]])
+            s, row = int(shard_idx[bad[0]]), int(rows[bad[0]])
             raise self.damaged(s, f"row {row} ({part}) fails its row hash")
 
     def __len__(self) -> int:
@@ -388,6 +397,11 @@ class VectorView:
 
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(shard index, row) for each id; raises if an id is not in this generation's shards."""
+        pos = self._positions(ids)
+        return self._shard[pos], self._row[pos]
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's position in the id map; raises if an id is not in this generation's shards."""
         ids = np.asarray(ids, dtype=np.int64)
         pos = np.searchsorted(self._ids, ids)
         pos = np.minimum(pos, max(len(self._ids) - 1, 0))
@@ -396,64 +410,61 @@ class VectorView:
             for s in range(len(self.shards)):  # an id the catalog knows but no shard holds: find the damage
                 self.verify_whole(s, ("ids", ROWHASH))
             raise IndexCorruptError(f"Segment {missing} is not in the published vector data", hint=REPAIR_HINT)
-        return self._shard[pos], self._row[pos]
+        return pos
 
-    def gather(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``v`` (n, D) and ``Z`` (n, N, D) as float32 for the given segment ids, in the given order."""
+    def gather(self, ids: np.ndarray, *, widen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``v`` (n, D) float32 and ``Z`` (n, N, D) for the given segment ids, in the given order.
+
+        ``Z`` is float32 by default. With `widen` False it comes as stored when every shard read stores the same
+        dtype (float16 stays float16): numpy widens float16 element by element (~4 ms for a rerank's 100 rows
+        of 49x512 on the development VM), torch ~20x faster, so the rerank widens it itself (`PromptScorer`).
+        """
         ids = np.asarray(ids, dtype=np.int64)
-        shard_idx, rows = self.locate(ids)
+        pos = self._positions(ids)
+        shard_idx, rows = self._shard[pos], self._row[pos]
         n = len(rows)
         if n == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, self.dim), np.float32)
         self._advise(shard_idx, rows, ("v", "z"))
         first = self.shards[int(shard_idx[0])]
-        v = self._gather_part(ids, shard_idx, rows, "v", np.dtype(np.float32))
+        v = self._gather_part(ids, pos, "v", np.dtype(np.float32))
         # Z as stored (float16 or float32), hashed as stored, then widened; mixed shards go dtype by dtype.
-        z = np.empty((n, *first.z.shape[1:]), np.float32)
         kinds = {int(s): self.shards[int(s)].z.dtype for s in np.unique(shard_idx)}
+        if len(set(kinds.values())) == 1:
+            stored = self._gather_part(ids, pos, "z", np.dtype(first.z.dtype))
+            return v, (stored.astype(np.float32, copy=False) if widen else stored)
+        z = np.empty((n, *first.z.shape[1:]), np.float32)
         for dtype in set(kinds.values()):
-            if len(set(kinds.values())) == 1:
-                sel = np.arange(n)
-            else:
-                sel = np.nonzero(np.isin(shard_idx, [s for s, d in kinds.items() if d == dtype]))[0]
-            z[sel] = self._gather_part(ids[sel], shard_idx[sel], rows[sel], "z", np.dtype(dtype))
+            sel = np.nonzero(np.isin(shard_idx, [s for s, d in kinds.items() if d == dtype]))[0]
+            z[sel] = self._gather_part(ids[sel], pos[sel], "z", np.dtype(dtype))
         return v, z
 
-    def _gather_part(
-        self, ids: np.ndarray, shard_idx: np.ndarray, rows: np.ndarray, part: str, dtype: np.dtype
-    ) -> np.ndarray:
-        """Rows of ``v`` or ``Z`` (as stored, in `dtype`) for segments `ids`, verified against their row hashes."""
-        column = 0 if part == "v" else 1
-        first = self.shards[int(shard_idx[0])]
-        shape = (first.v if part == "v" else first.z).shape[1:]
-        out = np.empty((len(ids), *shape), dtype)
-        expected = np.zeros(len(ids), np.uint64)
-        where = np.full((len(ids), 2), -1, np.int64)
-        for s in np.unique(shard_idx):
-            sel = np.nonzero(shard_idx == s)[0]
-            shard = self.shards[int(s)]
-            # Sorted row order reads the memory map front to back.
-            order = np.argsort(rows[sel])
-            picked = rows[sel][order]
-            out[sel[order]] = (shard.v if part == "v" else shard.z)[picked]
-            if self.verify_rows:
-                hashes = self._expected(int(s), picked, column)
-                if hashes is not None:
-                    expected[sel[order]] = hashes
-                    where[sel[order], 0] = int(s)
-                    where[sel[order], 1] = picked
+    def _gather_part(self, ids: np.ndarray, pos: np.ndarray, part: str, dtype: np.dtype) -> np.ndarray:
+        """Rows of ``v`` or ``Z`` (as stored, in `dtype`) for segments `ids` (at positions `pos` of the id map),
+        verified against their row hashes."""
+        shard_idx, rows = self._shard[pos], self._row[pos]
+        first = self._data[int(shard_idx[0])][part]
+        out = np.empty((len(ids), *first.shape[1:]), dtype)
+        # One sort by (shard, row): each shard's rows are read front to back, in one indexing step per shard.
+        order = np.lexsort((rows, shard_idx))
+        by_shard = shard_idx[order]
+        cuts = np.flatnonzero(by_shard[1:] != by_shard[:-1]) + 1
+        starts, ends = np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(order)]]).tolist()
+        for lo, hi in zip(starts, ends, strict=True):
+            sel = order[lo:hi]
+            out[sel] = self._data[int(by_shard[lo])][part][rows[sel]]
         if self.verify_rows:
-            self._check(ids, out, expected, where, part)
+            self._check(ids, out, pos, shard_idx, rows, part)
         return out
 
     def gather_v(self, ids: np.ndarray) -> np.ndarray:
         """``v`` (n, D) float32 for the given segment ids, without touching ``Z`` (first-stage refinement)."""
         ids = np.asarray(ids, dtype=np.int64)
-        shard_idx, rows = self.locate(ids)
-        if len(rows) == 0:
+        pos = self._positions(ids)
+        if len(pos) == 0:
             return np.zeros((0, self.dim), np.float32)
-        self._advise(shard_idx, rows, ("v",))
-        return self._gather_part(ids, shard_idx, rows, "v", np.dtype(np.float32))
+        self._advise(self._shard[pos], self._row[pos], ("v",))
+        return self._gather_part(ids, pos, "v", np.dtype(np.float32))
 
     def scan(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, v) of every row of shard `s`, for an exhaustive scan: ids and v verified whole first."""
