@@ -42,13 +42,18 @@ sys.path.insert(0, str(ROOT))
 
 
 def _write_clip(args: tuple[str, int, int, int, int, int]) -> str:
-    """A clip with camera-like motion: a smooth random texture panning, plus a moving shape (H.264, GOP given)."""
+    """A clip with camera-like motion: a smooth random texture panning, plus a moving shape (H.264, GOP given).
+
+    One shot: the texture is wide enough that the pan never wraps around (a wrap is a hard cut, which would make
+    shot-aligned segmentation cut every clip in two).
+    """
     import av
 
     path, seconds, width, height, gop, seed = args
     rng = np.random.default_rng(seed)
     fps = 25
-    small = rng.integers(0, 255, size=(height // 8 + 8, width // 8 + 32, 3), dtype=np.uint8)
+    frames = seconds * fps
+    small = rng.integers(0, 255, size=(height // 8 + 8, (width + 2 * frames) // 8 + 8, 3), dtype=np.uint8)
     texture = np.kron(small, np.ones((8, 8, 1), dtype=np.uint8))  # blocky texture, then blurred by the resize
     colour = rng.integers(0, 255, size=3, dtype=np.uint8)
     tmp = path + ".part.mp4"
@@ -56,8 +61,8 @@ def _write_clip(args: tuple[str, int, int, int, int, int]) -> str:
         stream: Any = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"g": str(gop), "keyint_min": str(gop), "preset": "veryfast", "crf": "23"}
-        for i in range(seconds * fps):
-            x0 = (i * 2) % (texture.shape[1] - width)
+        for i in range(frames):
+            x0 = i * 2
             frame = np.ascontiguousarray(texture[:height, x0 : x0 + width])
             side = height // 4
             cx = int((width - side) * (0.5 + 0.45 * np.sin(i / 20 + seed)))
@@ -72,7 +77,7 @@ def _write_clip(args: tuple[str, int, int, int, int, int]) -> str:
 
 
 def build_library(root: Path, clips: int, seconds: int, width: int, height: int, gop: int) -> Path:
-    lib = root / f"lib-{seconds}s-{width}x{height}-g{gop}" / str(clips)
+    lib = root / f"lib1shot-{seconds}s-{width}x{height}-g{gop}" / str(clips)
     lib.mkdir(parents=True, exist_ok=True)
     # Clips already generated for a larger or smaller library are linked, not generated again.
     for other in lib.parent.glob("*/clip*.mp4"):

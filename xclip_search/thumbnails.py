@@ -48,6 +48,14 @@ def make_thumbnail(frame: np.ndarray, *, max_side: int = MAX_SIDE, quality: int 
     return out.getvalue()
 
 
+def thumbnail_or_none(frame: np.ndarray) -> bytes | None:
+    """`make_thumbnail`, or None when it fails: a thumbnail is never a reason to lose a segment."""
+    try:
+        return make_thumbnail(frame)
+    except (ValueError, OSError):
+        return None
+
+
 def representative_frame_index(frame_start: int, frame_end: int, num_frames: int) -> int:
     """The frame a segment's thumbnail shows: the middle of the `num_frames` frames X-CLIP samples from it."""
     indices = sample_frame_indices(frame_start, frame_end, num_frames)
