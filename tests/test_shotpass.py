@@ -111,3 +111,16 @@ def test_only_shots_mode_with_the_cpu_decoders_takes_one_pass() -> None:
     assert not shotpass.applies(SETTINGS, ("decord", "pyav"), False)  # forward-only containers
     assert not shotpass.applies(SETTINGS, ("nvdec", "decord", "pyav"), True)
     assert not shotpass.applies(Segmentation(mode="fixed"), ("decord", "pyav"), True)
+
+
+def test_decode_workers_import_neither_torch_nor_the_store() -> None:
+    """What a worker imports at start (`indexer.worker.main`) costs every worker start: no torch, no SQLAlchemy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, av, indexer.decoders, indexer.worker, indexer.extract, indexer.protocol, indexer.shotpass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'sqlalchemy') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
