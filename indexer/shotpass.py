@@ -73,11 +73,24 @@ class _Converted:
 
 @dataclass
 class _State:
-    """The segments planned so far and the frames they want."""
+    """The segments planned so far, the frames they want, and where their shots start."""
 
     plan: list[SegmentPlan]
     wanted: set[int] = field(default_factory=set)
     middles: set[int] = field(default_factory=set)
+    #: (first frame, segment number) of each shot after the first, in order
+    shot_starts: list[tuple[int, int]] = field(default_factory=list)
+    _next: int = 0
+    _ready: int = 0
+
+    def settled(self, limit: float) -> int:
+        """How many leading segments no later cut can change: those of shots ending at a cut at or before
+        `limit` (the first undecided frame less the shortest shot). A cut is dropped only next to a shot shorter
+        than that, and the shot after such a cut is already at least that long. `limit` only grows."""
+        while self._next < len(self.shot_starts) and self.shot_starts[self._next][0] <= limit:
+            self._ready = self.shot_starts[self._next][1]
+            self._next += 1
+        return self._ready
 
 
 def applies(settings: Segmentation, decoders: tuple[str, ...], seekable: bool) -> bool:
@@ -113,6 +126,7 @@ class ShotPass:
         self.result: PassResult | None = None
         self._buffer: deque[tuple[int, Any, int]] = deque()  # (index, decoded frame, bytes)
         self._buffer_bytes = 0
+        self._sizes: dict[tuple[int, int, str], int] = {}
         self._held: dict[int, _Converted] = {}
         self._held_bytes = 0
         self._seeker: Any = None
@@ -193,7 +207,7 @@ class ShotPass:
                     decided += 1
                 if found:
                     state = self._replan(n, info.fps, cuts, sent)
-                ready = _settled(state.plan, decided - min_len)
+                ready = state.settled(decided - min_len)
                 for plan in state.plan[len(sent) : ready]:
                     yield self._emit(plan, state)
                     sent.append(plan)
@@ -216,6 +230,7 @@ class ShotPass:
             # The cap reshapes the whole plan (longer windows, fewer cuts): only the two passes know it ahead.
             raise Abandoned("the segment cap applies", None)
         state = _State(plan)
+        state.shot_starts = [(p.frame_start, k) for k, p in enumerate(plan) if k and p.shot != plan[k - 1].shot]
         for p in plan[sent:]:
             indices = sample_frame_indices(p.frame_start, p.frame_end, self.num_frames)
             state.wanted.update(indices)
@@ -233,7 +248,10 @@ class ShotPass:
     # -- frames --------------------------------------------------------------------------------------------
 
     def _buffer_frame(self, i: int, frame: Any, state: _State) -> None:
-        size = sum(p.buffer_size for p in frame.planes)
+        geometry = (frame.width, frame.height, frame.format.name)
+        size = self._sizes.get(geometry)
+        if size is None:
+            size = self._sizes[geometry] = sum(p.buffer_size for p in frame.planes)
         self._buffer.append((i, frame, size))
         self._buffer_bytes += size
         while self._buffer_bytes > BUFFER_BYTES and len(self._buffer) > 1:
@@ -292,17 +310,6 @@ class ShotPass:
         if self._seeker.warnings or len(frames) != len(indices):
             raise Abandoned("a seek did not return the exact frames")
         return frames
-
-
-def _settled(plan: list[SegmentPlan], limit: float) -> int:
-    """How many leading segments of `plan` no later cut can change: those of shots ending at a cut at or before
-    `limit` (the last decided frame less the shortest shot). A cut is dropped only next to a shot shorter than
-    that, and the shot after such a cut is already at least that long."""
-    ready = 0
-    for k in range(1, len(plan)):
-        if plan[k].shot != plan[k - 1].shot and plan[k].frame_start <= limit:
-            ready = k
-    return ready
 
 
 def _timed(packet: Any) -> bool:

@@ -92,7 +92,7 @@ def test_a_sent_segment_that_a_later_cut_contradicts_restarts_the_file(
 ) -> None:
     # Send every planned segment at once (wrongly): the next cut contradicts them, the pass gives up, and the
     # file is decoded again under attempt 1 with the right segments.
-    monkeypatch.setattr(shotpass, "_settled", lambda plan, limit: len(plan))
+    monkeypatch.setattr(shotpass._State, "settled", lambda self, limit: len(self.plan))
     got = [m for m in decode_file(str(scene_video), spec()) if isinstance(m, SegmentCrops)]
     assert {s.attempt for s in got} == {0, 1}
     assert_same([s for s in got if s.attempt == 1], two_passes(scene_video, SETTINGS))
