@@ -3,7 +3,8 @@
 Builds (or reuses) a library of generated H.264 clips with ordinary GOPs, then measures with the same model:
 
 1. the naive loop a user would write from the transformers docs: decord per file, `XCLIPProcessor`,
-   `get_video_features` one video at a time;
+   `get_video_features` one video at a time (a script in a fresh interpreter, like the CLI below: both pay for
+   importing torch and transformers and loading the model);
 2. decode-only throughput of the indexer's supervised workers (events consumed and dropped);
 3. model-only throughput on pre-decoded pixels (the best of the index's thread setting and all cores);
 4. ``xclip-search index`` end to end (a fresh CLI process: model load and worker start-up included);
@@ -124,6 +125,18 @@ def build_model(root: Path, kind: str) -> Path:
 
 
 # -- measurements -----------------------------------------------------------------------------------------
+
+
+def naive_script(files: list[Path], model_dir: Path) -> None:
+    """`naive_loop` as a user runs it: a script in a fresh interpreter, which imports torch and transformers
+    and loads the model, as ``xclip-search index`` (a fresh process) does."""
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from bench_index import naive_loop; "
+        "naive_loop([Path(p) for p in sys.argv[3:]], Path(sys.argv[2]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [str(ROOT / "scripts"), str(model_dir), *map(str, files)]
+    subprocess.run([sys.executable, "-c", code, *args], check=True, env=env, capture_output=True)
 
 
 def naive_loop(files: list[Path], model_dir: Path) -> None:
@@ -326,7 +339,7 @@ def main() -> None:
         for rep in range(args.reps):
             print(f"repetition {rep + 1} (load average {os.getloadavg()[0]:.2f})")
             with Clock() as clock:
-                naive_loop(naive_files, model_dir)
+                naive_script(naive_files, model_dir)
             report("naive loop", len(naive_files), clock)
             for mode in ("shots", "fixed"):
                 with Clock() as clock:
