@@ -23,8 +23,9 @@ from xclip_search.errors import VideoError, VideoLimitError
 from xclip_search.pixels import PixelConfig, normalize, resize_and_crop
 from xclip_search.sampling import sample_frame_indices
 from xclip_search.store.cues import Cue
-from xclip_search.thumbnails import make_thumbnail
+from xclip_search.thumbnails import thumbnail_or_none
 
+from . import shotpass
 from .decoders import DEFAULT_DECODERS, FORWARD_ONLY, Decoder, VideoInfo, clean_message, get_decoder
 from .fingerprint import content_hash
 from .probe import Limits, Probe, probe
@@ -175,7 +176,40 @@ class Extraction:
 
     def segments(self) -> Iterator[SegmentCrops]:
         notes: list[str] = []
-        for attempt, (name, decoder) in enumerate(self._decoders()):
+        first = 0
+        if shotpass.applies(self.spec.segmentation, self.spec.decoders, self.probe.seekable):
+            one = shotpass.ShotPass(
+                self.path,
+                num_frames=self.spec.num_frames,
+                pixels=self.spec.pixels,
+                settings=self.spec.segmentation,
+                limits=self.spec.limits,
+                thumbnails=self.spec.thumbnails,
+                on_frame=self._on_frame,
+                fallback_size=(self.probe.width, self.probe.height),
+            )
+            try:
+                for plan, crops, thumb in one.segments():
+                    yield SegmentCrops(0, plan, crops, thumb)
+            except shotpass.Abandoned as exc:
+                # The two passes below give the same segments; what was sent (attempt 0) is dropped.
+                self._cuts = exc.cuts
+                first = 1
+            else:
+                result = one.result
+                assert result is not None
+                self._cuts = result.cuts
+                self.summary = FileSummary(
+                    decoder="pyav",
+                    info=result.info,
+                    codec=self.probe.codec,
+                    duration_s=_duration(result.info, self.probe),
+                    segments=result.segments,
+                    notes=notes,
+                    cues=self._text_streams(notes),
+                )
+                return
+        for attempt, (name, decoder) in enumerate(self._decoders(), start=first):
             try:
                 video = decoder.open(self.path)
             except VideoError as exc:
@@ -197,13 +231,12 @@ class Extraction:
                 continue
             finally:
                 video.close()
-            duration = info.num_frames / info.fps if info.fps > 0 else self.probe.duration_s or 0.0
             cues = self._text_streams(notes)
             self.summary = FileSummary(
                 decoder=name,
                 info=info,
                 codec=self.probe.codec,
-                duration_s=float(duration),
+                duration_s=_duration(info, self.probe),
                 segments=len(plans),
                 warnings=video.warnings,
                 notes=notes,
@@ -232,7 +265,9 @@ class Extraction:
         settings = self.spec.segmentation
         if settings.follows_shots and self._cuts is None:  # once per file, whichever decoder samples it
             try:
-                self._cuts = detect_cuts(self.path, on_frame=self._on_frame)
+                # Files the one pass decodes are scored on the same exact frames when it had to give up.
+                exact = shotpass.applies(settings, self.spec.decoders, self.probe.seekable)
+                self._cuts = detect_cuts(self.path, exact=exact, on_frame=self._on_frame)
             except (VideoError, ValueError, OSError) as exc:
                 notes.append(f"shot detection: {exc}; fixed windows")
                 self._cuts = []
@@ -250,18 +285,15 @@ class Extraction:
         for i, frame in zip(unique, video.iter_frames(unique), strict=False):
             crops[i] = resize_and_crop(frame[None], self.spec.pixels)[0]
             if i == middle and self.spec.thumbnails:
-                thumb = _thumbnail(frame)
+                thumb = thumbnail_or_none(frame)
             self._on_frame()
         if len(crops) != len(unique):
             raise VideoError(f"the decoder returned {len(crops)} of {len(unique)} frames")
         return np.stack([crops[i] for i in indices]), thumb
 
 
-def _thumbnail(frame: np.ndarray) -> bytes | None:
-    try:
-        return make_thumbnail(frame)
-    except (ValueError, OSError):
-        return None
+def _duration(info: VideoInfo, probed: Probe) -> float:
+    return float(info.num_frames / info.fps if info.fps > 0 else probed.duration_s or 0.0)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """Hard-cut detection on small frames: where a video's shots begin, cheaply enough to run on every file.
 
 Shot-aligned segments need the cuts before X-CLIP's frames are sampled (a segment's frames depend on where it
-starts and ends), so a decode worker runs this first, as a pass of its own over the file. It must cost little
-next to the sampling decode, so it never converts or resizes a full frame: each decoded frame's Y, U and V
-planes are read in place (the decoder's own memory, yuv420p and its relatives) and subsampled by striding to a
-grid of about 48x27 luma values (the decoder skips its deblocking filter, invisible at that scale), and the
-colour and brightness of that grid are compared with the frame before. Other pixel formats are scaled to that
-grid by FFmpeg's scaler instead. Nothing is kept but one small grid and one score per frame, so memory stays
-flat whatever the resolution and length.
+starts and ends). With the CPU decoders a worker finds them in the same forward decode that yields the sampled
+frames (`indexer.shotpass`, scoring each frame with `FrameScorer` and deciding it with `cut_at`); with other
+decoders (NVDEC, ...) `detect_cuts` runs first, as a pass of its own. Either way it must cost little next to
+decoding, so it never converts or resizes a full frame: each decoded frame's Y, U and V planes are read in
+place (the decoder's own memory, yuv420p and its relatives) and subsampled by striding to a grid of about 48x27
+luma values, and the colour and brightness of that grid are compared with the frame before (the separate pass
+skips the deblocking filter, invisible at that scale, unless asked for `exact` frames). Other pixel formats are
+scaled to that grid by FFmpeg's scaler instead. Nothing is kept but one small grid and one score per frame, so
+memory stays flat whatever the resolution and length.
 
 A cut is a frame whose difference from the previous frame (each grid value's difference capped, so that a
 small part of the picture changing a lot, like a blinking light, does not count as much as all of it changing)
@@ -77,6 +79,22 @@ def _grid(frame: Any, steps: dict[str, tuple[int, int]]) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+class FrameScorer:
+    """Scores decoded frames one after another: each frame's grid against the previous frame's (0 for the first
+    frame and after a change of frame size)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, tuple[int, int]] = {}
+        self._previous: np.ndarray | None = None
+
+    def score(self, frame: Any) -> float:
+        grid = _grid(frame, self._steps)
+        previous, self._previous = self._previous, grid
+        if previous is None or previous.shape != grid.shape:
+            return 0.0
+        return float(np.minimum(np.abs(grid - previous), CELL_CAP).mean())
+
+
 def _plane(plane: Any, height: int, width: int, sy: int, sx: int) -> np.ndarray:
     rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
     return rows[:height:sy, :width:sx]
@@ -86,13 +104,15 @@ def frame_scores(
     path: str,
     *,
     skip_nonref: bool = False,
+    exact: bool = False,
     on_frame: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Per-frame difference scores (``scores[i]``: frame i against the frame decoded before it; 0 for the first)
     and the number of frames, numbered as the decoders number them (the i-th packet timestamp in order).
 
     `skip_nonref` lets the decoder skip frames no other frame refers to (most B-frames): cheaper, but a cut on a
-    skipped frame is then found at the next decoded frame.
+    skipped frame is then found at the next decoded frame. `exact` keeps the deblocking filter on, so the scores
+    are those of the frames as decoded for the model (`indexer.shotpass` scores those).
     """
     import av
 
@@ -121,11 +141,11 @@ def frame_scores(
         stream.thread_count = 1
         # The deblocking filter only smooths block edges, which a grid of ~48x27 samples cannot see: skipping it
         # saves about a fifth of H.264's decoding time (measured on tests/data).
-        stream.codec_context.options = {"skip_loop_filter": "all"}
+        if not exact:
+            stream.codec_context.options = {"skip_loop_filter": "all"}
         if skip_nonref:
             stream.codec_context.skip_frame = "NONREF"
-        steps: dict[str, tuple[int, int]] = {}
-        previous: np.ndarray | None = None
+        scorer = FrameScorer()
         seen = 0
         for packet in container.demux(stream):
             try:
@@ -135,10 +155,7 @@ def frame_scores(
             for frame in frames:
                 index = min(seen, n - 1) if frame.pts is None else min(bisect.bisect_left(pts, int(frame.pts)), n - 1)
                 seen = index + 1
-                grid = _grid(frame, steps)
-                if previous is not None and previous.shape == grid.shape:
-                    scores[index] = float(np.minimum(np.abs(grid - previous), CELL_CAP).mean())
-                previous = grid
+                scores[index] = scorer.score(frame)
                 if on_frame is not None:
                     on_frame()
         return scores, n
@@ -152,22 +169,38 @@ def find_cuts(
     scores: np.ndarray, *, min_score: float = MIN_SCORE, min_ratio: float = MIN_RATIO, window: int = WINDOW
 ) -> list[Cut]:
     """The frames whose score is large and several times the baseline around them (see the module docstring)."""
-    out: list[Cut] = []
-    n = len(scores)
-    for i in range(1, n):
-        s = float(scores[i])
-        if s < min_score:
-            continue
-        lo, hi = max(1, i - window), min(n, i + window + 1)
-        around = np.concatenate([scores[lo:i], scores[i + 1 : hi]])
-        around = around[around > 0]  # frames skipped by the decoder carry no score
-        baseline = float(np.median(around)) if len(around) else 0.0
-        if s >= min_ratio * max(baseline, 1.0):
-            out.append(Cut(i, s))
+    out = []
+    for i in range(1, len(scores)):
+        cut = cut_at(scores, i, min_score=min_score, min_ratio=min_ratio, window=window)
+        if cut is not None:
+            out.append(cut)
     return out
 
 
-def detect_cuts(path: str, *, skip_nonref: bool = False, on_frame: Callable[[], None] | None = None) -> list[Cut]:
+def cut_at(
+    scores: np.ndarray, i: int, *, min_score: float = MIN_SCORE, min_ratio: float = MIN_RATIO, window: int = WINDOW
+) -> Cut | None:
+    """Whether frame `i` starts a shot (`find_cuts`' test for one frame); it reads ``scores[i - window:i +
+    window + 1]``, so a caller scoring frames as they are decoded can decide frame `i` `window` frames later."""
+    s = float(scores[i])
+    if i < 1 or s < min_score:
+        return None
+    lo, hi = max(1, i - window), min(len(scores), i + window + 1)
+    near = scores[lo:hi].tolist()
+    del near[i - lo]
+    near = [x for x in near if x > 0]  # frames skipped by the decoder carry no score
+    # Most frames of moving footage score above `min_score`; their median baseline (a numpy call) is needed only
+    # when fewer than half of their neighbours exceed s / min_ratio, and so may leave the frame a cut.
+    bar = s / min_ratio * (1 + 1e-6)
+    if sum(x > bar for x in near) > len(near) // 2:
+        return None
+    baseline = float(np.median(np.array(near, dtype=scores.dtype))) if near else 0.0
+    return Cut(i, s) if s >= min_ratio * max(baseline, 1.0) else None
+
+
+def detect_cuts(
+    path: str, *, skip_nonref: bool = False, exact: bool = False, on_frame: Callable[[], None] | None = None
+) -> list[Cut]:
     """The hard cuts of the video at `path` (see the module docstring); raises `VideoError`."""
-    scores, _ = frame_scores(path, skip_nonref=skip_nonref, on_frame=on_frame)
+    scores, _ = frame_scores(path, skip_nonref=skip_nonref, exact=exact, on_frame=on_frame)
     return find_cuts(scores)

@@ -3,7 +3,8 @@
 Builds (or reuses) a library of generated H.264 clips with ordinary GOPs, then measures with the same model:
 
 1. the naive loop a user would write from the transformers docs: decord per file, `XCLIPProcessor`,
-   `get_video_features` one video at a time;
+   `get_video_features` one video at a time (a script in a fresh interpreter, like the CLI below: both pay for
+   importing torch and transformers and loading the model);
 2. decode-only throughput of the indexer's supervised workers (events consumed and dropped);
 3. model-only throughput on pre-decoded pixels (the best of the index's thread setting and all cores);
 4. ``xclip-search index`` end to end (a fresh CLI process: model load and worker start-up included);
@@ -12,7 +13,11 @@ Builds (or reuses) a library of generated H.264 clips with ordinary GOPs, then m
 6. shot-aligned segments (the default) against fixed windows (``--segments fixed``): decode-only and end to end,
    in the same run, so the cost of cut detection reads as a ratio (issue 15: at least 85%).
 
-and prints videos/s side by side with the ratios the issue sets as targets. Run it alone on the machine:
+and prints videos/s side by side with the ratios the issues set as targets. Every measurement is repeated
+(``--reps``, interleaved, so a change in the machine's load hits every variant alike) and printed as median
+[min..max]; so are the CPU seconds per video (this process and its children), which a shared machine skews
+less than wall time. Also printed: the command's fixed start-up cost (a library of one clip) and, first, the
+CPU per video of each stage of a decode worker's work, in this process. Run it alone on the machine:
 
     flock /work/bench.lock python scripts/bench_index.py --clips 200 --seconds 10 --model tiny
     flock /work/bench.lock python scripts/bench_index.py --clips 40 --seconds 10 --model base
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,13 +49,18 @@ sys.path.insert(0, str(ROOT))
 
 
 def _write_clip(args: tuple[str, int, int, int, int, int]) -> str:
-    """A clip with camera-like motion: a smooth random texture panning, plus a moving shape (H.264, GOP given)."""
+    """A clip with camera-like motion: a smooth random texture panning, plus a moving shape (H.264, GOP given).
+
+    One shot: the texture is wide enough that the pan never wraps around (a wrap is a hard cut, which would make
+    shot-aligned segmentation cut every clip in two).
+    """
     import av
 
     path, seconds, width, height, gop, seed = args
     rng = np.random.default_rng(seed)
     fps = 25
-    small = rng.integers(0, 255, size=(height // 8 + 8, width // 8 + 32, 3), dtype=np.uint8)
+    frames = seconds * fps
+    small = rng.integers(0, 255, size=(height // 8 + 8, (width + 2 * frames) // 8 + 8, 3), dtype=np.uint8)
     texture = np.kron(small, np.ones((8, 8, 1), dtype=np.uint8))  # blocky texture, then blurred by the resize
     colour = rng.integers(0, 255, size=3, dtype=np.uint8)
     tmp = path + ".part.mp4"
@@ -57,8 +68,8 @@ def _write_clip(args: tuple[str, int, int, int, int, int]) -> str:
         stream: Any = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"g": str(gop), "keyint_min": str(gop), "preset": "veryfast", "crf": "23"}
-        for i in range(seconds * fps):
-            x0 = (i * 2) % (texture.shape[1] - width)
+        for i in range(frames):
+            x0 = i * 2
             frame = np.ascontiguousarray(texture[:height, x0 : x0 + width])
             side = height // 4
             cx = int((width - side) * (0.5 + 0.45 * np.sin(i / 20 + seed)))
@@ -73,7 +84,7 @@ def _write_clip(args: tuple[str, int, int, int, int, int]) -> str:
 
 
 def build_library(root: Path, clips: int, seconds: int, width: int, height: int, gop: int) -> Path:
-    lib = root / f"lib-{seconds}s-{width}x{height}-g{gop}" / str(clips)
+    lib = root / f"lib1shot-{seconds}s-{width}x{height}-g{gop}" / str(clips)
     lib.mkdir(parents=True, exist_ok=True)
     # Clips already generated for a larger or smaller library are linked, not generated again.
     for other in lib.parent.glob("*/clip*.mp4"):
@@ -116,6 +127,18 @@ def build_model(root: Path, kind: str) -> Path:
 
 
 # -- measurements -----------------------------------------------------------------------------------------
+
+
+def naive_script(files: list[Path], model_dir: Path) -> None:
+    """`naive_loop` as a user runs it: a script in a fresh interpreter, which imports torch and transformers
+    and loads the model, as ``xclip-search index`` (a fresh process) does."""
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from bench_index import naive_loop; "
+        "naive_loop([Path(p) for p in sys.argv[3:]], Path(sys.argv[2]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [str(ROOT / "scripts"), str(model_dir), *map(str, files)]
+    subprocess.run([sys.executable, "-c", code, *args], check=True, env=env, capture_output=True)
 
 
 def naive_loop(files: list[Path], model_dir: Path) -> None:
@@ -211,6 +234,71 @@ def compaction_check(index: Path) -> tuple[float, str]:
     return best, decision
 
 
+def stage_costs(files: list[Path], model_dir: Path, mode: str) -> tuple[dict[str, float], float]:
+    """CPU seconds per video of each stage of a decode worker's work (in this process), and the total."""
+    import importlib
+
+    import indexer.extract as ex
+    import indexer.shots as sh
+    from indexer.extract import ExtractSpec, decode_file
+    from indexer.modelspec import read_model_shape
+
+    shape = read_model_shape(str(model_dir))
+    spec = ExtractSpec(num_frames=shape.num_frames, pixels=shape.pixels, segments=mode)
+    costs: dict[str, float] = {}
+    patched: list[tuple[Any, str, Any]] = []
+
+    def timed(module: Any, name: str, label: str) -> None:
+        original = getattr(module, name, None)
+        if original is None:  # an older checkout (before/after comparisons): that stage is not there
+            return
+
+        def wrapper(*a: Any, **k: Any) -> Any:
+            started = time.process_time()
+            try:
+                return original(*a, **k)
+            finally:
+                costs[label] = costs.get(label, 0.0) + time.process_time() - started
+
+        patched.append((module, name, original))
+        setattr(module, name, wrapper)
+
+    try:
+        sp: Any = importlib.import_module("indexer.shotpass")
+    except ImportError:
+        sp = None
+    for module, name, label in [
+        (ex, "content_hash", "hash"),
+        (ex, "probe", "probe"),
+        (ex, "detect_cuts", "cut detection pass"),
+        (sh, "_grid", "cut scores (grid)"),
+        (sp, "cut_at", "cut decisions"),
+        (ex, "resize_and_crop", "resize + crop"),
+        (sp, "resize_and_crop", "resize + crop"),
+        (ex, "thumbnail_or_none", "thumbnail"),
+        (ex, "_thumbnail", "thumbnail"),
+        (sp, "thumbnail_or_none", "thumbnail"),
+    ]:
+        timed(module, name, label)
+    try:
+        list(decode_file(str(files[0]), spec))  # warm caches and lazy imports
+        costs.clear()
+        started = time.process_time()
+        for f in files:
+            list(decode_file(str(f), spec))
+        total = time.process_time() - started
+    finally:
+        for module, name, original in reversed(patched):
+            setattr(module, name, original)
+    return {k: v / len(files) for k, v in costs.items()}, total / len(files)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """Median and range of repeated measurements."""
+    v = sorted(values)
+    return f"{format(v[len(v) // 2], fmt)} [{format(v[0], fmt)}..{format(v[-1], fmt)}]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=200)
@@ -220,6 +308,10 @@ def main() -> None:
     ap.add_argument("--gop", type=int, default=50, help="keyframe interval in frames (25 fps)")
     ap.add_argument("--model", choices=["tiny", "base"], default="tiny")
     ap.add_argument("--naive-clips", type=int, default=None, help="clips timed in the naive loop [default: all]")
+    ap.add_argument(
+        "--reps", type=int, default=3, help="repetitions of every measurement, interleaved (0: the stages only)"
+    )
+    ap.add_argument("--stages", type=int, default=12, help="clips timed stage by stage in this process (0: none)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "xclip-bench", help="library cache")
     ap.add_argument("index_args", nargs="*", help="extra arguments for 'xclip-search index' (after --)")
     args = ap.parse_args()
@@ -232,77 +324,111 @@ def main() -> None:
     files = sorted(lib.glob("*.mp4"))[: args.clips]
     res = resolve_resources(read_model_shape(str(model_dir)), on_gpu=False, workers=None, batch_size=None, threads=None)
     cores = available_cores()
-    load = os.getloadavg()[0]
     print(f"{len(files)} clips of {args.seconds} s at {args.width}x{args.height}, GOP {args.gop}; model {args.model}")
     print(
-        f"machine: {cores} cores, load average {load:.2f} at start; index uses {res.workers} worker(s), "
-        f"{res.threads} model thread(s), batch {res.batch_size}"
+        f"machine: {cores} cores, load average {os.getloadavg()[0]:.2f} at start; index uses {res.workers} "
+        f"worker(s), {res.threads} model thread(s), batch {res.batch_size}; {args.reps} interleaved repetitions"
     )
 
+    if args.stages:
+        print(f"\nCPU ms per video of a decode worker's stages ({min(args.stages, len(files))} clips, this process):")
+        for mode in ("fixed", "shots"):
+            costs, total = stage_costs(files[: args.stages], model_dir, mode)
+            other = total - sum(costs.values())
+            parts = "  ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(costs.items()))
+            print(f"  {mode:<6} total {total * 1000:6.1f}: {parts}  decoding and the rest {other * 1000:.1f}")
+        print()
+    if not args.reps:
+        return
+
     naive_files = files[: args.naive_clips or len(files)]
-    rows: list[tuple[str, float, float]] = []  # (what, videos/s, CPU s per video)
+    rates: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
 
     def report(what: str, videos: int, clock: Clock) -> float:
         rate = videos / clock.wall
-        rows.append((what, rate, clock.cpu / videos))
-        print(f"{what:<44} {rate:9.2f} videos/s  {clock.cpu / videos:7.3f} CPU s/video", flush=True)
+        rates.setdefault(what, []).append(rate)
+        cpus.setdefault(what, []).append(clock.cpu / videos)
+        print(f"  {what:<40} {rate:9.2f} videos/s  {clock.cpu / videos:7.3f} CPU s/video", flush=True)
         return rate
 
-    with Clock() as clock:
-        naive_loop(naive_files, model_dir)
-    naive = report(f"naive loop ({len(naive_files)} clips)", len(naive_files), clock)
-    with Clock() as clock:
-        segments, warm_wall = decode_only(files, model_dir, res.workers, 10.0)
-    clock.wall = warm_wall  # the limit: warm workers (their start-up CPU is still in the CPU figure)
-    decode = report(f"decode only ({res.workers} warm worker(s))", len(files), clock)
-    with Clock() as clock:
-        fixed_segments, warm_wall = decode_only(files, model_dir, res.workers, 10.0, "fixed")
-    clock.wall = warm_wall
-    decode_fixed = report("decode only, --segments fixed", len(files), clock)
-    print(f"{'':<44} segments: {segments} with shots, {fixed_segments} fixed")
-    per_video = segments / len(files)
     import torch
 
-    encoder, pixels = model_inputs(model_dir, files[:4], min(segments, max(4 * res.batch_size, 64)))
-    model = 0.0
-    for threads in sorted({res.threads or cores, cores}):
-        torch.set_num_threads(threads)
-        model_only(encoder, pixels[: res.batch_size], res.batch_size)  # warm-up
-        with Clock() as clock:
-            model_only(encoder, pixels, res.batch_size)
-        rate = report(f"model only ({threads} thread(s), batch {res.batch_size})", len(pixels), clock)
-        model = max(model, rate / per_video)
-
+    encoder = pixels = None
+    per_video = 1.0
+    again_s: list[float] = []
     with tempfile.TemporaryDirectory(prefix="xclip-bench-index-") as tmp:
-        index = Path(tmp) / "index"
-        with Clock() as clock:
-            first = index_cli(lib, index, model_dir, args.index_args)
-        e2e = report("xclip-search index (end to end)", len(files), clock)
-        first_s = clock.wall
-        with Clock() as clock:
-            again = index_cli(lib, index, model_dir, args.index_args)
-        again_s = clock.wall
-        print(f"{'xclip-search index again (unchanged)':<44} {again_s:9.2f} s")
-        check_s, decision = compaction_check(index)
+        for rep in range(args.reps):
+            print(f"repetition {rep + 1} (load average {os.getloadavg()[0]:.2f})")
+            with Clock() as clock:
+                naive_script(naive_files, model_dir)
+            report("naive loop", len(naive_files), clock)
+            for mode in ("shots", "fixed"):
+                with Clock() as clock:
+                    segments, warm_wall = decode_only(files, model_dir, res.workers, 10.0, mode)
+                clock.wall = warm_wall  # the limit: warm workers (their start-up CPU is still in the CPU figure)
+                report(f"decode only ({mode})", len(files), clock)
+                if mode == "shots":
+                    per_video = segments / len(files)
+            if encoder is None:
+                encoder, pixels = model_inputs(model_dir, files[:4], max(4 * res.batch_size, 32))
+            best = 0.0
+            for threads in sorted({res.threads or cores, cores}):
+                torch.set_num_threads(threads)
+                model_only(encoder, pixels[: res.batch_size], res.batch_size)  # warm-up
+                with Clock() as clock:
+                    model_only(encoder, pixels, res.batch_size)
+                best = max(best, len(pixels) / clock.wall)
+            # The model limit in videos/s: segments/s of the best thread setting over the segments per video.
+            rates.setdefault("model only", []).append(best / per_video)
+            print(f"  {'model only (best thread setting)':<40} {best / per_video:9.2f} videos/s", flush=True)
+            for mode in ("shots", "fixed"):
+                index = Path(tmp) / f"{mode}-{rep}"
+                extra = [*args.index_args, "--segments", mode]
+                with Clock() as clock:
+                    index_cli(lib, index, model_dir, extra)
+                report(f"index end to end ({mode})", len(files), clock)
+                if mode == "shots":
+                    with Clock() as clock:
+                        index_cli(lib, index, model_dir, extra)
+                    again_s.append(clock.wall)
+            # The CLI's fixed cost (interpreter, torch, the model, workers) from a library of one clip.
+            one = Path(tmp) / f"one-{rep}"
+            one.mkdir()
+            os.link(files[0], one / files[0].name)
+            with Clock() as clock:
+                index_cli(one, Path(tmp) / f"one-index-{rep}", model_dir, args.index_args)
+            cpus.setdefault("start-up", []).append(clock.cpu)
+            rates.setdefault("start-up wall", []).append(clock.wall)
+        check_s, decision = compaction_check(Path(tmp) / f"shots-{args.reps - 1}")
         print(
-            f"{'  of which the compaction check':<44} {check_s * 1000:9.1f} ms  ({decision}; "
-            f"{check_s / again_s:.2%} of the unchanged re-run, {check_s / first_s:.3%} of the first run)"
+            f"  {'compaction check of a run':<40} {check_s * 1000:9.1f} ms  ({decision}; "
+            f"{check_s / statistics.median(again_s):.2%} of the unchanged re-run)"
         )
-        print(f"first run: {first}\nre-run:    {again}")
-        with Clock() as clock:
-            fixed_run = index_cli(lib, Path(tmp) / "fixed", model_dir, [*args.index_args, "--segments", "fixed"])
-        e2e_fixed = report("xclip-search index --segments fixed", len(files), clock)
-        print(f"fixed run: {fixed_run}")
-    limit = min(decode, model)
-    bound = "decode" if decode <= model else "model"
+
+    def ratio(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+
+    print("\nmedian [min..max] over the repetitions")
+    for what, values in rates.items():
+        if what in ("start-up wall",):
+            continue
+        cpu = f"  {spread(cpus[what], '.3f')} CPU s/video" if what in cpus else ""
+        print(f"  {what:<40} {spread(values, '.2f')} videos/s{cpu}")
+    print(
+        f"  {'start-up (index of one clip)':<40} {spread(rates['start-up wall'], '.2f')} s, "
+        f"{spread(cpus['start-up'], '.2f')} CPU s"
+    )
+    e2e = "index end to end (shots)"
+    print(f"  {'unchanged re-run':<40} {spread(again_s, '.2f')} s")
     print()
-    print(f"index / naive loop            {e2e / naive:6.2f}x   (target >= 1.6x with the tiny model)")
-    print(f"index / decode-only limit     {e2e / decode:6.1%}   (target >= 80% with the tiny model)")
-    print(f"index / model-only limit      {e2e / model:6.1%}   (target >= 90% with the base model)")
-    print(f"index / slower limit ({bound}) {e2e / limit:6.1%}")
-    print(f"first run / unchanged re-run  {first_s / again_s:6.1f}x   (target >= 50x)")
-    print(f"shots / fixed, decode only    {decode / decode_fixed:6.1%}   (cut detection's cost, worst case)")
-    print(f"shots / fixed, end to end     {e2e / e2e_fixed:6.1%}   (target >= 85%)")
+    print(f"index / naive loop               {spread(ratio(e2e, 'naive loop'), '.2f')}x  (target >= 1.8x, tiny model)")
+    print(f"index / decode-only limit        {spread(ratio(e2e, 'decode only (shots)'), '.1%')}  (target >= 85%, tiny)")
+    print(f"index / model-only limit         {spread(ratio(e2e, 'model only'), '.1%')}  (target >= 90%, base model)")
+    print(f"shots / fixed, decode only       {spread(ratio('decode only (shots)', 'decode only (fixed)'), '.1%')}")
+    print(f"shots / fixed, end to end        {spread(ratio(e2e, 'index end to end (fixed)'), '.1%')}  (target >= 85%)")
+    cpu_ratio = [f / s for s, f in zip(cpus[e2e], cpus["index end to end (fixed)"], strict=True)]
+    print(f"shots / fixed, end to end CPU    {spread(cpu_ratio, '.1%')}  (fixed's CPU s/video over shots')")
     print(f"load average at end {os.getloadavg()[0]:.2f} (others share this machine; the lead re-measures)")
 
 

@@ -19,7 +19,10 @@ Detectors:
    chooses by default (needs ``pip install scenedetect opencv-python-headless``; set SCENEDETECT_PATH to a
    ``--target`` directory to keep them out of the project's environment);
 5. ``keyframes``: the encoder's keyframe placement (x264 puts an I-frame at a scene cut), confirmed by decoding
-   only the keyframes and comparing each with the previous one (skip_frame=NONKEY).
+   only the keyframes and comparing each with the previous one (skip_frame=NONKEY);
+6. ``one pass``: what shots mode runs with the CPU decoders (`indexer.shotpass`): the grid detector on exact
+   frames (deblocking on) and the sampled frames resized and cropped, from one forward decode. Its cost
+   includes the sampling, so it reads against the yardstick below, not against the detectors above.
 
 Also printed: the sampling decode indexing does anyway (fixed 10 s windows, decord, 8 frames per window), so the
 detector's cost reads as a fraction of it. Matching allows 1 frame of slack (2 for ``grid-nonref``).
@@ -134,6 +137,30 @@ def keyframes(path: str) -> list[int]:
     return cuts
 
 
+def one_pass(path: str) -> list[int]:
+    """What shots mode runs (`indexer.shotpass`): the cuts and the sampled frames (8 per window of at most 10 s)
+    from one forward decode of exact frames; its cost reads against the sampling decode below."""
+    from indexer.probe import Limits
+    from indexer.segments import Segmentation
+    from indexer.shotpass import ShotPass
+    from xclip_search.pixels import PixelConfig
+
+    pixels = PixelConfig.from_preprocessor_dict({"size": 224}, image_size=224)
+    one = ShotPass(
+        path,
+        num_frames=8,
+        pixels=pixels,
+        settings=Segmentation(),
+        limits=Limits(),
+        thumbnails=True,
+        on_frame=lambda: None,
+    )
+    for _ in one.segments():
+        pass
+    assert one.result is not None
+    return [c.frame for c in one.result.cuts]
+
+
 def sampling_decode(path: str) -> list[int]:
     """What indexing decodes anyway (fixed 10 s windows, 8 frames each): the yardstick for the detectors' cost."""
     from indexer.extract import Extraction, ExtractSpec
@@ -170,6 +197,7 @@ def main() -> None:
         "grid-swscale": (grid_swscale, 1),
         "pyscenedetect": (pyscenedetect, 1),
         "keyframes": (keyframes, 1),
+        "one pass: cuts + sampled frames": (one_pass, 1),
         "sampling decode (yardstick)": (sampling_decode, 0),
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -310,4 +310,5 @@ def test_index_records_its_decoders(tmp_path: Path, tiny_ckpt: Path) -> None:
         catalog.close()
     run_index([str(REAL_CLIP_HD)], tmp_path / "idx", model=str(tiny_ckpt), options=IndexOptions(workers=1))
     with Index.open(tmp_path / "idx") as index:
-        assert index.info()["decoders"] == ["decord", "indexer.gpudecode:CPU_MODE"]
+        # The default (shots, CPU decoders) decodes in one forward PyAV pass (`indexer.shotpass`).
+        assert index.info()["decoders"] == ["indexer.gpudecode:CPU_MODE", "pyav"]

@@ -16,16 +16,18 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import VideoError
 from .sampling import sample_frame_indices
-from .store.catalog import Catalog, SegmentRow
-from .store.fsio import writer_lock
-from .store.manifest import read_manifest
-from .store.thumbshards import read_stored, thumbnail_paths, write_thumbnail_shard
+
+if TYPE_CHECKING:
+    from .store.catalog import Catalog, SegmentRow
+
+# The store (and SQLAlchemy, a quarter of a CPU second to import) is imported by the functions that read an
+# index, not here: decode workers import this module for `make_thumbnail` at every start.
 
 MAX_SIDE = 256
 QUALITY = 80
@@ -46,6 +48,14 @@ def make_thumbnail(frame: np.ndarray, *, max_side: int = MAX_SIDE, quality: int 
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=quality, optimize=True)
     return out.getvalue()
+
+
+def thumbnail_or_none(frame: np.ndarray) -> bytes | None:
+    """`make_thumbnail`, or None when it fails: a thumbnail is never a reason to lose a segment."""
+    try:
+        return make_thumbnail(frame)
+    except (ValueError, OSError):
+        return None
 
 
 def representative_frame_index(frame_start: int, frame_end: int, num_frames: int) -> int:
@@ -132,6 +142,10 @@ def thumbnail(
     A convenience for scripts and tests (it opens the catalog and reads the manifest per call, and decodes in
     this process); the server keeps one `serve.thumbnails.ThumbnailSource` and a pinned snapshot instead.
     """
+    from .store.catalog import Catalog
+    from .store.manifest import read_manifest
+    from .store.thumbshards import read_stored
+
     directory = Path(index_dir)
     manifest = read_manifest(directory)
     cat = catalog or Catalog.open(directory)
@@ -154,6 +168,11 @@ def backfill_thumbnails(index_dir: str | os.PathLike[str]) -> int:
     Holds the writer lock (an indexing run must not garbage-collect meanwhile) and decodes each segment's
     representative frame. Thumbnail files never change what a search returns, so they can be added later.
     """
+    from .store.catalog import Catalog
+    from .store.fsio import writer_lock
+    from .store.manifest import read_manifest
+    from .store.thumbshards import thumbnail_paths, write_thumbnail_shard
+
     directory = Path(index_dir)
     written = 0
     with writer_lock(directory, wait=True):
