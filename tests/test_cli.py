@@ -188,7 +188,7 @@ def test_info_json_and_failures(built: Path) -> None:
         (["tag", "--model", "demo-missing", "--labels", "a"], "No videos to tag"),
         (["tag", "{clip}", "--index", "{built}", "--labels", " , ,"], "No labels"),
         (["index", "{clip}", "--index", "{tmp}/i2", "--segment-seconds", "-1"], "segment-seconds"),
-        (["search"], "Missing argument"),
+        (["search"], "No query given"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_1(args: list[str], needle: str, tmp_path: Path, built: Path) -> None:

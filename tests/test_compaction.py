@@ -321,7 +321,7 @@ def test_lifecycle_of_nightly_runs_stays_like_a_fresh_index(tmp_path: Path) -> N
 
 
 def stored_thumbnails(index: Index) -> dict[int, bytes | None]:
-    from xclip_search.thumbnails import read_stored
+    from xclip_search.store.thumbshards import read_stored
 
     ids = index.catalog.live_segment_ids(index.generation).tolist()
     rows = index.catalog.segment_rows(ids, index.generation)

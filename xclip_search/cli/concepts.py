@@ -140,7 +140,13 @@ def learn_cmd(
 @index_option()
 @json_option
 def concepts_cmd(index_dir: Path | None, as_json: bool) -> int:
-    """List the concepts learned on an index (examples, when learned, held-out accuracy)."""
+    """List the concepts learned on an index (examples, when learned, held-out accuracy).
+
+    \b
+    Examples:
+      xclip-search concepts
+      xclip-search concepts --index my-index --json
+    """
     from ..index import Index
 
     with Index.open(index_dir) as index:
@@ -173,7 +179,13 @@ def concepts_cmd(index_dir: Path | None, as_json: bool) -> int:
 @index_option()
 @json_option
 def forget_cmd(name: str, index_dir: Path | None, as_json: bool) -> int:
-    """Remove the learned concept NAME (the label is then X-CLIP's zero-shot again)."""
+    """Remove the learned concept NAME (the label is then X-CLIP's zero-shot again).
+
+    \b
+    Examples:
+      xclip-search forget blicket
+      xclip-search forget blicket --index my-index --json
+    """
     from ..index import Index
 
     with Index.open(index_dir) as index:
