@@ -147,6 +147,12 @@ def searches_under_tag_load(client: Any, n_clients: int, n_queries: int, top_k: 
     return {"idle": idle, "loaded": loaded, "server": server, **tagged}
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used, all its threads (Linux): unlike wall time, barely moved by other load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process (Linux), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -241,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         api_ms: list[float] = []
         direct_ms: list[float] = []
         overhead_ms: list[float] = []
+        cpu_api = cpu_direct = 0.0
         stages: dict[str, list[float]] = {}
         env = {
             **os.environ,
@@ -261,13 +268,16 @@ def main(argv: list[str] | None = None) -> int:
                     pairs = zip(queries(args.queries, "api"), queries(args.queries, "direct"), strict=True)
                     for q_api, q_direct in pairs:
                         server_side: dict[str, list[float]] = {}
+                        cpu0 = cpu_s(server.pid)
                         api_ms.append(search_ms(client, q_api, args.top_k, server_side))
+                        cpu_api += cpu_s(server.pid) - cpu0
                         overhead_ms.append(api_ms[-1] - server_side["total"][0])  # HTTP, JSON, thread hops
                         for stage, ms in server_side.items():
                             stages.setdefault(stage, []).extend(ms)
-                        t0 = time.perf_counter()
+                        t0, cpu0 = time.perf_counter(), time.process_time()
                         index.search(q_direct, top_k=args.top_k)
                         direct_ms.append((time.perf_counter() - t0) * 1000)
+                        cpu_direct += time.process_time() - cpu0
                 if args.tag_load > 0:
                     loaded = searches_under_tag_load(client, args.tag_load, args.queries, args.top_k)
                 if levels:
@@ -283,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"direct {spread(direct_ms)}")
         print(f"API - direct (p50): {api50 - direct50:+.2f} ms, ratio {api50 / direct50:.2f}")
         print(f"HTTP overhead per request (client time - server total): p50 {statistics.median(overhead_ms):.2f} ms")
+        n = len(api_ms)
+        print(
+            f"CPU per search: server {cpu_api / n * 1000:.2f} ms (HTTP included), "
+            f"library {cpu_direct / n * 1000:.2f} ms"
+            f": the API costs {(cpu_api - cpu_direct) / n * 1000:+.2f} ms of CPU (barely moved by other load)"
+        )
         print("server stages p50: " + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in stages.items()))
     if loaded is not None:
         idle, under = loaded["idle"], loaded["loaded"]

@@ -87,13 +87,17 @@ class ModelQueue:
 
     def run(self, work: Callable[[], T], *, bulk: bool = False) -> T:
         """Run `work` on the model thread and return its result (or raise its exception)."""
-        future: Future[object] = Future()
+        return self.submit(work, bulk=bulk).result()
+
+    def submit(self, work: Callable[[], T], *, bulk: bool = False) -> Future[T]:
+        """Queue `work` for the model thread; its future (an ``async`` caller awaits it without a thread)."""
+        future: Future[T] = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the model queue is shut down")
-            (self._bulk if bulk else self._interactive).append((work, future))
+            (self._bulk if bulk else self._interactive).append((work, future))  # type: ignore[arg-type]
             self._cond.notify()
-        return future.result()  # type: ignore[return-value]
+        return future
 
     def tag_paged(
         self,
