@@ -17,7 +17,6 @@ process needs:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -204,14 +203,6 @@ class IndexService:
         options = SearchOptions(top_k, candidates, rerank, per_video, where, min_score, merge, match)
         started = time.perf_counter()
         return self._outcome(*self._model.run(self._search_job(query, options)), started)
-
-    async def search_async(self, query: str, options: SearchOptions) -> SearchOutcome:
-        """`search` for an ``async`` route: the event loop hands the job straight to the model thread and is
-        woken with the answer, with no request thread in between (two thread hops instead of four; on a busy
-        machine each hop waits for a core)."""
-        started = time.perf_counter()
-        found = await asyncio.wrap_future(self._model.submit(self._search_job(query, options)))
-        return self._outcome(*found, started)
 
     def _search_job(self, query: str, o: SearchOptions) -> Callable[[], tuple[SearchResults, float]]:
         """The model-thread work of one search: move to the newest generation, check the cost, search; with the

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ...errors import InvalidArgumentError
@@ -22,7 +21,7 @@ from ..schemas import (
     search_filter,
 )
 from ..security import require_writer
-from ..service import IndexService, SearchOptions
+from ..service import IndexService
 
 router = APIRouter(prefix="/api", tags=["search"])
 FilterId = Annotated[int, Field(ge=1, le=ID_MAX)]
@@ -32,8 +31,8 @@ def _service(request: Request) -> IndexService:
     return request.app.state.service
 
 
-@router.get("/search", summary="Find the moments that match a text query, best first", response_model=None)
-async def search(
+@router.get("/search", summary="Find the moments that match a text query, best first")
+def search(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="What happens in the video")],
     top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="Number of results")] = 10,
@@ -73,9 +72,7 @@ async def search(
             "(default: both when the index holds any subtitle or transcript line, else visual)"
         ),
     ] = None,
-) -> JSONResponse:
-    # async: the event loop hands the search to the model thread and awaits it (`IndexService.search_async`),
-    # with no request thread in between; the answer (a few hits) is rendered here.
+) -> dict[str, Any]:
     where, echoed = search_filter(
         path,
         list(video_id or ()),
@@ -85,9 +82,18 @@ async def search(
         path_prefix=list(path_prefix or ()),
         tags=list(tag or ()),
     )
-    options = SearchOptions(top_k, candidates, rerank, per_video, where, min_score, merge, match)
-    outcome = await _service(request).search_async(q, options)
-    return JSONResponse(outcome_json(outcome, query=q, filters=echoed))
+    outcome = _service(request).search(
+        q,
+        top_k=top_k,
+        candidates=candidates,
+        rerank=rerank,
+        per_video=per_video,
+        where=where,
+        min_score=min_score,
+        merge=merge,
+        match=match,
+    )
+    return outcome_json(outcome, query=q, filters=echoed)
 
 
 @router.post("/search/similar", summary="Query by example: moments that look like an indexed segment")
