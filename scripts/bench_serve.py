@@ -20,6 +20,10 @@ and the tagging requests served.
 ``--seconds`` each and prints queries per second, p50/p99, errors, and the server's resident memory before and
 after (its growth must stay bounded: a leak shows up as growth at every level).
 
+``--baseline-src DIR`` starts a second server from another source tree (for example ``git archive`` of the
+commit before a change, unpacked) and alternates it with this tree's server and the library call, so a change's
+effect on the API's latency and CPU is measured in one run, under the same machine load.
+
 ``--demo`` builds the demo index (``xclip-search demo``: the bundled demonstration model) to measure on.
 """
 
@@ -216,6 +220,16 @@ def throughput(url: str, pid: int, levels: list[int], seconds: float, top_k: int
     return rows
 
 
+def start_server(source: Path, index_dir: Path, device: str, threads: int | None) -> tuple[subprocess.Popen[str], str]:
+    """``xclip-search serve`` from the source tree `source` (its own interpreter) on a free port; its URL."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source.resolve()), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "xclip_search", "serve", "--index", str(index_dir), "--port", "0", "--json"]
+    cmd += ["--device", device] + (["--threads", str(threads)] if threads else [])
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=source)
+    assert server.stdout is not None
+    return server, json.loads(server.stdout.readline())["url"].rstrip("/")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, help="index directory to serve")
@@ -229,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag-load", type=int, default=0, help="then search while N clients tag (0: skip)")
     parser.add_argument("--throughput", default="", help="then concurrent clients, e.g. 1,4,16 (empty: skip)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per throughput level")
+    parser.add_argument("--baseline-src", type=Path, help="also serve from this source tree, alternated (A/B)")
     args = parser.parse_args(argv)
     if sum([args.index is not None, args.tiny, args.demo]) != 1:
         parser.error("pass --index DIR, --tiny or --demo")
@@ -247,20 +262,23 @@ def main(argv: list[str] | None = None) -> int:
         api_ms: list[float] = []
         direct_ms: list[float] = []
         overhead_ms: list[float] = []
-        cpu_api = cpu_direct = 0.0
+        base_ms: list[float] = []
+        cpu_api = cpu_direct = cpu_base = 0.0
         stages: dict[str, list[float]] = {}
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
-        }
-        cmd = [sys.executable, "-m", "xclip_search", "serve", "--index", str(index_dir), "--port", "0", "--json"]
-        cmd += ["--device", args.device] + (["--threads", str(args.server_threads)] if args.server_threads else [])
-        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        direct_stages: dict[str, list[float]] = {}
+        server, url = start_server(Path(__file__).resolve().parents[1], index_dir, args.device, args.server_threads)
+        baseline = baseline_url = None
+        if args.baseline_src is not None:
+            baseline, baseline_url = start_server(args.baseline_src, index_dir, args.device, args.server_threads)
         try:
-            assert server.stdout is not None
-            url = json.loads(server.stdout.readline())["url"].rstrip("/")
-            with httpx.Client(base_url=url, timeout=120) as client, Index.open(index_dir, device=args.device) as index:
+            with (
+                httpx.Client(base_url=url, timeout=120) as client,
+                httpx.Client(base_url=baseline_url or url, timeout=120) as base_client,
+                Index.open(index_dir, device=args.device) as index,
+            ):
                 client.get("/api/search", params={"q": "warm up"}).raise_for_status()
+                if baseline is not None:
+                    base_client.get("/api/search", params={"q": "warm up"}).raise_for_status()
                 segments = index.info()["segments"]
                 if not args.skip_direct:
                     index.search("warm up", top_k=args.top_k)
@@ -275,23 +293,35 @@ def main(argv: list[str] | None = None) -> int:
                         for stage, ms in server_side.items():
                             stages.setdefault(stage, []).extend(ms)
                         t0, cpu0 = time.perf_counter(), time.process_time()
-                        index.search(q_direct, top_k=args.top_k)
+                        found = index.search(q_direct, top_k=args.top_k)
                         direct_ms.append((time.perf_counter() - t0) * 1000)
                         cpu_direct += time.process_time() - cpu0
+                        for stage, sec in found.timings.items():
+                            direct_stages.setdefault(stage, []).append(sec * 1000)
+                        if baseline is not None:
+                            cpu0 = cpu_s(baseline.pid)
+                            base_ms.append(search_ms(base_client, q_api + " base", args.top_k))
+                            cpu_base += cpu_s(baseline.pid) - cpu0
                 if args.tag_load > 0:
                     loaded = searches_under_tag_load(client, args.tag_load, args.queries, args.top_k)
                 if levels:
                     rows = throughput(url, server.pid, levels, args.seconds, args.top_k)
         finally:
-            server.terminate()
-            server.wait(30)
+            for proc in (server, baseline):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(30)
 
     print(f"index: {index_dir} ({segments} segments), {args.queries} distinct queries per side, top-k {args.top_k}")
     if api_ms:
         api50, direct50 = statistics.median(api_ms), statistics.median(direct_ms)
         print(f"API    {spread(api_ms)}")
         print(f"direct {spread(direct_ms)}")
-        print(f"API - direct (p50): {api50 - direct50:+.2f} ms, ratio {api50 / direct50:.2f}")
+        paired = statistics.median(a - d for a, d in zip(api_ms, direct_ms, strict=True))
+        print(
+            f"API - direct (p50): {api50 - direct50:+.2f} ms, ratio {api50 / direct50:.2f}; "
+            f"p50 of the paired differences (each API search against the library search next to it) {paired:+.2f} ms"
+        )
         print(f"HTTP overhead per request (client time - server total): p50 {statistics.median(overhead_ms):.2f} ms")
         n = len(api_ms)
         print(
@@ -299,7 +329,20 @@ def main(argv: list[str] | None = None) -> int:
             f"library {cpu_direct / n * 1000:.2f} ms"
             f": the API costs {(cpu_api - cpu_direct) / n * 1000:+.2f} ms of CPU (barely moved by other load)"
         )
-        print("server stages p50: " + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in stages.items()))
+        if base_ms:
+            base50 = statistics.median(base_ms)
+            print(f"baseline API ({args.baseline_src}) {spread(base_ms)}")
+            print(
+                f"  this tree against the baseline (p50): {api50 - base50:+.2f} ms, ratio {api50 / base50:.2f}; "
+                f"baseline - direct {base50 - direct50:+.2f} ms; baseline CPU per search {cpu_base / n * 1000:.2f} ms"
+            )
+            paired_ab = statistics.median(a - b for a, b in zip(api_ms, base_ms, strict=True))
+            paired_bd = statistics.median(b - d for b, d in zip(base_ms, direct_ms, strict=True))
+            print(f"  paired p50: this tree - baseline {paired_ab:+.2f} ms, baseline - direct {paired_bd:+.2f} ms")
+        print("server stages p50:  " + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in stages.items()))
+        print(
+            "library stages p50: " + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in direct_stages.items())
+        )
     if loaded is not None:
         idle, under = loaded["idle"], loaded["loaded"]
         queue = loaded["server"].get("queue", [0.0])
