@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,6 +213,7 @@ def test_a_search_runs_before_the_rest_of_an_expensive_tagging_request(
     from .test_serve_api import make_client
 
     monkeypatch.setattr(modelqueue, "SLICE_SCORES", 1)  # one segment per slice
+    monkeypatch.setattr(modelqueue, "TEXT_SLICE", 1)  # one label's text per warm-up slice
     with make_client(serve_index) as c:
         service = c.app.state.service  # type: ignore[attr-defined]
         video_id = c.get("/api/videos", params={"status": "indexed"}).json()["videos"][0]["video_id"]
@@ -237,8 +239,8 @@ def test_a_search_runs_before_the_rest_of_an_expensive_tagging_request(
 
         monkeypatch.setattr(queue, "run", run)
         monkeypatch.setattr(service.index, "tag_index", slow_tag)
-        tagged: list[object] = []
-        tagger = threading.Thread(target=lambda: tagged.append(service.tag_video(video_id, ["a", "b"])))
+        tagged: list[dict[str, Any]] = []
+        tagger = threading.Thread(target=lambda: tagged.append(service.tag_video(video_id, ["a", "b"]).to_dict()))
         tagger.start()
         assert in_first_slice.wait(60)
         searcher = threading.Thread(target=lambda: service.search("a dog", top_k=3))
@@ -249,8 +251,9 @@ def test_a_search_runs_before_the_rest_of_an_expensive_tagging_request(
         searcher.join(60)
         n_segments = len(c.get(f"/api/videos/{video_id}").json()["segments"])
         assert n_segments >= 3
-        assert order == ["tag slice", "search"] + ["tag slice"] * (n_segments - 1), order
-        assert tagged and len(tagged[0]["segments"]) == n_segments  # type: ignore[index]
+        # Two text slices (one per label), the first segment's slice (held), the search, then the other segments.
+        assert order == ["tag slice"] * 3 + ["search"] + ["tag slice"] * (n_segments - 1), order
+        assert tagged and len(tagged[0]["segments"]) == n_segments
 
 
 def test_too_many_concurrent_tagging_requests_get_429() -> None:
@@ -318,3 +321,77 @@ def test_health_reports_an_unreadable_manifest(serve_index: Path, tmp_path: Path
         assert c.get("/api/health").status_code == 503
         (copy / "manifest.json").write_bytes(good)
         assert c.get("/api/health").json()["status"] == "ok"
+
+
+def test_tagging_slices_are_sized_by_time() -> None:
+    """The next slice takes about the budget at the last slice's cost per item: growing at most twofold from
+    one item, shrinking at once when items turn out expensive, within [1, cap]."""
+    from xclip_search.serve.modelqueue import SlicePacer
+
+    pacer = SlicePacer(cap=64, budget=0.010)
+    seen = [pacer.count]
+    for seconds in (0.001, 0.002, 0.004, 0.008):  # 1 ms an item: doubles up to the budget's 10 items
+        pacer.record(pacer.count, seconds)
+        seen.append(pacer.count)
+    assert seen == [1, 2, 4, 8, 10]
+    pacer.record(10, 0.100)  # items became 10 ms each: one per slice
+    assert pacer.count == 1
+    pacer.record(1, 0.500)  # never below one item
+    assert pacer.count == 1
+    pacer.record(1, 0.0)  # too fast to measure: grows, within the cap
+    assert pacer.count == 2
+    capped = SlicePacer(cap=3, budget=1.0)
+    capped.record(2, 0.001)
+    assert capped.count == 3
+
+
+def test_bulk_slices_and_searches_get_their_own_thread_counts() -> None:
+    """The threads hook runs before a job whose kind differs from the last one's, on the model thread."""
+    import threading
+
+    from xclip_search.serve.modelqueue import ModelQueue
+
+    calls: list[tuple[bool, str]] = []
+    queue = ModelQueue(threads=lambda bulk: calls.append((bulk, threading.current_thread().name)))
+    try:
+        queue.run(lambda: 1)
+        queue.run(lambda: 2, bulk=True)
+        queue.run(lambda: 3, bulk=True)
+        queue.run(lambda: 4)
+        queue.run(lambda: 5)
+    finally:
+        queue.shutdown()
+    assert calls == [(False, "xclip-model"), (True, "xclip-model"), (False, "xclip-model")]
+
+
+def test_a_tagging_answer_is_rendered_on_the_model_thread(serve_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every segment's JSON entry is made inside a model-thread slice, never on a request thread, where it would
+    compete with a running search for the GIL; the answer is the same JSON as before."""
+    import threading
+
+    from xclip_search.serve import service as service_module
+
+    from .test_serve_api import make_client
+
+    threads: list[str] = []
+    original = service_module.render_json
+
+    def recorded(value: Any) -> bytes:
+        if isinstance(value, dict) and "segment_id" in value:
+            threads.append(threading.current_thread().name)
+        return original(value)
+
+    monkeypatch.setattr(service_module, "render_json", recorded)
+    with make_client(serve_index) as c:
+        whole = c.post("/api/tag", json={"labels": ["a red square", "a dog"], "top": 1, "limit": 100})
+        video_id = whole.json()["results"][0]["video_id"]
+        one = c.post("/api/tag", json={"labels": ["a red square", "a dog"], "video_id": video_id})
+    assert whole.status_code == 200 and one.status_code == 200
+    data = whole.json()
+    assert data["total"] == len(data["results"]) >= 12 and data["offset"] == 0
+    assert all(len(r["labels"]) == 1 and {"segment_id", "video_id", "path", "start"} <= set(r) for r in data["results"])
+    video = one.json()
+    assert video["video_id"] == video_id and len(video["labels"]) == 2
+    assert sum(x["prob"] for x in video["labels"]) == pytest.approx(1.0)
+    assert len(threads) == len(data["results"]) + len(video["segments"])
+    assert set(threads) == {"xclip-model"}

@@ -306,6 +306,30 @@ class Index:
 
         return clean_labels(labels)
 
+    @staticmethod
+    def model_threads() -> int:
+        """Threads one model operation may use in this process (torch's intra-op threads; all cores by default)."""
+        import torch
+
+        return int(torch.get_num_threads())
+
+    @staticmethod
+    def set_model_threads(threads: int) -> None:
+        """Set `model_threads` (process-wide). A server runs bulk tagging on one thread and searches on all of
+        them: on a busy machine, a thread team waiting at each operation's barrier for a thread the OS has
+        descheduled makes the work many times slower than one thread would be."""
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(max(1, threads))
+
+    def warm_texts(self, texts: Sequence[str]) -> None:
+        """Encode `texts` into the model's cache of recent text embeddings now, so that a later `search` or
+        `tag_index` with them skips the text encoder (the server encodes a tagging request's labels this way, a
+        few at a time, so that no single call holds the model for long)."""
+        encoder, _scorer = self._components()
+        encoder.encode_texts(list(texts))
+
     def tag_index(
         self,
         labels: Sequence[str],

@@ -41,6 +41,13 @@ from .watching import notice, print_batch, watch_options
     metavar="FOLDER",
     help="Also keep the index current with the videos under FOLDER, like 'xclip-search watch' (repeatable).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Threads one search may use [default: all cores]. On a busy or shared machine 1 is steadier: a team of "
+    "threads waits at every step for its slowest member. Tagging always runs on one.",
+)
 @watch_options
 @device_option
 @json_option
@@ -50,6 +57,7 @@ def serve_cmd(
     port: int,
     token: str | None,
     watch_paths: tuple[Path, ...],
+    threads: int | None,
     poll: bool,
     settle_s: float,
     device: str | None,
@@ -81,7 +89,7 @@ def serve_cmd(
     from ..serve.security import is_loopback
 
     settings = ServeSettings(
-        index_dir=index_dir or default_index_dir(), host=host, port=port, token=token, device=device
+        index_dir=index_dir or default_index_dir(), host=host, port=port, token=token, device=device, threads=threads
     )
 
     def ready(url: str) -> None:

@@ -77,6 +77,7 @@ class ServeSettings:
     device: str | None = None
     model: str | None = None
     warm: bool = True
+    threads: int | None = None  # threads one search may use (None: torch's default, all cores)
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -84,7 +85,7 @@ def create_app(settings: ServeSettings, *, index: Index | None = None) -> FastAP
     """Build the ASGI app for `settings` (opens the index now: a missing index fails here, not per request)."""
     opened = index or Index.open(settings.index_dir, device=settings.device, model=settings.model)
     metrics = Metrics()
-    service = IndexService(opened, metrics)
+    service = IndexService(opened, metrics, search_threads=settings.threads)
     policy = AccessPolicy(
         token=settings.token or None, loopback=is_loopback(settings.host), extra_hosts=settings.extra_hosts
     )

@@ -18,6 +18,7 @@ process needs:
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,14 +26,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from ..errors import NotFoundError, XClipSearchError
 from ..index import Index, SearchFilter, SearchHit, SearchResults, SegmentRow, Shot, VideoListing, VideoRow
 from .limits import check_search_cost, check_tag_cost
 from .media import PathGuard, roots_from_runs
 from .metrics import Metrics
-from .modelqueue import ModelQueue
+from .modelqueue import BULK_THREADS, ModelQueue
 
 T = TypeVar("T")
+
+
+def render_json(value: Any) -> bytes:
+    """JSON as Starlette's `JSONResponse` renders it (UTF-8, compact, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class RenderedTags:
+    """A tagging answer whose per-segment entries were rendered to JSON inside the model thread's slices
+    (`modelqueue`): the request thread only joins bytes, so it never competes with a search for the GIL."""
+
+    fields: dict[str, Any]
+    entries_key: str
+    entries: list[bytes]
+
+    def body(self, **extra: Any) -> bytes:
+        """The whole answer: `fields`, `extra`, then the entries under `entries_key`."""
+        head = render_json({**self.fields, **extra, self.entries_key: []})
+        return head[:-2] + b",".join(self.entries) + b"]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer as a dict (tests, and callers in this process)."""
+        return dict(json.loads(self.body()))
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search (the `Index.search` keywords a request may set)."""
+
+    top_k: int = 10
+    candidates: int | None = None
+    rerank: bool = True
+    per_video: bool = True
+    where: SearchFilter | None = None
+    min_score: float | None = None
+    merge: bool = True
+    match: str | None = None  # visual, speech or both (None: both when the index holds any speech)
 
 
 @dataclass
@@ -46,7 +87,7 @@ class SearchOutcome:
 class IndexService:
     """The server's single view of one index directory (see the module docstring)."""
 
-    def __init__(self, index: Index, metrics: Metrics | None = None) -> None:
+    def __init__(self, index: Index, metrics: Metrics | None = None, *, search_threads: int | None = None) -> None:
         self.index = index
         self.metrics = metrics or Metrics()
         self._lock = threading.RLock()
@@ -55,7 +96,12 @@ class IndexService:
         self._gauged = -1  # the generation the index gauges describe
         self._segments = 0  # live segments in that generation (the gauge; bounds a search's rerank cost)
         self.refresh_error: XClipSearchError | None = None  # why the newest manifest could not be read (health)
-        self._model = ModelQueue()  # one model thread, shared fairly (see modelqueue)
+        for_search = search_threads or Index.model_threads()  # torch's default: all cores
+
+        def threads(bulk: bool) -> None:
+            Index.set_model_threads(BULK_THREADS if bulk else for_search)
+
+        self._model = ModelQueue(threads=threads)  # one model thread, shared fairly (see modelqueue)
         self.pin()
 
     @property
@@ -112,13 +158,27 @@ class IndexService:
         work (search, warm-up) goes before queued tagging slices."""
         return self._model.run(work)
 
+    def _queued_on_model_thread(self, work: Callable[[], T]) -> tuple[T, float]:
+        """`_on_model_thread`, and how long the work waited for the thread (a running tagging slice, other
+        searches): the ``queue`` timing of a search, which shows what sharing the model thread costs it."""
+        submitted = time.perf_counter()
+
+        def timed() -> tuple[T, float]:
+            waited = time.perf_counter() - submitted
+            return work(), waited
+
+        return self._model.run(timed)
+
     @property
     def model_loaded(self) -> bool:
         return self.index.model_loaded
 
-    def _outcome(self, results: SearchResults, started: float, example: dict[str, Any] | None = None) -> SearchOutcome:
-        """The engine's stage timings, plus the request's own total (queueing for the model thread included)."""
-        timings = dict(results.timings)
+    def _outcome(
+        self, results: SearchResults, queued: float, started: float, example: dict[str, Any] | None = None
+    ) -> SearchOutcome:
+        """The engine's stage timings, the wait for the model thread (``queue``), and the request's own total
+        (that wait included)."""
+        timings = {"queue": queued, **results.timings}
         timings["total"] = time.perf_counter() - started
         for stage, seconds in timings.items():
             self.metrics.stage.labels(stage=stage).observe(seconds)
@@ -140,23 +200,33 @@ class IndexService:
         match: str | None = None,
     ) -> SearchOutcome:
         """`Index.search` on the newest generation, with the engine's stage timings."""
+        options = SearchOptions(top_k, candidates, rerank, per_video, where, min_score, merge, match)
         started = time.perf_counter()
-        self.pin()
-        check_search_cost(top_k, candidates, rerank, self._segments)
-        results = self._on_model_thread(
-            lambda: self.index.search(
+        return self._outcome(*self._model.run(self._search_job(query, options)), started)
+
+    def _search_job(self, query: str, o: SearchOptions) -> Callable[[], tuple[SearchResults, float]]:
+        """The model-thread work of one search: move to the newest generation, check the cost, search; with the
+        time it waited for the thread."""
+        submitted = time.perf_counter()
+
+        def work() -> tuple[SearchResults, float]:
+            queued = time.perf_counter() - submitted
+            self.pin()
+            check_search_cost(o.top_k, o.candidates, o.rerank, self._segments)
+            found = self.index.search(
                 query,
-                top_k=top_k,
-                candidates=candidates,
-                rerank=rerank,
-                per_video=per_video,
-                where=where,
-                min_score=min_score,
-                merge=merge,
-                match=match,
+                top_k=o.top_k,
+                candidates=o.candidates,
+                rerank=o.rerank,
+                per_video=o.per_video,
+                where=o.where,
+                min_score=o.min_score,
+                merge=o.merge,
+                match=o.match,
             )
-        )
-        return self._outcome(results, started)
+            return found, queued
+
+        return work
 
     def similar(
         self,
@@ -184,8 +254,8 @@ class IndexService:
             )
             return found, example.source
 
-        results, source = self._on_model_thread(work)
-        return self._outcome(results, started, source)
+        (results, source), queued = self._queued_on_model_thread(work)
+        return self._outcome(results, queued, started, source)
 
     # -- concepts and feedback (Index.refine, Index.search_concept, Index.save_feedback) --------------------
 
@@ -202,10 +272,10 @@ class IndexService:
         """A search refined by results marked up and down (`Index.refine`): learned on the spot, not stored."""
         started = time.perf_counter()
         self.pin()
-        results = self._on_model_thread(
+        results, queued = self._queued_on_model_thread(
             lambda: self.index.refine(query, positive, negative, top_k=top_k, per_video=per_video, where=where)
         )
-        return self._outcome(results, started)
+        return self._outcome(results, queued, started)
 
     def search_concept(
         self,
@@ -219,10 +289,10 @@ class IndexService:
         """Moments ranked by a learned concept (with `query`: fused with X-CLIP's score for it)."""
         started = time.perf_counter()
         self.pin()
-        results = self._on_model_thread(
+        results, queued = self._queued_on_model_thread(
             lambda: self.index.search_concept(concept, query=query, top_k=top_k, per_video=per_video, where=where)
         )
-        return self._outcome(results, started)
+        return self._outcome(results, queued, started)
 
     def save_concept(self, name: str, query: str, positive: Sequence[int], negative: Sequence[int]) -> dict[str, Any]:
         """Store the concept a feedback search learned, under `name` (a write operation)."""
@@ -238,74 +308,88 @@ class IndexService:
 
     # -- tagging -------------------------------------------------------------------------------------------
 
-    def tag_video(self, video_id: int, labels: Sequence[str], *, top: int | None = None) -> dict[str, Any]:
+    def tag_video(self, video_id: int, labels: Sequence[str], *, top: int | None = None) -> RenderedTags:
         """Every label's probability for each live segment of one video, and their mean over the video."""
         labels = self.index.check_labels(labels)
         generation = self.pin()
         video, segments = self._indexed_video(video_id, generation)
         check_tag_cost(len(labels), len(segments))
-        tagged = self._tag_sliced(labels, where=f"video_id={video_id}", offset=0, limit=len(segments))
-        mean: dict[str, float] = {}
-        for seg in tagged:
-            for t in seg.labels:
-                mean[t.label] = mean.get(t.label, 0.0) + t.prob / len(tagged)
-        overall = sorted(mean.items(), key=lambda kv: -kv[1])
-        return {
-            "generation": generation,
-            "video_id": video_id,
-            "path": video.path,
-            "labels": [{"label": k, "prob": p} for k, p in overall[:top]],
-            "segments": [
-                {
-                    "segment_id": seg.segment_id,
-                    "start": round(seg.start, 3),
-                    "end": round(seg.end, 3),
-                    "labels": [t.to_dict() for t in seg.labels[:top]],
-                }
-                for seg in tagged
-            ],
-        }
+        position = {label: i for i, label in enumerate(labels)}
 
-    def tag_index(self, labels: Sequence[str], *, top: int | None, offset: int, limit: int) -> dict[str, Any]:
+        def entry(seg: Any) -> tuple[bytes, np.ndarray]:
+            probs = np.zeros(len(labels))
+            for t in seg.labels:
+                probs[position[t.label]] = t.prob
+            body = {
+                "segment_id": seg.segment_id,
+                "start": round(seg.start, 3),
+                "end": round(seg.end, 3),
+                "labels": [t.to_dict() for t in seg.labels[:top]],
+            }
+            return render_json(body), probs
+
+        tagged = self._tag_sliced(labels, entry, where=f"video_id={video_id}", limit=len(segments))
+        mean = np.zeros(len(labels))
+        for _body, probs in tagged:
+            mean += probs / len(tagged)
+        overall = [{"label": labels[i], "prob": float(mean[i])} for i in np.argsort(-mean, kind="stable")[:top]]
+        fields = {"generation": generation, "video_id": video_id, "path": video.path, "labels": overall}
+        return RenderedTags(fields, "segments", [body for body, _probs in tagged])
+
+    def tag_index(self, labels: Sequence[str], *, top: int | None, offset: int, limit: int) -> RenderedTags:
         """One page of the whole index tagged from stored vectors (the ``tag --index`` shape, plus ids)."""
         labels = self.index.check_labels(labels)
         generation = self.pin()
         total = self.index.count_segments(generation=generation)
         check_tag_cost(len(labels), max(0, min(limit, total - offset)))
-        tagged = self._tag_sliced(labels, top=top, offset=offset, limit=limit)
-        results = [{"segment_id": s.segment_id, "video_id": s.video_id, **s.to_dict()} for s in tagged]
-        return {"generation": generation, "total": total, "offset": offset, "results": results}
+
+        def entry(s: Any) -> bytes:
+            return render_json({"segment_id": s.segment_id, "video_id": s.video_id, **s.to_dict()})
+
+        results = self._tag_sliced(labels, entry, top=top, offset=offset, limit=limit)
+        return RenderedTags({"generation": generation, "total": total, "offset": offset}, "results", results)
 
     def save_tags(self, labels: Sequence[str], video_id: int | None, *, top: int | None = None) -> int:
         """Store the labels' probabilities (the `top` most probable per segment, else all) in the catalog's tags
-        table, for one video or for the whole index (`Index.tag_index` with ``save``); returns the number of
-        (segment, label) rows written. Earlier tags of the same labels on those segments are replaced, so a
-        search filtered on a label sees the newest."""
+        table, for one video or for the whole index (`Index.tag_index` with ``save``, in slices like any
+        tagging); returns the number of (segment, label) rows written. Earlier tags of the same labels on those
+        segments are replaced, so a search filtered on a label sees the newest."""
         labels = self.index.check_labels(labels)
         generation = self.pin()
         where = None
         if video_id is not None:
             _video, segments = self._indexed_video(video_id, generation)
             where = f"video_id={video_id}"
-            check_tag_cost(len(labels), len(segments))
+            count = len(segments)
         else:
-            check_tag_cost(len(labels), self.index.count_segments(generation=generation))
-
-        def work() -> int:
-            return sum(len(s.labels) for s in self.index.tag_index(labels, top=top, where=where, save=True))
-
-        return self._model.run_bulk(work)
+            count = self.index.count_segments(generation=generation)
+        check_tag_cost(len(labels), count)
+        rows = self._tag_sliced(labels, lambda s: len(s.labels), top=top, where=where, limit=count, save=True)
+        return sum(rows)
 
     def _tag_sliced(
-        self, labels: list[str], *, top: int | None = None, where: str | None = None, offset: int, limit: int
-    ) -> list[Any]:
-        """`Index.tag_index` as bulk work on the model thread, in slices (`ModelQueue.tag_paged`)."""
+        self,
+        labels: list[str],
+        entry: Callable[[Any], T],
+        *,
+        top: int | None = None,
+        where: str | None = None,
+        offset: int = 0,
+        limit: int,
+        save: bool = False,
+    ) -> list[T]:
+        """`Index.tag_index` as bulk work on the model thread in time-bounded slices (`ModelQueue.tag_paged`),
+        each segment turned into its `entry` (its rendered JSON) inside the slice that tags it."""
 
-        def page(some_labels: list[str], start: int, count: int) -> list[Any]:
+        def warm(a: int, n: int) -> None:
+            self.index.warm_texts(labels[a : a + n])
+
+        def page(start: int, count: int) -> list[T]:
             with self.metrics.time_stage("tag"):
-                return list(self.index.tag_index(some_labels, top=top, where=where, offset=start, limit=count))
+                found = self.index.tag_index(labels, top=top, where=where, save=save, offset=start, limit=count)
+                return [entry(s) for s in found]
 
-        return self._model.tag_paged(page, labels, offset=offset, limit=limit)
+        return self._model.tag_paged(page, labels=len(labels), warm=warm, offset=offset, limit=limit)
 
     def _indexed_video(self, video_id: int, generation: int) -> tuple[VideoRow, list[SegmentRow]]:
         segments = self.index.segments_of(video_id, generation=generation)
@@ -360,4 +444,4 @@ class IndexService:
         self.index.close()
 
 
-__all__ = ["IndexService", "SearchOutcome"]
+__all__ = ["IndexService", "RenderedTags", "SearchOptions", "SearchOutcome"]
