@@ -77,7 +77,11 @@ function beginResults() {
 function isCurrent(request) { return request === state.inFlight && request.seq === state.seq; }
 
 function endResults(request) {
-  if (!isCurrent(request)) return false;
+  if (!isCurrent(request)) {
+    // An answer that came back although a newer request had begun (the abort was too late): dropped, and said so.
+    $("results").dispatchEvent(new CustomEvent("xclip:stale", { bubbles: true, detail: { seq: request.seq } }));
+    return false;
+  }
   state.inFlight = null;
   $("results").removeAttribute("aria-busy");
   return true;
