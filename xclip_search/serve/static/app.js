@@ -4,7 +4,14 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { hits: [], current: null, videos: [], indexInfo: null, query: "", marks: new Map() };
+const state = {
+  hits: [], current: null, videos: [], indexInfo: null, query: "", marks: new Map(),
+  // Search as you type: the pending debounce timer, the text last seen in the box, the request whose answer
+  // may still be shown (one at a time: a newer one aborts it), and the key of the search whose results are shown.
+  typingTimer: 0, typed: "", seq: 0, inFlight: null, shownKey: "", shownStatus: "", searched: false,
+};
+const TYPE_DELAY_MS = 250; // search this long after the last keystroke
+const TYPE_MIN_CHARS = 2; // shorter text is not searched while typing (Enter still searches it)
 
 function fmtTime(seconds) {
   const s = Math.max(0, Number(seconds) || 0);
@@ -27,6 +34,7 @@ function el(tag, props = {}, ...children) {
 }
 
 async function api(path, options = {}) {
+  // options.signal: an AbortSignal; an aborted request rejects with an AbortError (see isAbort).
   const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const token = sessionStorage.getItem("xclip-token");
@@ -35,6 +43,7 @@ async function api(path, options = {}) {
     method: options.method || "GET",
     headers,
     body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+    signal: options.signal,
   });
   let data = null;
   try { data = await response.json(); } catch (_) { data = null; }
@@ -51,6 +60,41 @@ function setStatus(node, text, isError = false) {
   node.textContent = text;
   node.classList.toggle("error", isError);
 }
+
+// -- one results request at a time --------------------------------------------------------------------------
+// Searches, refinements and "similar" all fill the one results grid. Each takes a new sequence number and aborts
+// the request before it, so an answer made stale by newer typing (or a newer click) is never shown: the abort
+// stops it on the wire, and the number check stops one that had already arrived.
+
+function beginResults() {
+  cancelResults();
+  const controller = new AbortController();
+  state.inFlight = { seq: ++state.seq, controller };
+  $("results").setAttribute("aria-busy", "true");
+  return state.inFlight;
+}
+
+function isCurrent(request) { return request === state.inFlight && request.seq === state.seq; }
+
+function endResults(request) {
+  if (!isCurrent(request)) {
+    // An answer that came back although a newer request had begun (the abort was too late): dropped, and said so.
+    $("results").dispatchEvent(new CustomEvent("xclip:stale", { bubbles: true, detail: { seq: request.seq } }));
+    return false;
+  }
+  state.inFlight = null;
+  $("results").removeAttribute("aria-busy");
+  return true;
+}
+
+function cancelResults() {
+  if (state.inFlight) state.inFlight.controller.abort();
+  state.inFlight = null;
+  state.seq++;
+  $("results").removeAttribute("aria-busy");
+}
+
+function isAbort(error) { return error && error.name === "AbortError"; }
 
 // -- results ------------------------------------------------------------------------------------------------
 
@@ -124,12 +168,16 @@ function showHits(data, label, kind) {
   const grid = $("results");
   grid.replaceChildren();
   grid.dataset.kind = kind;
+  const query = kind === "similar" ? "" : state.query;
+  grid.dataset.query = query;
   const ms = data.timings_ms && data.timings_ms.total != null ? ` in ${Math.round(data.timings_ms.total)} ms` : "";
-  if (!data.results.length) {
-    setStatus($("status"), `No results for ${label}. Try other words, or clear the file filter.`);
-    return;
-  }
-  setStatus($("status"), `${data.results.length} result${data.results.length === 1 ? "" : "s"} for ${label}${ms}`);
+  state.shownStatus = data.results.length
+    ? `${data.results.length} result${data.results.length === 1 ? "" : "s"} for ${label}${ms}`
+    : `No results for ${label}. Try other words, or clear the file filter.`;
+  setStatus($("status"), state.shownStatus);
+  // Announced for scripts and tests: which results are on screen now (kind and the query they answer).
+  grid.dispatchEvent(new CustomEvent("xclip:results", { bubbles: true, detail: { kind, query, count: data.results.length } }));
+  if (!data.results.length) return;
   for (const hit of data.results) {
     const node = card(hit, (h, n) => {
       document.querySelectorAll(".card.active").forEach((x) => x.classList.remove("active"));
@@ -179,13 +227,17 @@ async function refine() {
     return;
   }
   setStatus($("status"), "Refining…");
+  const request = beginResults();
   try {
     const data = await api("/api/search", {
       method: "POST",
       body: { q: state.query, positive, negative, top_k: Number($("top-k").value), per_video: !$("all-segments").checked },
+      signal: request.controller.signal,
     });
+    if (!endResults(request)) return;
     showHits(data, `“${state.query}” refined by ${positive.length} 👍 and ${negative.length} 👎`, "refined");
   } catch (error) {
+    if (isAbort(error) || !endResults(request)) return;
     setStatus($("status"), `${error.message}${error.hint ? ` — ${error.hint}` : ""}`, true);
   }
 }
@@ -208,40 +260,80 @@ async function saveConcept(event) {
   }
 }
 
-async function runSearch(event) {
+// Enter (or the Search button) searches at once; typing searches through `onType`. The results on screen stay
+// until the new answer arrives, and then are replaced in one step (no empty grid while typing).
+async function runSearch(event, typed = false) {
   if (event) event.preventDefault();
+  clearTimeout(state.typingTimer);
   const q = $("q").value.trim();
+  state.typed = q;
   if (!q) return;
   const params = new URLSearchParams({ q, top_k: $("top-k").value, per_video: String(!$("all-segments").checked) });
   const pathFilter = $("path-filter").value.trim();
   if (pathFilter) params.set("path", pathFilter);
+  const key = params.toString();
+  if (typed && key === state.shownKey) { cancelResults(); setStatus($("status"), state.shownStatus); return; } // e.g. a letter typed and deleted
   history.replaceState(null, "", `?${new URLSearchParams({ q })}`);
-  state.query = q;
+  const request = beginResults();
+  setStatus($("status"), state.searched ? `Searching “${q}”…` : "Searching… (the first search loads the model)");
+  state.searched = true;
+  try {
+    const data = await api(`/api/search?${params}`, { signal: request.controller.signal });
+    if (!endResults(request)) return;
+    // New query text, new results: feedback marks belonged to the old ones.
+    state.query = q;
+    state.shownKey = key;
+    state.marks = new Map();
+    $("concept-save").hidden = true;
+    setStatus($("concept-status"), "");
+    showHits(data, `“${q}”`, "search");
+  } catch (error) {
+    if (isAbort(error) || !endResults(request)) return;
+    setStatus($("status"), `${error.message}${error.hint ? ` — ${error.hint}` : ""}`, true);
+  }
+}
+
+// Every change of the box's text: abort what was asked for older text, and search again once typing pauses.
+// An emptied box shows the library again; text shorter than TYPE_MIN_CHARS waits for more (or for Enter).
+function onType() {
+  const q = $("q").value.trim();
+  if (q === state.typed) return; // e.g. a trailing space: nothing new to search
+  state.typed = q;
+  clearTimeout(state.typingTimer);
+  if (state.inFlight) { cancelResults(); setStatus($("status"), state.shownStatus); }
+  if (!q) { clearSearch(); return; }
+  if (q.length < TYPE_MIN_CHARS) return;
+  state.typingTimer = setTimeout(() => runSearch(null, true), TYPE_DELAY_MS);
+}
+
+function clearSearch() {
+  history.replaceState(null, "", location.pathname);
+  state.query = "";
+  state.shownKey = "";
+  state.hits = [];
   state.marks = new Map();
   $("concept-save").hidden = true;
   setStatus($("concept-status"), "");
-  setStatus($("status"), "Searching… (the first search loads the model)");
-  $("results").replaceChildren();
-  $("results").dataset.kind = "";
-  try {
-    showHits(await api(`/api/search?${params}`), `“${q}”`, "search");
-  } catch (error) {
-    $("results").replaceChildren();
-    setStatus($("status"), `${error.message}${error.hint ? ` — ${error.hint}` : ""}`, true);
-  }
+  setStatus($("status"), "");
+  if (state.indexInfo && !state.indexInfo.segments) showEmptyIndex(); else showLibrary();
 }
 
 async function findSimilar() {
   if (!state.current || state.current.segment_id == null) return;
   setStatus($("status"), "Finding similar moments…");
+  const request = beginResults();
   try {
     const data = await api("/api/search/similar", {
       method: "POST",
       body: { segment_id: state.current.segment_id, top_k: Number($("top-k").value), per_video: !$("all-segments").checked },
+      signal: request.controller.signal,
     });
+    if (!endResults(request)) return;
+    state.shownKey = ""; // the grid no longer shows the typed query's results
     showHits(data, `moments like ${state.current.name} ${fmtTime(state.current.start)}`, "similar");
     $("results").scrollIntoView({ behavior: "smooth", block: "start" });
   } catch (error) {
+    if (isAbort(error) || !endResults(request)) return;
     setStatus($("status"), error.message, true);
   }
 }
@@ -405,8 +497,10 @@ function showLibrary() {
   const grid = $("results");
   grid.replaceChildren();
   grid.dataset.kind = "library";
+  grid.dataset.query = "";
   if (!state.videos.length) return;
-  setStatus($("status"), "Your library — type above to search it, or click a video to watch it.");
+  state.shownStatus = "Your library — type above to search it, or click a video to watch it.";
+  setStatus($("status"), state.shownStatus);
   for (const v of state.videos.slice(0, 48)) {
     grid.append(card(Object.assign({}, v, { start: 0 }), () => play({ video_id: v.video_id, video_url: v.video_url, name: v.name, path: v.path, start: 0 })));
   }
@@ -436,6 +530,7 @@ async function reindex() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("search-form").addEventListener("submit", runSearch);
+  $("q").addEventListener("input", onType);
   $("tag-form").addEventListener("submit", runTag);
   $("concept-save").addEventListener("submit", saveConcept);
   $("player-close").addEventListener("click", () => { $("video").pause(); $("player").hidden = true; });
