@@ -40,6 +40,26 @@ def check_segmentation_flags(**given: Any) -> None:
             raise InvalidArgumentError(f"{_SEGMENTATION_FLAGS[field]}: {exc}", hint=exc.hint) from exc
 
 
+def speech_options(f: Any) -> Any:
+    """``--transcribe`` and ``--speech-model``, shared by `index` and `watch` (both become
+    `IndexOptions.transcribe` and `IndexOptions.speech_model`)."""
+    f = click.option(
+        "--speech-model",
+        default=None,
+        metavar="NAME|DIR",
+        help="With --transcribe: a faster-whisper size (tiny, base, small, medium, large-v3), a hub id "
+        "(Systran/faster-whisper-small, openai/whisper-small) or a local directory (CTranslate2 or "
+        "save_pretrained) [default: base].",
+    )(f)
+    f = click.option(
+        "--transcribe",
+        is_flag=True,
+        help="Also transcribe what is said in videos without subtitles (Whisper via faster-whisper; pip install "
+        "'xclip-search[speech]'), so searches find it. Incremental: only new or changed videos are transcribed.",
+    )(f)
+    return f
+
+
 @cli.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @index_option()
@@ -162,20 +182,7 @@ def check_segmentation_flags(**given: Any) -> None:
     default=None,
     help="Ray decode actors [default: the cluster's CPUs not held by embedding actors].",
 )
-@click.option(
-    "--transcribe",
-    is_flag=True,
-    help="Also transcribe what is said in videos without subtitles (Whisper via faster-whisper; pip install "
-    "'xclip-search[speech]'), so searches find it. Incremental: only new or changed videos are transcribed.",
-)
-@click.option(
-    "--speech-model",
-    default=None,
-    metavar="NAME|DIR",
-    help="With --transcribe: a faster-whisper size (tiny, base, small, medium, large-v3), a hub id "
-    "(Systran/faster-whisper-small, openai/whisper-small) or a local directory (CTranslate2 or save_pretrained) "
-    "[default: base].",
-)
+@speech_options
 @device_option
 @click.option(
     "--dtype",
