@@ -117,6 +117,12 @@ def speech_options(f: Any) -> Any:
 @click.option("--prune", is_flag=True, help="Drop indexed videos whose files disappeared under the given paths.")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed or were skipped before again.")
 @click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="PATHS holding no video is a normal run (exit 0, nothing indexed) instead of an error: for folders "
+    "that are empty on purpose (the server's re-index passes it).",
+)
+@click.option(
     "--follow-links",
     is_flag=True,
     help="Also follow symbolic links that lead outside PATHS (recorded, so the server can play them too).",
@@ -211,6 +217,7 @@ def index_cmd(
     threads: int | None,
     prune: bool,
     retry_failed: bool,
+    allow_empty: bool,
     follow_links: bool,
     timeout_s: float,
     worker_memory: int,
@@ -238,7 +245,7 @@ def index_cmd(
     since, not retried; the report counts them as still_failed). Skipped files (over a limit, duplicates) do
     not change the exit code; with --transcribe, a video whose sound could not be decoded makes it 3 as well.
     Exit code 1, with nothing written, when PATHS hold no video at all and nothing is to be pruned (with
-    --prune, a folder emptied on purpose is pruned).
+    --prune, a folder emptied on purpose is pruned; with --allow-empty, such a run is a normal one).
 
     \b
     Examples:
@@ -270,6 +277,7 @@ def index_cmd(
         torch_threads=threads,
         prune=prune,
         retry_failed=retry_failed,
+        allow_empty=allow_empty,
         follow_links=follow_links,
         device=device,
         dtype=dtype,
