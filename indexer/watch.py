@@ -10,9 +10,10 @@ the watcher only decides *which* paths to hand it and *when*:
 
 - **Events** come from watchdog: inotify on Linux; a `PollingObserver` (a periodic ``stat`` scan) on network
   file systems, where inotify does not see other clients' writes, and whenever inotify runs out of watches
-  (``fs.inotify.max_user_watches``) or instances. Running out is reported in one line and the watcher switches
-  to polling for all roots, then re-scans them (one run over the roots) to find what the lost watches missed:
-  events are never silently dropped. A kernel queue overflow is handled the same way (a re-scan).
+  (``fs.inotify.max_user_watches``) or instances (``max_user_instances``). Running out is reported in one line
+  naming that sysctl, the half-started inotify observer is stopped, and the watcher switches to polling for all
+  roots; if it was already running, it then re-scans them (one run over the roots) to find what the lost watches
+  missed: events are never silently dropped. A kernel queue overflow is handled the same way (a re-scan).
 - **Stability** (`ChangeSet`): a new or modified file is indexed only once its size and mtime have stayed the
   same for `WatchSettings.settle_s` with no event on it, so a file being copied or written in chunks is
   indexed once, complete, not once per chunk.
@@ -289,12 +290,17 @@ def is_watch_limit(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EMFILE)
 
 
-LIMIT_HINT = "raise it with: sudo sysctl fs.inotify.max_user_watches=1048576"
+# The sysctl each limit error names, and a value to raise it to.
+WATCHES, INSTANCES = ("max_user_watches", "1048576"), ("max_user_instances", "1024")
 
 
-def _limit_value() -> str:
+def _limit_sysctl(exc: OSError) -> tuple[str, str]:
+    return INSTANCES if exc.errno == errno.EMFILE else WATCHES
+
+
+def _limit_value(name: str) -> str:
     try:
-        return Path("/proc/sys/fs/inotify/max_user_watches").read_text().strip()
+        return Path("/proc/sys/fs/inotify", name).read_text().strip()
     except OSError:
         return "?"
 
@@ -405,9 +411,15 @@ class Watcher:
     def _start_observer(self, polling: bool) -> None:
         observer = self._new_observer(polling)
         handler = _make_handler(self._events.put)
-        for root in self._roots:
-            observer.schedule(handler, root, recursive=True)
-        observer.start()
+        try:
+            for root in self._roots:
+                observer.schedule(handler, root, recursive=True)
+            observer.start()
+        except BaseException:
+            # The limit can be hit on the second root after the first one's emitter started: stop the half-started
+            # observer, or that emitter keeps its inotify watches and thread (and sends every event twice).
+            _stop(observer)
+            raise
         self._observer, self.polling = observer, polling
 
     def _watch(self) -> None:
@@ -424,16 +436,18 @@ class Watcher:
             if not is_watch_limit(exc):
                 raise
             self._stop_observer()
-            self._notice(self._limit_text(exc.strerror or str(exc)))
+            self._notice(self._limit_text(exc.strerror or str(exc), _limit_sysctl(exc)))
             self._start_observer(True)
 
     def _every(self) -> str:
         return f"{self.settings.poll_interval_s:g} s"
 
-    def _limit_text(self, what: str) -> str:
+    def _limit_text(self, what: str, sysctl: tuple[str, str] = WATCHES) -> str:
+        """The one warning line: what was hit, the limit's current value, what happens now, how to raise it."""
+        name, raised = sysctl
         return (
-            f"{what} (fs.inotify.max_user_watches={_limit_value()}): watching by polling every {self._every()} "
-            f"instead; {LIMIT_HINT}"
+            f"{what} (fs.inotify.{name}={_limit_value(name)}): watching by polling every {self._every()} "
+            f"instead; raise it with: sudo sysctl fs.inotify.{name}={raised}"
         )
 
     def _fall_back_to_polling(self, what: str) -> None:
@@ -445,9 +459,7 @@ class Watcher:
 
     def _stop_observer(self) -> None:
         if self._observer is not None:
-            with contextlib.suppress(RuntimeError):
-                self._observer.stop()
-                self._observer.join(10)
+            _stop(self._observer)
         self._observer = None
 
     # -- events --
@@ -607,6 +619,13 @@ class Watcher:
             for path in batch.gone:
                 self._changes.gone(path, is_dir=True)
             raise
+
+
+def _stop(observer: ObserverLike) -> None:
+    """Stop `observer` and its emitters, also one whose start failed (its thread never ran: join refuses)."""
+    with contextlib.suppress(RuntimeError):
+        observer.stop()
+        observer.join(10)
 
 
 @contextlib.contextmanager

@@ -133,6 +133,10 @@ def test_an_emptied_folder_is_pruned_with_prune_and_refused_without(tmp_path: Pa
         assert index.search("a bike", top_k=5) == [] and index.info()["videos"]["indexed"] == 0
     # Nothing left to prune: the next run says the folder is empty.
     assert run("index", str(lib), "--index", str(idx), "--prune").exit_code == 1
+    # --allow-empty (the server's re-index): an empty folder is a normal run that changes nothing.
+    allowed = run("index", str(lib), "--index", str(idx), "--allow-empty", "--json")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert (json.loads(allowed.stdout)["indexed"], json.loads(allowed.stdout)["removed"]) == (0, 0)
 
 
 def test_dry_run_on_an_existing_index_shows_moves(tmp_path: Path, tiny_ckpt: Path, lib: Path) -> None:

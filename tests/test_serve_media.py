@@ -263,8 +263,6 @@ def test_host_and_origin_checks_on_loopback(client: TestClient) -> None:
 
 
 def test_reindex_job_runs_the_indexer_over_the_recorded_roots(serve_index: Path, tmp_path: Path) -> None:
-    import time
-
     copy = tmp_path / "index"
     shutil.copytree(serve_index, copy)
     with make_client(copy) as c:
@@ -272,11 +270,35 @@ def test_reindex_job_runs_the_indexer_over_the_recorded_roots(serve_index: Path,
         assert started.status_code == 202, started.text
         assert started.json()["roots"] == [str((serve_index.parent / "library").resolve())]
         assert c.post("/api/index/update").status_code in (409, 202)  # one job at a time (409 while running)
-        deadline = time.monotonic() + 120
-        while (state := c.get("/api/index/update").json())["state"] == "running" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        state = c.app.state.jobs.wait(120)  # type: ignore[attr-defined]
         assert state["state"] == "finished", state
-        assert state["report"]["unchanged"] == 4 and state["exit_code"] == 0
+        # broken.mp4 is still failed from the first run: reported, and exit code 3, as for a nightly cron run.
+        assert state["report"]["unchanged"] == 4 and state["report"]["still_failed"] == 1
+        assert state["exit_code"] == 3 and c.get("/api/index/update").json() == state
+
+
+def test_reindex_of_recorded_folders_that_are_now_empty_finishes(
+    tmp_path: Path, tiny_ckpt: Path, playable_videos: dict[str, Path]
+) -> None:
+    """A recorded folder emptied since (its videos deleted or moved away) is a normal outcome for the server's
+    re-index, as for the watcher: the job finishes with an empty report instead of failing on the command
+    line's "No video files" guard. It does not prune (the button indexes new and changed files only)."""
+    from indexer import IndexOptions, run_index
+
+    lib = tmp_path / "clips"
+    lib.mkdir()
+    webm = next(p for p in playable_videos.values() if p.suffix == ".webm")
+    shutil.copy(webm, lib / webm.name)
+    run_index([lib], tmp_path / "index", model=str(tiny_ckpt), options=IndexOptions(segment_seconds=0, workers=0))
+    (lib / webm.name).unlink()
+    with make_client(tmp_path / "index") as c:
+        started = c.post("/api/index/update")
+        assert started.status_code == 202, started.text
+        state = c.app.state.jobs.wait(120)  # type: ignore[attr-defined]
+        assert state["state"] == "finished", state
+        assert state["exit_code"] == 0 and (state["report"]["indexed"], state["report"]["failed"]) == (0, 0)
+        assert c.get("/api/index/update").json() == state
+        assert c.get("/api/index").json()["videos"]["indexed"] == 1  # not pruned: that is index --prune's job
 
 
 def test_videos_indexed_from_a_relative_path_stream(

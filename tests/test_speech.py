@@ -193,6 +193,61 @@ def test_without_transcribe_nothing_is_loaded_and_stale_speech_is_dropped(
     assert _speech_cues(idx)["talk.mp4"] == []  # they described the old content
 
 
+def test_watch_with_transcribe_gives_a_copied_file_speech_cues(
+    tmp_path: Path, tiny_ckpt: Path, tiny_whisper: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``watch --transcribe --speech-model M`` hands both to every run it makes, as ``index`` does. The real
+    command builds the watcher; a fake observer and clock stand in for inotify and time, so the copy is noticed
+    through an event and the batch is due at once (no sleeping)."""
+    import shutil
+    import threading
+
+    import indexer.watch
+    from indexer.watch import FsEvent, Watcher
+
+    from .test_watch import Clock, FakeObserver
+
+    calls = Calls(monkeypatch)
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    lib.mkdir()
+    talk = _clip(tmp_path / "talk.mp4", seed=1)  # written outside, then copied in once the watch runs
+    clock = Clock()
+    built: list[Watcher] = []
+
+    def build(*args: object, **kwargs: object) -> Watcher:
+        w = Watcher(*args, **kwargs, observer_factory=FakeObserver, clock=clock)  # type: ignore[arg-type]
+        built.append(w)
+        return w
+
+    def drive(w: Watcher, stop: threading.Event) -> None:
+        w.start()  # the start-up run: an empty folder, nothing to transcribe
+        try:
+            shutil.copy(talk, lib / "talk.mp4")
+            w.feed([FsEvent("touched", str(lib / "talk.mp4"))])
+            assert w.step() is None  # not settled yet
+            clock.advance(w.settings.settle_s + w.settings.quiet_s)
+            assert w.step() is not None
+        finally:
+            w.close()
+
+    monkeypatch.setattr(indexer.watch, "Watcher", build)
+    monkeypatch.setattr(Watcher, "run", drive)
+    result = run(
+        "watch", str(lib), "--index", str(idx), "--model", str(tiny_ckpt), "--segment-seconds", "2",
+        "--transcribe", "--speech-model", str(tiny_whisper), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    options = built[0].options
+    assert options.transcribe and options.speech_model == str(tiny_whisper)
+    start, changes = (json.loads(line) for line in result.stdout.splitlines())
+    assert (start["trigger"], start["indexed"], start["transcribed"]) == ("start", 0, 0)
+    assert (changes["trigger"], changes["indexed"], changes["transcribed"]) == ("changes", 1, 1)
+    assert changes["transcription_failed"] == 0
+    assert calls.loads == 1 and len(calls.results) == 1  # the start-up run loaded no speech model
+    cues = _speech_cues(idx)["talk.mp4"]
+    assert cues and cues == calls.results[0][1].cues  # what Whisper said about the copied file is in the catalog
+
+
 def test_audio_decodes_in_a_worker_and_a_broken_stream_is_an_error(tmp_path: Path) -> None:
     talk = _clip(tmp_path / "talk.mp4", seed=1)
     broken = _clip(tmp_path / "broken.mp4", seed=2, broken=True)

@@ -585,6 +585,74 @@ def test_watchdog_hitting_the_limit_for_a_new_folder_falls_back_and_rescans(
         w.close()
 
 
+@pytest.mark.parametrize(
+    "code,message,sysctl,raised",
+    [
+        (errno.ENOSPC, "inotify watch limit reached", "max_user_watches", "1048576"),
+        (errno.EMFILE, "inotify instance limit reached", "max_user_instances", "1024"),
+    ],
+    ids=["watches", "instances"],
+)
+def test_watch_falls_back_to_polling_with_one_warning_line_when_schedule_hits_the_limit(
+    tmp_path: Path, tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch, code: int, message: str, sysctl: str, raised: str
+) -> None:
+    """Issue 14: what `watch` does when inotify runs out. watchdog raises ``OSError(ENOSPC, "inotify watch limit
+    reached")`` (EMFILE for instances) when it cannot add a watch; the command must not crash: one warning line
+    on stderr, then the same watch by polling (watchdog's PollingObserver), starting with the start-up run."""
+    from click.testing import CliRunner
+    from watchdog.observers.inotify import InotifyObserver
+    from watchdog.observers.polling import PollingObserver
+
+    from xclip_search.cli import cli
+
+    def schedule(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(code, message)
+
+    seen: list[Any] = []
+
+    def run_once(w: Watcher, stop: threading.Event) -> None:  # start (the start-up run), look, stop
+        w.start()
+        seen.append((w.polling, type(w._observer)))
+        w.close()
+
+    monkeypatch.setattr(InotifyObserver, "schedule", schedule)
+    monkeypatch.setattr(Watcher, "run", run_once)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    result = CliRunner().invoke(
+        cli, ["watch", str(lib), "--index", str(tmp_path / "idx"), "--model", str(tiny_ckpt)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [(True, PollingObserver)]
+    value = Path("/proc/sys/fs/inotify", sysctl).read_text().strip()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert warnings == [
+        f"Warning: {message} (fs.inotify.{sysctl}={value}): watching by polling every 2 s instead; "
+        f"raise it with: sudo sysctl fs.inotify.{sysctl}={raised}"
+    ]
+    assert "[start] 0 indexed" in result.stderr and "Traceback" not in result.output
+
+
+def test_the_limit_hit_on_a_later_root_leaves_no_inotify_thread_behind(
+    tmp_path: Path, watch_limit: Callable[[bytes], None]
+) -> None:
+    """The first root gets its inotify emitter, the second hits the limit: the half-started inotify observer is
+    stopped before polling takes over (else its emitter kept watching: a leaked thread and every event twice)."""
+    from watchdog.observers.inotify import InotifyEmitter
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    watch_limit(str(tmp_path / "b").encode())
+    runs, notices = Recorder(), list[str]()
+    w = Watcher([tmp_path / "a", tmp_path / "b"], tmp_path / "idx", run_index=runs, on_notice=notices.append)
+    w.start()
+    try:
+        assert w.polling and len(notices) == 1 and notices[0].startswith("inotify watch limit reached")
+        assert not [t for t in threading.enumerate() if isinstance(t, InotifyEmitter) and t.is_alive()]
+    finally:
+        w.close()
+
+
 def test_the_roots_of_watch_runs_do_not_pile_up_in_the_servers_roots(tmp_path: Path) -> None:
     from xclip_search.serve.media import roots_from_runs
 

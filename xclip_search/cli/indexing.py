@@ -40,6 +40,26 @@ def check_segmentation_flags(**given: Any) -> None:
             raise InvalidArgumentError(f"{_SEGMENTATION_FLAGS[field]}: {exc}", hint=exc.hint) from exc
 
 
+def speech_options(f: Any) -> Any:
+    """``--transcribe`` and ``--speech-model``, shared by `index` and `watch` (both become
+    `IndexOptions.transcribe` and `IndexOptions.speech_model`)."""
+    f = click.option(
+        "--speech-model",
+        default=None,
+        metavar="NAME|DIR",
+        help="With --transcribe: a faster-whisper size (tiny, base, small, medium, large-v3), a hub id "
+        "(Systran/faster-whisper-small, openai/whisper-small) or a local directory (CTranslate2 or "
+        "save_pretrained) [default: base].",
+    )(f)
+    f = click.option(
+        "--transcribe",
+        is_flag=True,
+        help="Also transcribe what is said in videos without subtitles (Whisper via faster-whisper; pip install "
+        "'xclip-search[speech]'), so searches find it. Incremental: only new or changed videos are transcribed.",
+    )(f)
+    return f
+
+
 @cli.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @index_option()
@@ -96,6 +116,12 @@ def check_segmentation_flags(**given: Any) -> None:
 )
 @click.option("--prune", is_flag=True, help="Drop indexed videos whose files disappeared under the given paths.")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed or were skipped before again.")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="PATHS holding no video is a normal run (exit 0, nothing indexed) instead of an error: for folders "
+    "that are empty on purpose (the server's re-index passes it).",
+)
 @click.option(
     "--follow-links",
     is_flag=True,
@@ -162,20 +188,7 @@ def check_segmentation_flags(**given: Any) -> None:
     default=None,
     help="Ray decode actors [default: the cluster's CPUs not held by embedding actors].",
 )
-@click.option(
-    "--transcribe",
-    is_flag=True,
-    help="Also transcribe what is said in videos without subtitles (Whisper via faster-whisper; pip install "
-    "'xclip-search[speech]'), so searches find it. Incremental: only new or changed videos are transcribed.",
-)
-@click.option(
-    "--speech-model",
-    default=None,
-    metavar="NAME|DIR",
-    help="With --transcribe: a faster-whisper size (tiny, base, small, medium, large-v3), a hub id "
-    "(Systran/faster-whisper-small, openai/whisper-small) or a local directory (CTranslate2 or save_pretrained) "
-    "[default: base].",
-)
+@speech_options
 @device_option
 @click.option(
     "--dtype",
@@ -204,6 +217,7 @@ def index_cmd(
     threads: int | None,
     prune: bool,
     retry_failed: bool,
+    allow_empty: bool,
     follow_links: bool,
     timeout_s: float,
     worker_memory: int,
@@ -231,7 +245,7 @@ def index_cmd(
     since, not retried; the report counts them as still_failed). Skipped files (over a limit, duplicates) do
     not change the exit code; with --transcribe, a video whose sound could not be decoded makes it 3 as well.
     Exit code 1, with nothing written, when PATHS hold no video at all and nothing is to be pruned (with
-    --prune, a folder emptied on purpose is pruned).
+    --prune, a folder emptied on purpose is pruned; with --allow-empty, such a run is a normal one).
 
     \b
     Examples:
@@ -263,6 +277,7 @@ def index_cmd(
         torch_threads=threads,
         prune=prune,
         retry_failed=retry_failed,
+        allow_empty=allow_empty,
         follow_links=follow_links,
         device=device,
         dtype=dtype,

@@ -14,6 +14,7 @@ import click
 from ..console import echo_json
 from ..defaults import default_index_dir
 from .base import cli, index_option, json_option
+from .indexing import check_segmentation_flags, speech_options
 
 
 def watch_options(f: Any) -> Any:
@@ -44,6 +45,8 @@ def print_batch(as_json: bool) -> Callable[[Any], None]:
             sys.stdout.flush()
             return
         still = f", {d['still_failed']} still failed" if d["still_failed"] else ""
+        if "transcribed" in d:  # --transcribe
+            still += f", {d['transcribed']} transcribed, {d['transcription_failed']} transcription failed"
         click.echo(
             f"[{result.trigger}] {d['indexed']} indexed ({d['segments']} segments), {d['moved']} moved, "
             f"{d['removed']} removed, {d['unchanged']} unchanged, {d['failed']} failed, {d['skipped']} skipped"
@@ -55,6 +58,8 @@ def print_batch(as_json: bool) -> Callable[[Any], None]:
         for o in result.report.earlier[:20]:
             if o.status == "failed":
                 click.echo(f"  still failed: {o.path}: {o.reason}", err=True)
+        for s in result.report.speech_failures[:20]:
+            click.echo(f"  transcription failed: {s.path}: {s.reason}", err=True)
 
     return show
 
@@ -80,6 +85,7 @@ def notice(text: str) -> None:
     "records, else 10].",
 )
 @watch_options
+@speech_options
 @json_option
 def watch_cmd(
     paths: tuple[Path, ...],
@@ -88,6 +94,8 @@ def watch_cmd(
     segment_seconds: float | None,
     poll: bool,
     settle_s: float,
+    transcribe: bool,
+    speech_model: str | None,
     as_json: bool,
 ) -> int:
     """Keep an index current while videos appear, change, move and disappear under PATHS (folders).
@@ -101,11 +109,10 @@ def watch_cmd(
     Examples:
       xclip-search watch ~/Videos
       xclip-search watch /mnt/nas/videos --index nas-index --poll --json   # one JSON line per run
+      xclip-search watch ~/Lectures --transcribe        # also what is said in new videos, like index --transcribe
     """
     from indexer import IndexOptions
     from indexer.watch import Watcher, WatchSettings
-
-    from .indexing import check_segmentation_flags
 
     check_segmentation_flags(segment_seconds=segment_seconds)
     target = index_dir or default_index_dir()
@@ -113,7 +120,7 @@ def watch_cmd(
         [str(p) for p in paths],
         target,
         model=model,
-        options=IndexOptions(segment_seconds=segment_seconds),
+        options=IndexOptions(segment_seconds=segment_seconds, transcribe=transcribe, speech_model=speech_model),
         settings=WatchSettings(settle_s=settle_s, polling=poll),
         on_batch=print_batch(as_json),
         on_notice=notice,

@@ -4,6 +4,10 @@ A child process keeps decoding and model batches out of the server (a crash or a
 cannot take the server down) and is the same code path as the command line; the server just reads the new
 generations as they are published. One job at a time; the paths are the roots earlier runs recorded, never
 anything from the request.
+
+A recorded folder that holds no video any more is a normal outcome, as it is for the watcher: the job passes
+``--allow-empty`` (`IndexOptions.allow_empty`), so it finishes with a report of what it found instead of
+failing with "no video found" (the command line's guard against a mistyped path, which a recorded root is not).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class ReindexJob:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
         self._state: dict[str, Any] = {"state": "idle"}
+        self._waiter: threading.Thread | None = None
 
     def start(self, roots: Sequence[str]) -> dict[str, Any]:
         existing = [r for r in roots if os.path.exists(r)]
@@ -43,7 +48,8 @@ class ReindexJob:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 raise IndexBusyError("A re-index job is already running", hint="Poll GET /api/index/update.")
-            cmd = [sys.executable, "-m", "xclip_search", "index", *existing, "--index", str(self.index_dir), "--json"]
+            cmd = [sys.executable, "-m", "xclip_search", "index", *existing, "--index", str(self.index_dir)]
+            cmd += ["--allow-empty", "--json"]
             if self.device:
                 cmd += ["--device", self.device]
             env = dict(os.environ)
@@ -52,7 +58,8 @@ class ReindexJob:
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
             )
             self._state = {"state": "running", "roots": existing, "started_at": now_iso(), "pid": self._proc.pid}
-            threading.Thread(target=self._wait, args=(self._proc,), daemon=True).start()
+            self._waiter = threading.Thread(target=self._wait, args=(self._proc,), daemon=True)
+            self._waiter.start()
             return dict(self._state)
 
     def _wait(self, proc: subprocess.Popen[str]) -> None:
@@ -76,6 +83,15 @@ class ReindexJob:
     def status(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._state)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """The status once the latest job has ended and its outcome is recorded (or at `timeout`): for callers
+        that must not poll, such as tests."""
+        with self._lock:
+            waiter = self._waiter
+        if waiter is not None:
+            waiter.join(timeout)
+        return self.status()
 
     def stop(self) -> None:
         """Terminate a running job (server shutdown); committed generations stay published."""
