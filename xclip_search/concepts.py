@@ -43,7 +43,7 @@ L2_V = 0.001
 #: Penalty pulling the text weight towards 1 (X-CLIP's own logit scale).
 L2_TEXT = 0.05
 #: Weight of a concept's learned term when it refines X-CLIP's zero-shot among a label set (`tag_probs`): a
-#: bounded correction, measured on the demo model's confusable two-shape captions so that a few examples beat
+#: small correction, measured on the demo model's confusable two-shape captions so that a few examples beat
 #: zero-shot overall and lose at most a point on the clips zero-shot gets right (scripts/eval_concepts.py).
 TAG_CORRECTION = 0.003
 #: The text's prompted score is an input when the positives' mean is this many negatives' standard deviations

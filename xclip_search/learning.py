@@ -379,13 +379,13 @@ def label_probs(
     engine: ConceptEngine,
     logit_scale: float,
 ) -> tuple[np.ndarray, list[bool]]:
-    """Tag probabilities (B, L) and which labels name a concept: `xclip_search.concepts.tag_probs` (X-CLIP's
-    zero-shot softmax over the labels it knows, a known concept's examples as a bounded correction, an unknown
-    one's own probability), with each concept's text scored here when it is not the label itself."""
+    """Tag probabilities (B, L) and which labels name a concept: `xclip_search.concepts.tag_probs` (plain labels:
+    X-CLIP's zero-shot softmax; a concept: its own probability; several concepts whose text X-CLIP knows: its
+    zero-shot plus their examples as a small correction), each concept's text scored here when not the label."""
     is_concept = [label in concepts for label in labels]
     models = [concepts[label].model if c else None for label, c in zip(labels, is_concept, strict=True)]
     text_scores = [
-        engine.text_scores(m.text, v, z) if m is not None and m.uses_text and m.text != label else None
+        engine.text_scores(m.text, v, z) if m is not None and m.text is not None and m.text != label else None
         for label, m in zip(labels, models, strict=True)
     ]
     return tag_probs(scores, models, v, text_scores, logit_scale), is_concept
