@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure concepts (labels learned from a few examples) on the demo model, and the alternatives to the method.
 
-    python scripts/eval_concepts.py [--trials 10] [--cache /tmp/concepts.npz] [--json]
+    python scripts/eval_concepts.py [--trials 10] [--alternatives] [--only TEXT] [--cache /tmp/concepts.npz] [--json]
 
 Every clip goes through a real file (H.264 mp4, decord, the saved image processor), as in
 scripts/eval_demo_model.py. Three held-out sets:
