@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure concepts (labels learned from a few examples) on the demo model, and the alternatives to the method.
 
-    python scripts/eval_concepts.py [--trials 10] [--cache /tmp/concepts.npz] [--json]
+    python scripts/eval_concepts.py [--trials 10] [--alternatives] [--only TEXT] [--cache /tmp/concepts.npz] [--json]
 
 Every clip goes through a real file (H.264 mp4, decord, the saved image processor), as in
 scripts/eval_demo_model.py. Three held-out sets:
@@ -171,16 +171,63 @@ def logistic_v(pv: np.ndarray, nv: np.ndarray, ps: np.ndarray, ns: np.ndarray, s
     return lambda v, s: model.probs(v)
 
 
-def chosen(pv: np.ndarray, nv: np.ndarray, ps: np.ndarray, ns: np.ndarray, scale: float, **kw: float):
+def own_probability(pv: np.ndarray, nv: np.ndarray, ps: np.ndarray, ns: np.ndarray, scale: float, **kw: float):
+    """The learned concept's own probability (against random segments) decides among labels too."""
     model = cc.fit_concept(pv, nv, logit_scale=scale, text="name", pos_s=ps, neg_s=ns, held_out=False, **kw).model
     return lambda v, s: model.probs(v, s)
+
+
+def with_zero_shot(correction: float = cc.TAG_CORRECTION, **kw: float) -> Fitter:
+    """The same fit; among labels, tagged as `tag` does (`concepts.tag_probs`): a concept whose text X-CLIP knows
+    is X-CLIP's zero-shot logit plus `correction` times its learned term, one X-CLIP does not know its own
+    probability. `kw` changes the fit (l2_v, l2_text: 1e8 fixes the text weight at 1, a residual fit)."""
+
+    def fit(pv: np.ndarray, nv: np.ndarray, ps: np.ndarray, ns: np.ndarray, scale: float):
+        model = cc.fit_concept(pv, nv, logit_scale=scale, text="name", pos_s=ps, neg_s=ns, held_out=False, **kw).model
+        scorer = _Tagged(model, correction)
+        return scorer
+
+    return fit
+
+
+class _Tagged:
+    """A concept's own probability when called (calibration), and its model for `tag` among labels."""
+
+    def __init__(self, model: cc.ConceptModel, correction: float) -> None:
+        self.model, self.correction = model, correction
+
+    def __call__(self, v: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return self.model.probs(v, s if self.model.uses_text else None)
+
+
+def tag(models: list, v: np.ndarray, s: np.ndarray, scale: float) -> np.ndarray:
+    """Which label `tag` puts first for each clip: `concepts.tag_probs` for the chosen method (and its variants),
+    the highest own probability for the others."""
+    if all(isinstance(m, _Tagged) for m in models):
+        probs = cc.tag_probs(
+            s, [m.model for m in models], v, [None] * len(models), scale, correction=models[0].correction
+        )
+    else:
+        probs = np.stack([m(v, s[:, j]) for j, m in enumerate(models)], axis=1)
+    return probs.argmax(1)
 
 
 METHODS: dict[str, Fitter] = {
     "prototype": prototype,
     "tip-adapter": tip_adapter,
     "logistic on v": logistic_v,
-    "logistic on v + text (chosen)": chosen,
+    "logistic on v + text, own probability (before)": own_probability,
+    "logistic on v + text, + zero-shot in tag (chosen)": with_zero_shot(),
+}
+#: The other ways tried of combining the learned concept with zero-shot (``--alternatives``).
+ALTERNATIVES: dict[str, Fitter] = {
+    "own probability, text prior x100 (l2_text 5)": lambda *a: own_probability(*a, l2_text=5.0),
+    "own probability, residual fit (text weight 1, l2_v 0.1)": lambda *a: own_probability(*a, l2_text=1e8, l2_v=0.1),
+    "zero-shot + 0.01 x learned term": with_zero_shot(0.01),
+    "zero-shot + 0.03 x learned term": with_zero_shot(0.03),
+    "zero-shot + 0.1 x learned term": with_zero_shot(0.1),
+    "zero-shot + residual fit, l2_v 0.3": with_zero_shot(1.0, l2_text=1e8, l2_v=0.3),
+    "zero-shot + residual fit, l2_v 1": with_zero_shot(1.0, l2_text=1e8, l2_v=1.0),
 }
 
 
@@ -197,7 +244,7 @@ def run(
     label = np.where(kind == 1, label + n_inv + 1, label)  # two-shape clips: their caption's column in `scores`
     index_pool = np.flatnonzero(split == 0)  # the "index": every training-pool clip, of every kind
     held_bg = np.flatnonzero((kind == 2) & (split == 1))
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7)  # reseeded before each method of each set: every method gets the same draws
     result: dict[str, object] = {}
 
     def learn(fit: Fitter, name_col: int, pool: np.ndarray, k: int):
@@ -212,6 +259,7 @@ def run(
     zs = scores[test][:, :n_inv].argmax(1)
     inv: dict[str, object] = {"zero_shot_accuracy": float(np.mean(zs == truth)), "chance": 1.0 / n_inv}
     for mname, fit in methods.items():
+        rng = np.random.default_rng(7)
         rows = {}
         for k in ks:
             accs, probs_all, truth_all = [], [], []
@@ -219,8 +267,7 @@ def run(
                 models = [
                     learn(fit, c, np.flatnonzero((kind == 0) & (label == c) & (split == 0)), k) for c in range(n_inv)
                 ]
-                p = np.stack([m(v[test], scores[test, c]) for c, m in enumerate(models)], axis=1)
-                accs.append(float(np.mean(p.argmax(1) == truth)))
+                accs.append(float(np.mean(tag(models, v[test], scores[test, :n_inv], scale) == truth)))
                 # calibration: each concept on its held-out positives and as many held-out negatives
                 for c, m in enumerate(models):
                     pos = test[truth == c]
@@ -244,6 +291,7 @@ def run(
         "zero_shot_accuracy": float(np.mean(scores[pair][:, [0, n_inv]].argmax(1) == pair_truth))
     }
     for mname, fit in methods.items():
+        rng = np.random.default_rng(8)
         hard[mname] = {}
         for k in ks:
             accs = []
@@ -251,8 +299,8 @@ def run(
                 models = [
                     learn(fit, c, np.flatnonzero((kind == 0) & (label == c) & (split == 0)), k) for c in (0, n_inv)
                 ]
-                p = np.stack([m(v[pair], scores[pair, c]) for c, m in zip((0, n_inv), models, strict=True)], axis=1)
-                accs.append(float(np.mean(p.argmax(1) == pair_truth)))
+                picked = tag(models, v[pair], scores[pair][:, [0, n_inv]], scale)
+                accs.append(float(np.mean(picked == pair_truth)))
             hard[mname][str(k)] = float(np.mean(accs))  # type: ignore[index]
     inv["shape_only_pair"] = hard
     result["invented"] = inv
@@ -272,6 +320,7 @@ def run(
     two["zero_shot_accuracy"] = float(np.mean(zs_right))
     two["captions"] = [names[c] for cols, _, _ in tests for c in cols]
     for mname, fit in methods.items():
+        rng = np.random.default_rng(9)
         rows = {}
         for k in ks:
             acc, kept, fixed = [], [], []
@@ -279,8 +328,7 @@ def run(
                 ok_all = []
                 for cols, t, _right in tests:
                     models = [learn(fit, c, np.flatnonzero((kind == 1) & (label == c) & (split == 0)), k) for c in cols]
-                    p = np.stack([m(v[t], scores[t, c]) for c, m in zip(cols, models, strict=True)], axis=1)
-                    ok_all.append(p.argmax(1) == (label[t] - cols[0]))
+                    ok_all.append(tag(models, v[t], scores[t][:, cols], scale) == (label[t] - cols[0]))
                 ok = np.concatenate(ok_all)
                 acc.append(float(np.mean(ok)))
                 kept.append(float(np.mean(ok[zs_right])))
@@ -304,12 +352,15 @@ def main() -> int:
     parser.add_argument("--negatives", type=int, default=cc.DEFAULT_NEGATIVES)
     parser.add_argument("--cache", type=Path, default=None, help="npz to keep the encoded clips in")
     parser.add_argument("--only-chosen", action="store_true", help="measure the chosen method only")
+    parser.add_argument("--alternatives", action="store_true", help="also the other ways of using zero-shot tried")
+    parser.add_argument("--only", default="", help="measure only the methods whose name contains this")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
     data = build_sets(args.train, args.test, args.background, args.cache)
-    methods = {k: m for k, m in METHODS.items() if not args.only_chosen or "chosen" in k}
+    methods = {**METHODS, **(ALTERNATIVES if args.alternatives else {})}
+    methods = {k: m for k, m in methods.items() if (not args.only_chosen or "chosen" in k) and args.only in k}
     result = run(data, [1, 2, 4, 8], args.trials, methods, args.negatives)
     result["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
@@ -321,23 +372,23 @@ def main() -> int:
         f"Invented words (6 concepts, accuracy and ECE; zero-shot {inv['zero_shot_accuracy']:.3f}, "
         f"chance {inv['chance']:.3f})"
     )
-    print(f"{'method':32s} " + " ".join(f"k={k:<14d}" for k in (1, 2, 4, 8)))
+    print(f"{'method':56s} " + " ".join(f"k={k:<14d}" for k in (1, 2, 4, 8)))
     for m in methods:
         cells = " ".join(f"{inv[m][str(k)]['accuracy']:.3f} ece {inv[m][str(k)]['ece']:.3f}" for k in (1, 2, 4, 8))
-        print(f"{m:32s} {cells}")
+        print(f"{m:56s} {cells}")
     hard = inv["shape_only_pair"]
     print(f"Shape-only pair blicket/kiki (red circle/square moving left; zero-shot {hard['zero_shot_accuracy']:.3f})")
     for m in methods:
-        print(f"{m:32s} " + " ".join(f"{hard[m][str(k)]:.3f}{'':12s}" for k in (1, 2, 4, 8)))
+        print(f"{m:56s} " + " ".join(f"{hard[m][str(k)]:.3f}{'':12s}" for k in (1, 2, 4, 8)))
     two = result["two_shape"]
     assert isinstance(two, dict)
     print(f"\nConfusable two-shape captions (12 in groups of 4; zero-shot {two['zero_shot_accuracy']:.3f})")
-    print(f"{'method':32s} " + " ".join(f"k={k:<20d}" for k in (1, 2, 4, 8)))
+    print(f"{'method':56s} " + " ".join(f"k={k:<20d}" for k in (1, 2, 4, 8)))
     for m in methods:
         cells = " ".join(
             f"{two[m][str(k)]['accuracy']:.3f} (kept {two[m][str(k)]['on_zero_shot_right']:.3f})" for k in (1, 2, 4, 8)
         )
-        print(f"{m:32s} {cells}")
+        print(f"{m:56s} {cells}")
     print(f"\n{result['seconds']} s")
     return 0
 

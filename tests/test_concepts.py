@@ -251,3 +251,49 @@ def test_an_old_catalog_gains_the_concepts_table(tmp_path: Path) -> None:
     again = Catalog.connect(CatalogLocation(url))
     assert inspect(again.engine).has_table("concepts") and again.get_meta("schema_version") == "6"
     again.close()
+
+
+def test_tag_keeps_zero_shot_right_answers_and_lets_examples_break_its_ties() -> None:
+    """Concepts whose text X-CLIP knows compete in `tag` by X-CLIP's zero-shot plus a small learned correction:
+    a zero-shot answer with a margin survives a learned term that would overturn it (as the concepts' own
+    probabilities do), an exact tie goes to the examples; alone, or without text, a concept keeps its own
+    probability, and plain labels keep their softmax."""
+    from xclip_search.concepts import TAG_CORRECTION, tag_probs
+
+    rng = np.random.default_rng(3)
+    dim, scale = 16, 10.0
+    axis = np.eye(dim)
+    neg = rng.normal(size=(300, dim))
+    neg_s = rng.normal(0.0, 0.05, size=300)
+
+    def learn(direction: int, text: str | None) -> ConceptModel:
+        pos = 3 * axis[direction] + rng.normal(size=(6, dim))
+        return fit_concept(
+            pos, neg, logit_scale=scale, text=text, pos_s=np.full(6, 0.5), neg_s=neg_s, held_out=False
+        ).model
+
+    a, b, inv = learn(0, "a"), learn(1, "b"), learn(2, None)
+    assert a.refines_zero_shot and b.refines_zero_shot and not inv.refines_zero_shot
+    v = 3 * axis[1][None, :]  # looks like b's examples
+    gap = TAG_CORRECTION * float(b.correction(v)[0] - a.correction(v)[0])
+    assert gap > 0
+    margin = 2 * gap / scale  # zero-shot prefers a by twice what the examples can add to b
+    scores = np.array([[0.4, 0.4 - margin, 0.4, 0.3, 0.1]])
+    own = [a.probs(v, scores[:, 0])[0], b.probs(v, scores[:, 1])[0]]
+    assert own[1] > own[0]  # the concepts' own probabilities overturn zero-shot's answer
+    models = [a, b, inv, None, None]
+    probs = tag_probs(scores, models, v, [None] * 5, scale)
+    assert probs[0, 0] > probs[0, 1]  # tag keeps it
+    assert max(probs[0, 0], probs[0, 1]) < max(own) + 1e-12
+    assert probs[0, 0] + probs[0, 1] == pytest.approx(max(own))
+    assert probs[0, 2] == pytest.approx(inv.probs(v)[0])
+    plain = np.exp(scale * scores[0, 3:]) / np.exp(scale * scores[0, 3:]).sum()
+    assert probs[0, 3:] == pytest.approx(plain)
+    tie = scores.copy()
+    tie[0, 1] = 0.4
+    assert tag_probs(tie, models, v, [None] * 5, scale)[0, :2].argmax() == 1  # a tie: the examples decide
+    alone = tag_probs(scores, [a, None, inv, None, None], v, [None] * 5, scale)
+    assert alone[0, 0] == pytest.approx(own[0])
+    legacy = ConceptModel.from_json(json.dumps({**json.loads(b.to_json()), "centre": None}))
+    assert not legacy.refines_zero_shot
+    assert ConceptModel.from_json(b.to_json()).centre == pytest.approx(b.centre)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .concepts import DEFAULT_NEGATIVES, METHOD, ConceptModel, FitReport, check_name, fit_concept
+from .concepts import DEFAULT_NEGATIVES, METHOD, ConceptModel, FitReport, check_name, fit_concept, tag_probs
 from .encoder import XClipEncoder
 from .errors import IndexMismatchError, InvalidArgumentError, NotFoundError
 from .prompting import PromptScorer
@@ -379,18 +379,13 @@ def label_probs(
     engine: ConceptEngine,
     logit_scale: float,
 ) -> tuple[np.ndarray, list[bool]]:
-    """Tag probabilities (B, L): labels naming a concept get the concept's probability; the others X-CLIP's
-    zero-shot softmax over the labels that are not concepts (so a vocabulary without concepts is unchanged)."""
+    """Tag probabilities (B, L) and which labels name a concept: `xclip_search.concepts.tag_probs` (plain labels:
+    X-CLIP's zero-shot softmax; a concept: its own probability; several concepts whose text X-CLIP knows: its
+    zero-shot plus their examples as a small correction), each concept's text scored here when not the label."""
     is_concept = [label in concepts for label in labels]
-    probs = np.zeros(scores.shape, np.float64)
-    plain = [j for j, c in enumerate(is_concept) if not c]
-    if plain:
-        logits = logit_scale * scores[:, plain].astype(np.float64)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs[:, plain] = e / e.sum(axis=1, keepdims=True)
-    for j, label in enumerate(labels):
-        if is_concept[j]:
-            model = concepts[label].model
-            own = scores[:, j] if model.text == label else None
-            probs[:, j] = engine.probs(model, v, z, own)
-    return probs, is_concept
+    models = [concepts[label].model if c else None for label, c in zip(labels, is_concept, strict=True)]
+    text_scores = [
+        engine.text_scores(m.text, v, z) if m is not None and m.text is not None and m.text != label else None
+        for label, m in zip(labels, models, strict=True)
+    ]
+    return tag_probs(scores, models, v, text_scores, logit_scale), is_concept
