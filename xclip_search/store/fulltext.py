@@ -17,7 +17,10 @@ differ, which is why fusion with X-CLIP's moments uses ranks (see `xclip_search.
 matching line, and a very common word matches most lines of a library (at 100k lines, a word in two of three took
 ~110 ms to rank on the loaded 2-core development machine), so at most `MAX_RANKED` matching lines are ranked: the
 first the engine reads. Below that (every selective query) the order is exact; above it the text says little
-about where a moment is anyway, and a search stays within a few milliseconds of X-CLIP alone.
+about where a moment is anyway, and a search stays within a few milliseconds of X-CLIP alone. Ranking is BM25's
+cost per line read: at 100k cues, a word in many lines took 5.0 ms with 2,000 ranked, 2.5 ms with 1,000 and
+1.5 ms with 500 (quiet 2-core machine); 1,000 keeps a fused search within 10 ms of X-CLIP alone
+(`scripts/bench_query.py --text-tracks`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 FTS_TABLE = "cues_fts"  # SQLite only (the statements below spell it out)
 #: the most matching lines a query ranks (see the module docstring)
-MAX_RANKED = 2000
+MAX_RANKED = 1000
 
 # Scripts written without spaces between words: each character is indexed as a word.
 _CHAR_TOKEN_RANGES = (
