@@ -248,6 +248,40 @@ def test_watch_with_transcribe_gives_a_copied_file_speech_cues(
     assert cues and cues == calls.results[0][1].cues  # what Whisper said about the copied file is in the catalog
 
 
+def test_serve_watch_transcribe_hands_the_options_to_its_watcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve --watch F --transcribe --speech-model M`` gives the server's watcher the same options as ``watch``;
+    without ``--watch`` the two flags are refused in one line (there is nothing for them to apply to)."""
+    import contextlib
+
+    import indexer.watch
+    import xclip_search.serve.runner
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    built: list[dict[str, object]] = []
+    served: list[object] = []
+
+    class Recorder:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            built.append(kwargs)
+
+    monkeypatch.setattr(indexer.watch, "Watcher", Recorder)
+    monkeypatch.setattr(indexer.watch, "watching_in_background", lambda w: contextlib.nullcontext())
+    monkeypatch.setattr(xclip_search.serve.runner, "run_server", lambda settings, on_ready: served.append(settings))
+    idx = str(tmp_path / "idx")
+    result = run("serve", "--index", idx, "--watch", str(lib), "--transcribe", "--speech-model", "tiny")
+    assert result.exit_code == 0, result.output
+    options = built[0]["options"]
+    assert options.transcribe and options.speech_model == "tiny"  # type: ignore[attr-defined]
+    assert len(served) == 1
+
+    refused = run("serve", "--index", idx, "--transcribe")
+    assert refused.exit_code == 1 and len(served) == 1
+    assert "apply to the folders given with --watch" in refused.output
+
+
 def test_audio_decodes_in_a_worker_and_a_broken_stream_is_an_error(tmp_path: Path) -> None:
     talk = _clip(tmp_path / "talk.mp4", seed=1)
     broken = _clip(tmp_path / "broken.mp4", seed=2, broken=True)

@@ -9,7 +9,9 @@ import click
 
 from ..console import echo_json
 from ..defaults import default_index_dir
+from ..errors import InvalidArgumentError
 from .base import cli, device_option, index_option, json_option
+from .indexing import speech_options
 from .watching import notice, print_batch, watch_options
 
 # -- serve ------------------------------------------------------------------------------------------------
@@ -49,6 +51,7 @@ from .watching import notice, print_batch, watch_options
     "threads waits at every step for its slowest member. Tagging always runs on one.",
 )
 @watch_options
+@speech_options
 @device_option
 @json_option
 def serve_cmd(
@@ -60,6 +63,8 @@ def serve_cmd(
     threads: int | None,
     poll: bool,
     settle_s: float,
+    transcribe: bool,
+    speech_model: str | None,
     device: str | None,
     as_json: bool,
 ) -> int:
@@ -75,6 +80,7 @@ def serve_cmd(
       xclip-search serve --index my-index --port 9000
       xclip-search serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
       xclip-search serve --watch ~/Videos                 # new videos become searchable within seconds
+      xclip-search serve --watch ~/Lectures --transcribe  # ... and what is said in them
     """
     try:
         from ..serve.app import ServeSettings
@@ -102,13 +108,20 @@ def serve_cmd(
                 click.echo("Warning: listening beyond localhost without --token; write operations are off.", err=True)
 
     if not watch_paths:
+        if transcribe or speech_model:
+            raise InvalidArgumentError(
+                "--transcribe and --speech-model apply to the folders given with --watch",
+                hint="xclip-search serve --watch FOLDER --transcribe",
+            )
         run_server(settings, on_ready=ready)
         return 0
+    from indexer import IndexOptions
     from indexer.watch import Watcher, WatchSettings, watching_in_background
 
     watcher = Watcher(
         [str(p) for p in watch_paths],
         settings.index_dir,
+        options=IndexOptions(transcribe=transcribe, speech_model=speech_model),
         settings=WatchSettings(settle_s=settle_s, polling=poll),
         on_batch=print_batch(False),  # on stderr: stdout carries the one --json line
         on_notice=notice,
