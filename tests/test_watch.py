@@ -425,10 +425,11 @@ def test_watched_folder_files_become_searchable_once_and_deletions_disappear(
         step = len(data) // 4 + 1
         with open(slow, "wb") as f:
             for k in range(4):
+                # The next chunk once the watcher has seen this one's events (no fixed sleep). Counted before the
+                # write: read after it, a watcher that was quicker than this thread had already counted them.
+                seen = watcher.events_seen
                 f.write(data[k * step : (k + 1) * step])
                 f.flush()
-                # The next chunk once the watcher has seen this one's events (no fixed sleep).
-                seen = watcher.events_seen
                 wait_for(lambda seen=seen: watcher.events_seen > seen, "the chunk to be noticed", 60)
         wait_for(lambda: str(slow) in indexed_paths(), "the slowly written file to be indexed")
         wait_for(lambda: str(lib / "landscape.mp4") in indexed_paths(), "the copied file to be indexed")
