@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from xclip_search.errors import VideoError
+from xclip_search.errors import CheckpointError, DependencyError, InvalidArgumentError, VideoError
 from xclip_search.speech import DEFAULT_SPEECH_MODEL, SpeechModel, SpeechSettings, speech_model_source
 from xclip_search.store.catalog import INDEXED, Catalog
 from xclip_search.store.cues import CueSource
@@ -93,12 +93,16 @@ class _Todo:
 
 def check_speech(options: SpeechOptions) -> None:
     """Refuse, before anything runs, a transcription that cannot happen: faster-whisper missing, a model named
-    as a path that is not a directory, or a name that is neither a faster-whisper size nor a hub id."""
+    as a path that is not a directory, or a name that is neither a faster-whisper size nor a hub id; and a
+    speech model named without transcription (nothing would use it)."""
     if not options.transcribe:
+        if options.model is not None:  # most likely --transcribe was forgotten: say so rather than ignore it
+            raise InvalidArgumentError(
+                f"A speech model ({options.model}) was given but transcription is off: nothing would use it",
+                hint="Turn transcription on too, or leave the speech model out.",
+            )
         return
     import importlib.util
-
-    from xclip_search.errors import CheckpointError, DependencyError
 
     if importlib.util.find_spec("faster_whisper") is None:
         raise DependencyError("Speech transcription needs faster-whisper", hint="pip install 'xclip-search[speech]'")

@@ -371,3 +371,14 @@ def test_phrases_are_cleaned_and_kept_within_the_sound() -> None:
         Cue("runs past the end", 3.0, 4.0, "de", "speech"),
     ]
     assert model.transcribe(np.zeros(0, np.float32)).cues == []
+
+
+def test_a_speech_model_without_transcription_is_refused_in_one_line(tmp_path: Path) -> None:
+    """``--speech-model`` alone most likely means ``--transcribe`` was forgotten: refused before anything runs."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    _clip(lib / "talk.mp4", seed=1)
+    result = run("index", str(lib), "--index", str(tmp_path / "idx"), "--speech-model", "tiny")
+    assert result.exit_code == 1
+    assert "transcription is off" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "idx").exists()  # refused before anything was created
