@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,5 +102,8 @@ def _print_report(d: dict[str, Any]) -> None:
     )
     click.echo("Next:")
     click.echo(f'  xclip-search search "red circle moving left" --index {d["index"]}')
-    click.echo(f"  xclip-search serve --index {d['index']}")
+    serve = f"  xclip-search serve --index {d['index']}"
+    if importlib.util.find_spec("fastapi") is None:  # the web server is an extra: say so before it is tried
+        serve = f"  pip install 'xclip-search[serve]'   # once, for:\n{serve}"
+    click.echo(serve)
     click.echo(f"  xclip-search eval {Path(d['library']) / GROUND_TRUTH_FILE} --index {d['index']}   # recall, IoU")
