@@ -183,6 +183,9 @@ def test_compact_command(tmp_path: Path) -> None:
     assert "18 live, 0 dead in 1 shards" in result.output and "retired" in result.output
     result = CliRunner().invoke(cli, ["compact", "--index", str(idx)], catch_exceptions=False)
     assert result.exit_code == 0 and "Nothing to compact" in result.output
+    again = CliRunner().invoke(cli, ["compact", "--index", str(idx), "--json"], catch_exceptions=False)
+    doc = json.loads(again.output)  # asked for, but one whole shard: the reason says why nothing happened
+    assert not doc["compacted"] and doc["reason"] == "nothing to compact"
 
 
 # -- crash safety ---------------------------------------------------------------------------------------------

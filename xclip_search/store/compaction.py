@@ -263,8 +263,8 @@ def compact(writer: IndexWriter, policy: CompactionPolicy, *, force: bool = Fals
         if reason is None or not victims:
             files = reclaim_retired(writer.catalog, store)
             return CompactionReport(
-                False, reason or "nothing to compact", manifest.generation, len(manifest.shards),
-                len(manifest.shards), 0, 0, before, before, files, time.monotonic() - started,
+                False, reason if reason and victims else "nothing to compact", manifest.generation,
+                len(manifest.shards), len(manifest.shards), 0, 0, before, before, files, time.monotonic() - started,
             )  # fmt: skip
         generation = manifest.generation + 1
         new_shards, placement, copied = _write_new_shards(writer, victims, generation, policy)
