@@ -277,6 +277,40 @@ def test_start_up_hides_the_loaded_model_from_full_garbage_collections(serve_ind
         gc.unfreeze()
 
 
+def test_a_search_whose_client_left_is_taken_off_the_model_queue(serve_index: Path) -> None:
+    """Search as you type aborts the previous request: a search still waiting for the model thread when its
+    client goes is never run (the clients still waiting get the thread sooner), and the metrics count it."""
+    import threading
+
+    from xclip_search.serve.app import create_app
+
+    settings = ServeSettings(index_dir=serve_index, port=0, warm=False)
+    app = create_app(settings)
+    service = app.state.service
+    with serve_in_thread(settings, app=app) as url:
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        addr = (host, int(port))
+        assert status_of(get(addr, "/api/search?q=warm+up")) == 200  # the model is loaded
+        searched: list[str] = []
+        real_search = service.index.search
+        service.index.search = lambda query, **kw: (searched.append(query), real_search(query, **kw))[1]
+        started, release = threading.Event(), threading.Event()
+        busy = service._model.submit(lambda: (started.set(), release.wait(60)))  # the thread is taken
+        assert started.wait(60)
+        with socket.create_connection(addr, timeout=60) as sock:
+            sock.sendall(b"GET /api/search?q=stale HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert until(lambda: len(service._model._interactive) == 1)  # queued behind the busy thread
+        # The client has gone (the socket is closed): the server notices while the search is still queued.
+        skipped = {"outcome": "skipped"}
+        count = "xclip_search_searches_abandoned_total"
+        assert until(lambda: service.metrics.registry.get_sample_value(count, skipped) == 1.0)
+        release.set()
+        busy.result(60)
+        assert status_of(get(addr, "/api/search?q=still+here")) == 200
+        assert searched == ["still here"]  # "stale" never ran
+        service.index.search = real_search
+
+
 def test_too_many_concurrent_tagging_requests_get_429() -> None:
     import threading
 

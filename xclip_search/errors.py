@@ -104,6 +104,11 @@ class ServerBusyError(XClipSearchError):
     """Too many expensive requests are already running; retry later (the server answers 429)."""
 
 
+class ClientGoneError(XClipSearchError):
+    """The client left before its answer was ready (search as you type aborts the previous request); the
+    server answers 499 to nobody and logs nothing."""
+
+
 class WorkerStartError(XClipSearchError):
     """Decode worker processes cannot start (a broken installation), so nothing can be decoded."""
 

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import (
+    ClientGoneError,
     DependencyError,
     IndexBusyError,
     IndexNotFoundError,
@@ -51,6 +52,7 @@ _STATUS: list[tuple[type[XClipSearchError], int]] = [
     (NotFoundError, 404),
     (RequestTooLargeError, 413),
     (ServerBusyError, 429),
+    (ClientGoneError, 499),  # nginx's "client closed request": nobody reads it, the metrics count it
     (InvalidArgumentError, 400),
     (UnsupportedError, 501),
     (DependencyError, 501),

@@ -55,6 +55,13 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.abandoned = Counter(
+            "xclip_search_searches_abandoned",
+            "Searches whose client left before the answer: skipped (never run: the model thread was busy) or "
+            "discarded (already running, answer dropped).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.refreshes = Counter(
             "xclip_search_index_refreshes",
             "Times the server moved to a newer published generation of the index.",

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fastapi import FastAPI
+
 from ..errors import InvalidArgumentError
 from .app import ServeSettings, create_app
 
@@ -65,9 +67,10 @@ def run_server(settings: ServeSettings, *, on_ready: Callable[[str], None] | Non
 
 
 @contextlib.contextmanager
-def serve_in_thread(settings: ServeSettings, *, timeout: float = 30.0) -> Iterator[str]:
-    """Run the server in a background thread for the duration of the block; yields its base URL."""
-    app = create_app(settings)
+def serve_in_thread(settings: ServeSettings, *, timeout: float = 30.0, app: FastAPI | None = None) -> Iterator[str]:
+    """Run the server in a background thread for the duration of the block; yields its base URL. `app`: one
+    already made from `settings` (a caller that needs its state)."""
+    app = app or create_app(settings)
     sock = bind_socket(settings.host, settings.port)
     server = _server(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="xclip-serve", daemon=True)

@@ -17,18 +17,19 @@ process needs:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import NotFoundError, XClipSearchError
+from ..errors import ClientGoneError, NotFoundError, XClipSearchError
 from ..index import Index, SearchFilter, SearchHit, SearchResults, SegmentRow, Shot, VideoListing, VideoRow
 from .limits import check_search_cost, check_tag_cost
 from .media import PathGuard, roots_from_runs
@@ -36,6 +37,15 @@ from .metrics import Metrics
 from .modelqueue import BULK_THREADS, ModelQueue
 
 T = TypeVar("T")
+#: How often a search waiting for the model thread checks that its client is still there (seconds): a queued
+#: search's wait is a few searches long (~20-60 ms each), so a 20 ms poll drops it before its turn.
+GONE_POLL_S = 0.02
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    """Read the outcome of a search nobody waits for any more, so asyncio does not log it as never retrieved."""
+    if not done.cancelled():
+        done.exception()
 
 
 def render_json(value: Any) -> bytes:
@@ -203,6 +213,25 @@ class IndexService:
         options = SearchOptions(top_k, candidates, rerank, per_video, where, min_score, merge, match)
         started = time.perf_counter()
         return self._outcome(*self._model.run(self._search_job(query, options)), started)
+
+    async def search_while_connected(
+        self, query: str, options: SearchOptions, gone: Callable[[], Awaitable[bool]]
+    ) -> SearchOutcome:
+        """`search` for a client that may leave before its answer (search as you type aborts the previous
+        request on every keystroke that follows a pause): the request waits for the model thread without holding
+        a thread of its own, and a search that has not started when `gone()` turns true is taken off the queue
+        instead of holding the model thread for the clients still waiting. Raises `ClientGoneError` then."""
+        started = time.perf_counter()
+        job = self._model.submit(self._search_job(query, options))
+        waiting = asyncio.wrap_future(job)
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=GONE_POLL_S)
+            if not waiting.done() and await gone():
+                outcome = "skipped" if job.cancel() else "discarded"
+                self.metrics.abandoned.labels(outcome=outcome).inc()
+                waiting.add_done_callback(_retrieved)  # a search still running ends unread: no asyncio warning
+                raise ClientGoneError("The client left before the search finished")
+        return self._outcome(*waiting.result(), started)
 
     def _search_job(self, query: str, o: SearchOptions) -> Callable[[], tuple[SearchResults, float]]:
         """The model-thread work of one search: move to the newest generation, check the cost, search; with the

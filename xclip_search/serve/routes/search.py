@@ -21,7 +21,7 @@ from ..schemas import (
     search_filter,
 )
 from ..security import require_writer
-from ..service import IndexService
+from ..service import IndexService, SearchOptions
 
 router = APIRouter(prefix="/api", tags=["search"])
 FilterId = Annotated[int, Field(ge=1, le=ID_MAX)]
@@ -32,7 +32,7 @@ def _service(request: Request) -> IndexService:
 
 
 @router.get("/search", summary="Find the moments that match a text query, best first")
-def search(
+async def search(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="What happens in the video")],
     top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="Number of results")] = 10,
@@ -82,17 +82,10 @@ def search(
         path_prefix=list(path_prefix or ()),
         tags=list(tag or ()),
     )
-    outcome = _service(request).search(
-        q,
-        top_k=top_k,
-        candidates=candidates,
-        rerank=rerank,
-        per_video=per_video,
-        where=where,
-        min_score=min_score,
-        merge=merge,
-        match=match,
-    )
+    options = SearchOptions(top_k, candidates, rerank, per_video, where, min_score, merge, match)
+    # Async, so that a client that leaves (the page aborts a stale search as the user types on) takes its
+    # search off the model thread's queue (`IndexService.search_while_connected`).
+    outcome = await _service(request).search_while_connected(q, options, request.is_disconnected)
     return outcome_json(outcome, query=q, filters=echoed)
 
 
